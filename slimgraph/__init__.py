@@ -1,0 +1,48 @@
+"""slimgraph: structured pruning of PyTorch models by graph rewriting.
+
+>>> import torch, slimgraph as sg
+>>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3))
+>>> result = sg.slim(net, (torch.randn(1, 3, 16, 16),), ratio=0.5)
+>>> result.model[0].out_channels
+8
+"""
+
+from slimgraph.api import SlimResult, slim
+from slimgraph.config import PruneConfig
+from slimgraph.depgraph import DependencyGraph, Group
+from slimgraph.errors import (
+    ModelSpecError,
+    PlanError,
+    RewriteError,
+    RuleTableError,
+    SlimGraphError,
+    TraceError,
+)
+from slimgraph.importance import register as register_importance
+from slimgraph.macs import count_macs, count_params
+from slimgraph.plan import GroupCut, PruningPlan
+from slimgraph.planner import plan
+from slimgraph.rewrite import apply
+from slimgraph.trace import trace
+
+__all__ = [
+    "trace",
+    "plan",
+    "apply",
+    "slim",
+    "SlimResult",
+    "PruneConfig",
+    "PruningPlan",
+    "GroupCut",
+    "DependencyGraph",
+    "Group",
+    "count_macs",
+    "count_params",
+    "register_importance",
+    "SlimGraphError",
+    "TraceError",
+    "RuleTableError",
+    "PlanError",
+    "RewriteError",
+    "ModelSpecError",
+]

@@ -1,0 +1,221 @@
+"""The small API that rule kinds use to describe coupling while a graph is built.
+
+A *slot* is one dim of one tensor (or a virtual reshape factor). Rules call
+:meth:`Builder.couple` to say that index ``i`` of one slot and index ``j`` of another must be
+dropped together, :meth:`Builder.freeze` to forbid dropping anything in a slot, and
+:meth:`Builder.inexact` to record that dropping there changes the kept values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx
+
+__all__ = ["Builder", "SlotInfo", "TensorSlots", "OpContext", "Edge"]
+
+
+@dataclass
+class SlotInfo:
+    """One dim of one tensor. ``role`` is tensor, param, buffer, input, constant or factor."""
+
+    node: str
+    item: int
+    dim: int
+    size: int
+    offset: int
+    role: str = "tensor"
+    target: str | None = None  # parameter / buffer name for params and buffers
+    module: str = ""  # the module whose forward produced this tensor
+
+
+@dataclass(frozen=True)
+class Edge:
+    a: int
+    b: int
+    op: str  # fx node name of the op that made the coupling
+    how: str  # identity, offset, block, group, ...
+
+
+@dataclass
+class TensorSlots:
+    """The slots of one tensor value in the graph."""
+
+    key: tuple[str, int]
+    shape: tuple[int, ...]
+    slots: list[int]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def dim(self, d: int) -> int:
+        """Slot of dim ``d`` (negative dims count from the end)."""
+        return self.slots[d]
+
+
+@dataclass
+class OpContext:
+    """What a rule kind sees of one call: the node, its rule and its tensors."""
+
+    node: fx.Node
+    roles: dict[str, int | None]
+    exact: bool
+    why: str | None
+    builder: Builder
+    outs: list[TensorSlots] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def out(self) -> TensorSlots:
+        return self.outs[0]
+
+    def arg(self, role: str, default: Any = None) -> Any:
+        """The raw argument in ``role`` (a node, a constant, or ``default`` if absent)."""
+        index = self.roles.get(role)
+        if index is None:
+            return default
+        if index < len(self.node.args):
+            return self.node.args[index]
+        return self.node.kwargs.get(role, default)
+
+    def tensor(self, role: str) -> TensorSlots | None:
+        value = self.arg(role)
+        return self.builder.tensor(value) if isinstance(value, fx.Node) else None
+
+    def tensor_args(self) -> list[TensorSlots]:
+        """Every tensor among the positional arguments, including inside lists."""
+        found: list[TensorSlots] = []
+        for value in self.node.args:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if isinstance(v, fx.Node):
+                    t = self.builder.tensor(v)
+                    if t is not None:
+                        found.append(t)
+        return found
+
+
+def tensor_values(val: Any) -> list[torch.Tensor | None]:
+    """The tensors a node produces: one, or one per item of a tuple/list output."""
+    if isinstance(val, torch.Tensor):
+        return [val]
+    if isinstance(val, (list, tuple)):
+        return [v if isinstance(v, torch.Tensor) else None for v in val]
+    return []
+
+
+class Builder:
+    """Collects slots, coupling edges, frozen slots and inexact slots."""
+
+    def __init__(self) -> None:
+        self.slots: list[SlotInfo] = []
+        self.edges: list[Edge] = []
+        self.pairs_a: list[np.ndarray] = []
+        self.pairs_b: list[np.ndarray] = []
+        self.frozen: dict[int, str] = {}
+        self.inexact_reasons: dict[int, str] = {}
+        self._tensors: dict[tuple[str, int], TensorSlots] = {}
+        self._size = 0
+        self.node_module: dict[str, str] = {}
+        self.node_roles: dict[str, tuple[str, str | None]] = {}
+
+    # -- slots -------------------------------------------------------------------------
+    @property
+    def num_elements(self) -> int:
+        return self._size
+
+    def new_slot(self, node: str, item: int, dim: int, size: int, role: str, **kw) -> int:
+        self.slots.append(SlotInfo(node, item, dim, size, self._size, role, **kw))
+        self._size += size
+        return len(self.slots) - 1
+
+    def factor(self, size: int, op: str) -> int:
+        """A virtual slot for one factor of a reshaped dim."""
+        return self.new_slot(op, -1, len(self.slots), size, "factor", module=self.node_module.get(op, ""))
+
+    def register(self, node: fx.Node) -> None:
+        """Create the slots of every tensor ``node`` produces."""
+        role, target = self.node_roles.get(node.name, ("tensor", None))
+        for item, value in enumerate(tensor_values(node.meta.get("val"))):
+            if value is None:
+                continue
+            shape = tuple(int(s) for s in value.shape)
+            ids = [
+                self.new_slot(
+                    node.name,
+                    item,
+                    d,
+                    s,
+                    role,
+                    target=target,
+                    module=self.node_module.get(node.name, ""),
+                )
+                for d, s in enumerate(shape)
+            ]
+            self._tensors[(node.name, item)] = TensorSlots((node.name, item), shape, ids)
+
+    def tensor(self, node: fx.Node | Any, item: int = 0) -> TensorSlots | None:
+        if not isinstance(node, fx.Node):
+            return None
+        return self._tensors.get((node.name, item))
+
+    def outputs(self, node: fx.Node) -> list[TensorSlots]:
+        found, item = [], 0
+        for item, value in enumerate(tensor_values(node.meta.get("val"))):
+            t = self._tensors.get((node.name, item))
+            if t is not None:
+                found.append(t)
+        return found
+
+    # -- facts -------------------------------------------------------------------------
+    def couple(
+        self,
+        a: int,
+        b: int,
+        op: str,
+        how: str = "identity",
+        a_idx: np.ndarray | None = None,
+        b_idx: np.ndarray | None = None,
+    ) -> None:
+        """Index ``a_idx[k]`` of slot ``a`` goes with index ``b_idx[k]`` of slot ``b``."""
+        sa, sb = self.slots[a], self.slots[b]
+        if a_idx is None and b_idx is None:
+            if sa.size != sb.size:
+                raise ValueError(f"identity coupling of sizes {sa.size} and {sb.size} at {op}")
+            a_idx = b_idx = np.arange(sa.size)
+        elif a_idx is None:
+            a_idx = np.arange(sa.size)
+        elif b_idx is None:
+            b_idx = np.arange(sb.size)
+        if len(a_idx) == 0 or a == b and how == "identity":
+            return
+        self.pairs_a.append(np.asarray(a_idx, dtype=np.int64) + sa.offset)
+        self.pairs_b.append(np.asarray(b_idx, dtype=np.int64) + sb.offset)
+        self.edges.append(Edge(a, b, op, how))
+
+    def freeze(self, slot: int, reason: str) -> None:
+        """Nothing coupled with ``slot`` may be dropped; the first reason is kept."""
+        if self.slots[slot].size > 1:
+            self.frozen.setdefault(slot, reason)
+
+    def freeze_all(self, tensors: list[TensorSlots], reason: str) -> None:
+        for t in tensors:
+            for s in t.slots:
+                self.freeze(s, reason)
+
+    def inexact(self, slot: int, reason: str) -> None:
+        """Dropping indices of ``slot`` changes the values computed from the kept ones."""
+        self.inexact_reasons.setdefault(slot, reason)
+
+    def broadcast(self, src: TensorSlots, dst: TensorSlots, op: str) -> None:
+        """Couple ``src`` into ``dst`` aligned from the right, skipping broadcast dims."""
+        for k in range(1, min(src.ndim, dst.ndim) + 1):
+            if src.shape[-k] == dst.shape[-k] and src.shape[-k] > 1:
+                self.couple(src.dim(-k), dst.dim(-k), op)

@@ -1,0 +1,101 @@
+"""A tiny, safe evaluator for the attribute identities in ``rules/modules.toml``.
+
+Expressions may use names, attribute access, subscripts, integer arithmetic,
+comparisons, ``a if cond else b`` and the calls ``tuple``, ``int``, ``len``, ``list``; anything else is rejected when the table loads.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from typing import Any
+
+from slimgraph.errors import RuleTableError
+
+__all__ = ["check_expression", "evaluate"]
+
+_CALLS = {"tuple": tuple, "int": int, "len": len, "list": list}
+_NODES = (
+    ast.Expression,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Constant,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Tuple,
+    ast.Call,
+    ast.Slice,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.FloorDiv,
+    ast.Div,
+    ast.Mod,
+    ast.USub,
+    ast.IfExp,
+    ast.Compare,
+    ast.Gt,
+    ast.GtE,
+    ast.Lt,
+    ast.LtE,
+    ast.Eq,
+    ast.NotEq,
+    ast.Is,
+    ast.IsNot,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+)
+
+
+def check_expression(expr: str, *, where: str) -> ast.Expression:
+    """Parse ``expr`` and reject anything outside the small algebra above."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as err:
+        raise ValueError(f"{where}: {expr!r} is not an expression ({err.msg})") from err
+    for node in ast.walk(tree):
+        if not isinstance(node, _NODES):
+            raise ValueError(f"{where}: {type(node).__name__} is not allowed in {expr!r}")
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id in _CALLS
+        ):
+            raise ValueError(f"{where}: only {sorted(_CALLS)} may be called in {expr!r}")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ValueError(f"{where}: private attribute {node.attr!r} in {expr!r}")
+    return tree
+
+
+class _ObjectScope(Mapping):
+    """Resolve bare names as attributes of an object (a module)."""
+
+    def __init__(self, obj: Any, extra: dict[str, Any]) -> None:
+        self._obj, self._extra = obj, extra
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        try:
+            return getattr(self._obj, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __iter__(self):
+        return iter(self._extra)
+
+    def __len__(self) -> int:
+        return len(self._extra)
+
+
+def evaluate(expr: str, obj: Any, old: Any) -> Any:
+    """Evaluate ``expr`` with ``obj``'s attributes as names and ``old`` as ``old``."""
+    tree = check_expression(expr, where="modules.toml")
+    code = compile(tree, "<modules.toml>", "eval")
+    try:
+        return eval(code, {"__builtins__": {}}, _ObjectScope(obj, {"old": old, **_CALLS}))
+    except Exception as err:  # the rule does not fit this module instance
+        raise RuleTableError(
+            f"modules.toml expression {expr!r} failed on {type(obj).__name__}: {err}"
+        ) from err

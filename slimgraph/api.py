@@ -1,0 +1,56 @@
+"""``sg.slim``: trace, plan and apply in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from slimgraph.config import PruneConfig
+from slimgraph.depgraph import DependencyGraph
+from slimgraph.plan import PruningPlan
+from slimgraph.planner import plan as make_plan
+from slimgraph.rewrite import apply
+from slimgraph.trace import trace
+
+__all__ = ["SlimResult", "slim"]
+
+
+@dataclass
+class SlimResult:
+    """The slim model, the plan that made it, and the graph the plan was made on."""
+
+    model: nn.Module
+    plan: PruningPlan
+    graph: DependencyGraph
+
+
+def slim(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ratio: float = 0.5,
+    importance: str = "l2",
+    prune_residual: bool = True,
+    calibration: Any = None,
+    inplace: bool = False,
+    **fields: Any,
+) -> SlimResult:
+    """Trace ``model``, plan the cuts and return a smaller dense copy.
+
+    ``fields`` are further :class:`PruneConfig` fields (scope, round_to, ignore, ...).
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> r = sg.slim(net, (torch.randn(1, 4),), ratio=0.5)
+    >>> r.model[0].out_features, r.plan.params_after
+    (8, 58)
+    """
+    if calibration is not None:
+        raise NotImplementedError("data-aware criteria (calibration) are not available yet")
+    config = PruneConfig(ratio=ratio, importance=importance, prune_residual=prune_residual, **fields)
+    graph = trace(model, example_inputs)
+    plan = make_plan(graph, config)
+    slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
+    return SlimResult(slim_model, plan, graph)

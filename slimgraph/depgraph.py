@@ -1,0 +1,246 @@
+"""The dependency graph: which indices of which tensors must be dropped together.
+
+Nodes of :attr:`DependencyGraph.nx` are *slots* (one dim of one tensor, or a reshape
+factor); edges are couplings made by the op rules. Element-level coupling is resolved into
+*units* (sets of indices, one channel or one group of channels, that are dropped
+together); a *group* is a connected set of slots with the units that live in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+from slimgraph._builder import Builder, SlotInfo
+from slimgraph._components import components
+from slimgraph.errors import PlanError
+
+__all__ = ["DependencyGraph", "Group", "InputSpec"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape and dtype of one example input (``name`` is set for keyword inputs)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    name: str | None = None
+
+    def example(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        dtype = getattr(torch, self.dtype)
+        if dtype.is_floating_point:
+            return torch.randn(self.shape, dtype=dtype, device=device)
+        return torch.zeros(self.shape, dtype=dtype, device=device)
+
+
+@dataclass
+class Group:
+    """Coupled slots and the units that can be dropped from them."""
+
+    id: str
+    slots: list[int]
+    units: np.ndarray  # element label of each prunable unit, in a stable order
+    frozen: dict[str, str] = field(default_factory=dict)  # where -> why, for frozen units
+    inexact: dict[str, str] = field(default_factory=dict)  # where -> why
+    params: list[tuple[str, int]] = field(default_factory=list)  # (parameter, dim)
+
+    @property
+    def size(self) -> int:
+        """Number of prunable units."""
+        return len(self.units)
+
+    @property
+    def prunable(self) -> bool:
+        return self.size > 1
+
+    @property
+    def exact(self) -> bool:
+        """Dropping units keeps every kept value (dead-channel oracle applies)."""
+        return not self.inexact
+
+    @property
+    def modules(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for target, _ in self.params:
+            seen.setdefault(target.rpartition(".")[0], None)
+        return list(seen)
+
+
+class DependencyGraph:
+    """Slots, coupling and groups of one traced model.
+
+    Build it with :func:`slimgraph.trace`; read :attr:`groups`, ask :meth:`explain`.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    >>> graph = sg.trace(net, (torch.randn(1, 3, 8, 8),))
+    >>> [(g.id, g.size) for g in graph.prunable_groups()]
+    [('0.weight:0', 8)]
+    """
+
+    def __init__(
+        self,
+        builder: Builder,
+        model: torch.nn.Module,
+        inputs: list[InputSpec],
+        fingerprint: str,
+        node_ops: dict[str, str],
+        output_shapes: list[tuple[int, ...]],
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.fingerprint = fingerprint
+        self.slots: list[SlotInfo] = builder.slots
+        self.node_ops = node_ops
+        self.output_shapes = output_shapes
+        a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
+        b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
+        self.labels = components(builder.num_elements, a, b)
+        self.nx = self._slot_graph(builder)
+        self._freeze_uncoupled_params(builder)
+        self.frozen_slots = dict(builder.frozen)
+        self.inexact_slots = dict(builder.inexact_reasons)
+        self.groups: list[Group] = self._groups()
+        self._by_id = {g.id: g for g in self.groups}
+
+    # -- construction ----------------------------------------------------------------
+    def _slot_graph(self, builder: Builder) -> nx.Graph:
+        g = nx.Graph()
+        for i, s in enumerate(self.slots):
+            g.add_node(i, node=s.node, dim=s.dim, size=s.size, role=s.role, target=s.target)
+        for e in builder.edges:
+            g.add_edge(e.a, e.b, op=e.op, how=e.how)
+        return g
+
+    def _freeze_uncoupled_params(self, builder: Builder) -> None:
+        for i, s in enumerate(self.slots):
+            if s.role in ("param", "buffer") and self.nx.degree(i) == 0:
+                builder.freeze(i, "not coupled to any channel by the rules")
+
+    def slot_labels(self, slot: int) -> np.ndarray:
+        s = self.slots[slot]
+        return self.labels[s.offset : s.offset + s.size]
+
+    def _groups(self) -> list[Group]:
+        frozen_label: dict[int, str] = {}
+        for slot, reason in self.frozen_slots.items():
+            where = self.describe_slot(slot)
+            for label in np.unique(self.slot_labels(slot)).tolist():
+                frozen_label.setdefault(label, f"{where}: {reason}")
+        groups = []
+        for comp in nx.connected_components(self.nx):
+            slots = sorted(comp)
+            params = [i for i in slots if self.slots[i].role == "param"]
+            if not params:
+                continue
+            units: dict[int, None] = {}
+            frozen: dict[str, str] = {}
+            for i in params:
+                for label in self.slot_labels(i).tolist():
+                    if label in frozen_label:
+                        where, _, why = frozen_label[label].partition(": ")
+                        frozen.setdefault(where, why)
+                    else:
+                        units.setdefault(label, None)
+            anchor = self.slots[params[0]]
+            inexact = {
+                self.describe_slot(i): self.inexact_slots[i] for i in slots if i in self.inexact_slots
+            }
+            groups.append(
+                Group(
+                    id=f"{anchor.target}:{anchor.dim}",
+                    slots=slots,
+                    units=np.fromiter(units, dtype=np.int64, count=len(units)),
+                    frozen=frozen,
+                    inexact=inexact,
+                    params=[(self.slots[i].target, self.slots[i].dim) for i in params],
+                )
+            )
+        groups.sort(key=lambda g: g.slots[0])
+        return groups
+
+    # -- queries -----------------------------------------------------------------------
+    def group(self, group_id: str) -> Group:
+        try:
+            return self._by_id[group_id]
+        except KeyError:
+            raise PlanError(
+                f"no group {group_id!r} in this graph; groups are named '<parameter>:<dim>', "
+                f"e.g. {self.groups[0].id!r}" if self.groups else f"no group {group_id!r}"
+            ) from None
+
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def describe_slot(self, slot: int) -> str:
+        s = self.slots[slot]
+        if s.role in ("param", "buffer"):
+            return f"{s.target} dim {s.dim}"
+        if s.role == "factor":
+            return f"a reshape factor at {self._where(s.node, s.module)}"
+        what = {"input": "model input", "constant": "tensor constant"}.get(s.role, "output")
+        return f"{what} {s.node} dim {s.dim} ({self._where(s.node, s.module)})"
+
+    def _where(self, node: str, module: str) -> str:
+        op = self.node_ops.get(node, node)
+        return f"{op} in {module}" if module else op
+
+    def param_slots(self) -> dict[str, list[int]]:
+        """Parameter and buffer name -> its slots, one per dim."""
+        found: dict[str, list[int]] = {}
+        for i, s in enumerate(self.slots):
+            if s.role in ("param", "buffer") and s.item == 0:
+                found.setdefault(s.target, []).append(i)
+        return found
+
+    def explain(self, what: str) -> str:
+        """Say in words how a group (by id) or a module (by name) is coupled.
+
+        >>> import torch, slimgraph as sg
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+        >>> print(sg.trace(net, (torch.randn(1, 4),)).explain("0.weight:0"))
+        group 0.weight:0: 6 units, prunable, exact
+          members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
+        """
+        if what in self._by_id:
+            return self._explain_group(self._by_id[what])
+        lines = []
+        for g in self.groups:
+            if any(t.rpartition(".")[0] == what for t, _ in g.params):
+                lines.append(self._explain_group(g))
+        if not lines:
+            raise PlanError(f"{what!r} is neither a group id nor a module with parameters")
+        return "\n".join(lines)
+
+    def _explain_group(self, g: Group) -> str:
+        state = "prunable" if g.prunable else "frozen"
+        head = f"group {g.id}: {g.size} units, {state}, {'exact' if g.exact else 'not exact'}"
+        lines = [head, "  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params)]
+        for where, why in g.frozen.items():
+            lines.append(f"  frozen by {where}: {why}")
+        for where, why in g.inexact.items():
+            lines.append(f"  not exact at {where}: {why}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        n = len(self.prunable_groups())
+        return f"DependencyGraph({len(self.groups)} groups, {n} prunable, fingerprint {self.fingerprint})"
+
+
+def fingerprint(lines: list[str]) -> str:
+    """A short stable hash of the graph's ops and shapes."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def input_specs(args: tuple, kwargs: dict[str, Any]) -> list[InputSpec]:
+    specs = [InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in args]
+    specs += [
+        InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch."), name)
+        for name, t in kwargs.items()
+    ]
+    return specs

@@ -1,0 +1,34 @@
+"""Errors raised by slimgraph. Every message says what went wrong and what to do."""
+
+__all__ = [
+    "SlimGraphError",
+    "TraceError",
+    "RuleTableError",
+    "PlanError",
+    "RewriteError",
+    "ModelSpecError",
+]
+
+
+class SlimGraphError(Exception):
+    """Base class of every error slimgraph raises on purpose."""
+
+
+class TraceError(SlimGraphError):
+    """The model could not be traced into an FX graph."""
+
+
+class RuleTableError(SlimGraphError):
+    """A table under ``rules/`` is malformed (unknown kind, typo'd key, duplicate op)."""
+
+
+class PlanError(SlimGraphError):
+    """A plan does not fit the graph it is applied to, or the config is inconsistent."""
+
+
+class RewriteError(SlimGraphError):
+    """A validated plan could not be applied; the model was left unchanged."""
+
+
+class ModelSpecError(SlimGraphError):
+    """A model spec such as ``torchvision:resnet50`` could not be resolved."""

@@ -1,0 +1,96 @@
+"""Importance criteria: one score per unit of a group (low scores are dropped first).
+
+A criterion is a callable ``(graph, groups, config) -> {group id: scores}`` registered by
+name; :class:`~slimgraph.config.PruneConfig` refers to it as ``importance="name"``.
+
+>>> import torch, slimgraph as sg
+>>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+>>> with torch.no_grad():
+...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
+...     _ = net[0].bias.zero_(), net[1].weight.zero_()
+>>> graph = sg.trace(net, (torch.randn(1, 2),))
+>>> CRITERIA["l2"](graph, graph.prunable_groups(), sg.PruneConfig())["0.weight:0"].tolist()
+[1.0, 5.0, 0.5]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from slimgraph.config import PruneConfig
+from slimgraph.depgraph import DependencyGraph, Group
+from slimgraph.errors import PlanError
+
+__all__ = ["CRITERIA", "register", "unit_sums"]
+
+Criterion = Callable[[DependencyGraph, list[Group], PruneConfig], dict[str, np.ndarray]]
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register(name: str) -> Callable[[Criterion], Criterion]:
+    """Register a criterion under ``name`` (a later registration replaces an earlier one)."""
+
+    def wrap(fn: Criterion) -> Criterion:
+        CRITERIA[name] = fn
+        return fn
+
+    return wrap
+
+
+def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[torch.Tensor, int], torch.Tensor]) -> np.ndarray:
+    """Sum ``per_index(param, dim)`` (one value per index of ``dim``) into the group's units.
+
+    Every parameter slice of the group contributes, not just the producer's.
+    """
+    params = dict(graph.model.named_parameters(remove_duplicate=False))
+    order = np.argsort(group.units)
+    sorted_units = group.units[order]
+    total = np.zeros(group.size, dtype=np.float64)
+    for slot in group.slots:
+        info = graph.slots[slot]
+        if info.role != "param":
+            continue
+        p = params.get(info.target)
+        if p is None or p.is_meta:
+            raise PlanError(
+                f"{info.target} has no data (meta device); magnitude criteria need real weights, "
+                "use importance='random' to plan on the meta device"
+            )
+        labels = graph.slot_labels(slot)
+        pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
+        hit = sorted_units[pos] == labels
+        values = per_index(p.detach(), info.dim).double().cpu().numpy()
+        np.add.at(total, order[pos[hit]], values[hit])
+    return total
+
+
+def _reduce_except(dim: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    def per_index(p: torch.Tensor, d: int) -> torch.Tensor:
+        dims = [i for i in range(p.ndim) if i != d]
+        return fn(p).sum(dim=dims) if dims else fn(p)
+
+    return per_index
+
+
+@register("l1")
+def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+    """Sum of |w| over every parameter slice of the unit."""
+    per_index = _reduce_except(0, torch.abs)
+    return {g.id: unit_sums(graph, g, per_index) for g in groups}
+
+
+@register("l2")
+def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+    """Euclidean norm of every parameter slice of the unit, taken together."""
+    per_index = _reduce_except(0, torch.square)
+    return {g.id: np.sqrt(unit_sums(graph, g, per_index)) for g in groups}
+
+
+@register("random")
+def random(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+    """Uniform scores from ``config.seed``: the floor any criterion must beat."""
+    rng = np.random.default_rng(config.seed)
+    return {g.id: rng.random(g.size) for g in groups}

@@ -1,0 +1,126 @@
+"""Layers with weights: producers and consumers of channels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from slimgraph._builder import OpContext, TensorSlots
+from slimgraph.kinds import kind
+
+
+def _couple_leading(ctx: OpContext, x: TensorSlots, out: TensorSlots, keep_last: int) -> None:
+    """Batch-like dims (all but the last ``keep_last``) pass through unchanged."""
+    for k in range(keep_last + 1, min(x.ndim, out.ndim) + 1):
+        if x.shape[-k] == out.shape[-k] and x.shape[-k] > 1:
+            ctx.builder.couple(x.dim(-k), out.dim(-k), ctx.name)
+
+
+@kind("conv", input=0, weight=1, bias=2, groups=6, transposed=None)
+def conv(ctx: OpContext) -> None:
+    """out[:, o] = sum over the in channels of o's group of weight[o, i] * x[:, i] + bias[o].
+
+    With ``groups > 1`` a unit is a whole group (its in and out channels together), so the
+    grouped structure survives: ``groups`` shrinks, the channels per group do not.
+    """
+    b = ctx.builder
+    x, w, bias, out = ctx.tensor("input"), ctx.tensor("weight"), ctx.tensor("bias"), ctx.out
+    groups = int(ctx.arg("groups", 1) or 1)
+    transposed = bool(ctx.arg("transposed", False))
+    spatial = w.ndim - 2
+    batched = x.ndim == w.ndim
+    c_in, c_out = x.dim(1 if batched else 0), out.dim(1 if batched else 0)
+    if batched and x.shape[0] > 1:
+        b.couple(x.dim(0), out.dim(0), ctx.name)
+    for d in range(2, 2 + spatial):
+        b.freeze(w.dim(d), "convolution kernel size")
+    w_in, w_out = (w.dim(0), w.dim(1)) if transposed else (w.dim(1), w.dim(0))
+    if bias is not None:
+        b.couple(bias.dim(0), c_out, ctx.name)
+    if groups == 1:
+        b.couple(c_in, w_in, ctx.name)
+        b.couple(w_out, c_out, ctx.name)
+        return
+    if transposed:
+        b.freeze_all([x, w, out], "grouped transposed convolution is not pruned through")
+        return
+    n_in, n_out = x.shape[1 if batched else 0], out.shape[1 if batched else 0]
+    b.couple(w_out, c_out, ctx.name)
+    b.freeze(w_in, "grouped convolution keeps its channels per group")
+    atom = b.factor(groups, ctx.name)
+    b.couple(c_in, atom, ctx.name, "group", b_idx=np.arange(n_in) // (n_in // groups))
+    b.couple(c_out, atom, ctx.name, "group", b_idx=np.arange(n_out) // (n_out // groups))
+
+
+@kind("linear", input=0, weight=1, bias=2)
+def linear(ctx: OpContext) -> None:
+    """out[..., o] = sum_i weight[o, i] * x[..., i] + bias[o]."""
+    b = ctx.builder
+    x, w, bias, out = ctx.tensor("input"), ctx.tensor("weight"), ctx.tensor("bias"), ctx.out
+    b.couple(x.dim(-1), w.dim(1), ctx.name)
+    b.couple(w.dim(0), out.dim(-1), ctx.name)
+    if bias is not None:
+        b.couple(bias.dim(0), out.dim(-1), ctx.name)
+    _couple_leading(ctx, x, out, keep_last=1)
+
+
+@kind("matmul", input=0, other=1)
+def matmul(ctx: OpContext) -> None:
+    """(a @ b)[..., i, j] = sum_k a[..., i, k] * b[..., k, j]; batch dims broadcast."""
+    bld = ctx.builder
+    a, m, out = ctx.tensor("input"), ctx.tensor("other"), ctx.out
+    if a.ndim < 2 or m.ndim < 2:
+        bld.freeze_all([a, m, out], "matmul with a 1-D operand is not pruned through")
+        return
+    bld.couple(a.dim(-1), m.dim(-2), ctx.name)
+    bld.couple(a.dim(-2), out.dim(-2), ctx.name)
+    bld.couple(m.dim(-1), out.dim(-1), ctx.name)
+    for t in (a, m):
+        for k in range(3, min(t.ndim, out.ndim) + 1):
+            if t.shape[-k] == out.shape[-k] and t.shape[-k] > 1:
+                bld.couple(t.dim(-k), out.dim(-k), ctx.name)
+
+
+@kind("einsum", equation=0, operands=1)
+def einsum(ctx: OpContext) -> None:
+    """Dims that share a letter share an index; ``...`` dims broadcast from the right."""
+    b = ctx.builder
+    equation = ctx.arg("equation").replace(" ", "")
+    operands = [b.tensor(n) for n in ctx.arg("operands")]
+    lhs, _, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if not rhs or len(terms) != len(operands) or any(t is None for t in operands):
+        b.freeze_all([t for t in operands if t] + ctx.outs, "einsum equation not understood")
+        return
+    out = ctx.out
+
+    def letters(term: str, ndim: int) -> list[str]:
+        named = re.findall(r"\.\.\.|[a-zA-Z]", term)
+        if "..." in named:
+            i = named.index("...")
+            n_ell = ndim - (len(named) - 1)
+            named = named[:i] + [f"...{j - n_ell}" for j in range(n_ell)] + named[i + 1 :]
+        return named
+
+    first: dict[str, int] = {}
+    for term, t in [*zip(terms, operands), (rhs, out)]:
+        for letter, slot in zip(letters(term, t.ndim), t.slots):
+            if b.slots[slot].size <= 1:
+                continue
+            if letter in first and b.slots[first[letter]].size == b.slots[slot].size:
+                b.couple(first[letter], slot, ctx.name)
+            else:
+                first.setdefault(letter, slot)
+
+
+@kind("embedding", weight=0, indices=1)
+def embedding(ctx: OpContext) -> None:
+    """out[..., d] = weight[token, d]: the embedding width couples, the vocabulary doesn't."""
+    b = ctx.builder
+    w, idx, out = ctx.tensor("weight"), ctx.tensor("indices"), ctx.out
+    b.freeze(w.dim(0), "embedding rows are addressed by token ids")
+    b.couple(w.dim(1), out.dim(-1), ctx.name)
+    for d in range(idx.ndim):
+        if idx.shape[d] > 1:
+            b.couple(idx.dim(d), out.dim(d), ctx.name)

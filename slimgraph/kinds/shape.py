@@ -1,0 +1,150 @@
+"""Ops that move, join, split or pick along dims without changing values."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from slimgraph._builder import OpContext
+from slimgraph.kinds import kind
+
+
+@kind("permute", input=0, dims=1)
+def permute(ctx: OpContext) -> None:
+    """out.dim(k) is x.dim(dims[k])."""
+    x, out = ctx.tensor("input"), ctx.out
+    for k, d in enumerate(ctx.arg("dims")):
+        ctx.builder.couple(x.dim(int(d) % x.ndim), out.dim(k), ctx.name)
+
+
+@kind("transpose", input=0, dim0=1, dim1=2)
+def transpose(ctx: OpContext) -> None:
+    """Swap two dims (``t`` swaps the only two)."""
+    x, out = ctx.tensor("input"), ctx.out
+    order = list(range(x.ndim))
+    if x.ndim >= 2:
+        d0, d1 = int(ctx.arg("dim0", 0)) % x.ndim, int(ctx.arg("dim1", 1)) % x.ndim
+        order[d0], order[d1] = order[d1], order[d0]
+    for k, d in enumerate(order):
+        ctx.builder.couple(x.dim(d), out.dim(k), ctx.name)
+
+
+@kind("cat", tensors=0, dim=1)
+def cat(ctx: OpContext) -> None:
+    """Input k's index i is the output's index offset_k + i along ``dim``."""
+    b, out = ctx.builder, ctx.out
+    parts = [b.tensor(n) for n in ctx.arg("tensors")]
+    dim = int(ctx.arg("dim", 0)) % out.ndim
+    offset = 0
+    for t in parts:
+        if t is None or t.ndim != out.ndim:  # legacy empty tensors take no part
+            continue
+        n = t.shape[dim]
+        b.couple(t.dim(dim), out.dim(dim), ctx.name, "offset", b_idx=np.arange(n) + offset)
+        for d in range(out.ndim):
+            if d != dim and t.shape[d] > 1:
+                b.couple(t.dim(d), out.dim(d), ctx.name)
+        offset += n
+
+
+@kind("split", input=0, split=1, dim=2)
+def split(ctx: OpContext) -> None:
+    """Output k is the input's [offset_k, offset_k + n_k) along ``dim``.
+
+    The sizes are recomputed at run time from the input (``chunk``, ``split``), so equal
+    parts must lose the same offsets: part 0's index i is tied to part k's index i.
+    Unequal parts have their sizes fixed in code, so the split dim freezes.
+    """
+    b, x, outs = ctx.builder, ctx.tensor("input"), ctx.outs
+    dim = int(ctx.arg("dim", 0)) % x.ndim
+    sizes = [t.shape[dim] for t in outs]
+    offset = 0
+    for t in outs:
+        n = t.shape[dim]
+        b.couple(t.dim(dim), x.dim(dim), ctx.name, "offset", b_idx=np.arange(n) + offset)
+        for d in range(x.ndim):
+            if d != dim and t.shape[d] > 1:
+                b.couple(t.dim(d), x.dim(d), ctx.name)
+        offset += n
+    if len(set(sizes)) > 1:
+        b.freeze(x.dim(dim), f"{ctx.node.target} into unequal parts {sizes}")
+    else:
+        for t in outs[1:]:
+            b.couple(outs[0].dim(dim), t.dim(dim), ctx.name, "tie")
+
+
+@kind("unbind", input=0, dim=1)
+def unbind(ctx: OpContext) -> None:
+    """Each output drops ``dim``; the remaining dims pass through."""
+    b, x = ctx.builder, ctx.tensor("input")
+    dim = int(ctx.arg("dim", 0)) % x.ndim
+    b.freeze(x.dim(dim), "unbind yields one tensor per index")
+    for t in ctx.outs:
+        for k, d in enumerate(d for d in range(x.ndim) if d != dim):
+            b.couple(x.dim(d), t.dim(k), ctx.name)
+
+
+@kind("slice", input=0, dim=1, start=2, end=3, step=4)
+def slice_(ctx: OpContext) -> None:
+    """A full slice is the identity; a partial one fixes its bounds, freezing that dim."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    dim = int(ctx.arg("dim", 0)) % x.ndim
+    for d in range(x.ndim):
+        if d == dim and x.shape[d] != out.shape[d]:
+            b.freeze(x.dim(d), "sliced with constant bounds")
+            b.freeze(out.dim(d), "sliced with constant bounds")
+        elif x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+
+
+@kind("select", input=0, dim=1, index=2)
+def select(ctx: OpContext) -> None:
+    """Picks one constant index of ``dim``, which therefore cannot lose indices."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    dim = int(ctx.arg("dim", 0)) % x.ndim
+    b.freeze(x.dim(dim), "indexed with a constant by select")
+    for k, d in enumerate(d for d in range(x.ndim) if d != dim):
+        b.couple(x.dim(d), out.dim(k), ctx.name)
+
+
+@kind("getitem", source=0, index=1)
+def getitem(ctx: OpContext) -> None:
+    """``operator.getitem`` on a multi-output op: the item is that output."""
+    src = ctx.builder.tensor(ctx.arg("source"), int(ctx.arg("index")))
+    if src is None or not ctx.outs:
+        return
+    for a, o in zip(src.slots, ctx.out.slots):
+        ctx.builder.couple(a, o, ctx.name)
+
+
+@kind("pad", input=0, pad=1)
+def pad(ctx: OpContext) -> None:
+    """Dims padded by a constant amount are frozen; the others pass through."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    amounts = list(ctx.arg("pad"))
+    padded = {x.ndim - 1 - i // 2 for i, p in enumerate(amounts) if p}
+    for d in range(x.ndim):
+        if d in padded:
+            b.freeze(x.dim(d), "padded by a constant amount")
+            b.freeze(out.dim(d), "padded by a constant amount")
+        elif x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+
+
+@kind("roll", input=0, shifts=1, dims=2)
+def roll(ctx: OpContext) -> None:
+    """out[(i + shift) % n] = x[i] along each rolled dim: a rotation of the indices."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    shifts, dims = list(ctx.arg("shifts")), list(ctx.arg("dims", []) or [])
+    shift_of = {int(d) % x.ndim: int(s) for s, d in zip(shifts, dims)}
+    for d in range(x.ndim):
+        n = x.shape[d]
+        if n <= 1:
+            continue
+        if d in shift_of:
+            b.freeze(x.dim(d), "rolled by a constant shift")
+            b.couple(x.dim(d), out.dim(d), ctx.name, "roll", b_idx=(np.arange(n) + shift_of[d]) % n)
+        else:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+
+

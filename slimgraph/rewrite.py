@@ -1,0 +1,203 @@
+"""Apply a validated plan: slice parameters and buffers, update attributes, verify.
+
+Order of work, so that a plan that cannot apply never touches real weights:
+
+1. check the plan against the graph (same model, known groups, sizes);
+2. meta dry run: a weightless copy is sliced, its attributes updated from
+   ``rules/modules.toml``, and run forward on the plan's input shapes;
+3. the real model (a copy unless ``inplace=True``) gets the sliced tensors;
+4. with ``example_inputs``, a real forward pass checks the output shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimgraph._expr import evaluate
+from slimgraph.depgraph import DependencyGraph
+from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
+from slimgraph.plan import PruningPlan
+from slimgraph.planner import kept_shapes
+from slimgraph.ruletable import load_rules
+from slimgraph.trace import split_inputs, trace
+
+__all__ = ["apply", "meta_copy", "output_shapes"]
+
+Slices = dict[str, list[tuple[int, np.ndarray]]]
+
+
+def apply(
+    model: nn.Module,
+    plan: PruningPlan,
+    *,
+    graph: DependencyGraph | None = None,
+    inplace: bool = False,
+    example_inputs: Any = None,
+) -> nn.Module:
+    """Return a smaller dense ``model`` of the same class with the plan's units dropped.
+
+    ``graph`` is the traced graph the plan was made on; without it the model is traced
+    again on the meta device from the plan's recorded input shapes.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1))
+    >>> graph = sg.trace(net, (torch.randn(1, 3, 8, 8),))
+    >>> slim = sg.apply(net, sg.plan(graph, ratio=0.5), graph=graph)
+    >>> slim[0].out_channels, slim[1].num_features, slim[2].in_channels, net[0].out_channels
+    (4, 4, 4, 8)
+    """
+    if not isinstance(plan, PruningPlan):
+        raise PlanError(f"apply() takes a PruningPlan, not {type(plan).__name__}")
+    if graph is None:
+        graph = _retrace(model, plan)
+    plan.check(graph)
+    slices = kept_shapes(graph, plan)
+    expected = graph.output_shapes
+
+    dry = _sliced_copy(model, slices, meta=True)
+    _update_attributes(dry, model, slices)
+    _check_forward(dry, _meta_inputs(plan, graph), expected, "meta dry run")
+
+    if inplace:
+        old = meta_copy(model)
+        _assign(model, _sliced_tensors(model, slices, meta=False))
+        slim = model
+    else:
+        old = model
+        slim = _sliced_copy(model, slices, meta=False)
+    _update_attributes(slim, old, slices)
+    if example_inputs is not None:
+        _check_forward(slim, example_inputs, expected, "forward check")
+    return slim
+
+
+def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
+    specs = [s for s in plan.inputs]
+    args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name is None)
+    kwargs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name}
+    return trace(meta_copy(model), kwargs or args)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device."""
+    return _sliced_copy(model, {}, meta=True)
+
+
+def _slice(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool) -> torch.Tensor:
+    if meta:
+        shape = list(t.shape)
+        for dim, idx in kept:
+            shape[dim] = len(idx)
+        return torch.empty(shape, dtype=t.dtype, device="meta")
+    out = t.detach()
+    for dim, idx in kept:
+        out = out.index_select(dim, torch.as_tensor(idx, device=out.device))
+    return out.clone()
+
+
+def _sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, torch.Tensor]:
+    """id(original tensor) -> its replacement (sliced, or moved to meta)."""
+    memo: dict[int, torch.Tensor] = {}
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    for name, t in named:
+        if id(t) in memo or (not meta and name not in slices):
+            continue
+        new = _slice(t, slices.get(name, []), meta)
+        if isinstance(t, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=t.requires_grad)
+        memo[id(t)] = new
+    return memo
+
+
+def _sliced_copy(model: nn.Module, slices: Slices, meta: bool) -> nn.Module:
+    memo: dict[int, Any] = dict(_sliced_tensors(model, slices, meta))
+    return copy.deepcopy(model, memo)
+
+
+def _assign(model: nn.Module, replacements: dict[int, torch.Tensor]) -> None:
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is not None and id(t) in replacements:
+                    store[name] = replacements[id(t)]
+
+
+def _module_rule(module: nn.Module):
+    tables = load_rules().modules
+    for cls in type(module).__mro__:
+        rule = tables.get(f"{cls.__module__}.{cls.__qualname__}")
+        if rule is not None:
+            return rule
+    return None
+
+
+def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
+    """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
+    old_modules = dict(old.named_modules())
+    touched = {name.rpartition(".")[0] for name in slices}
+    for name, module in slim.named_modules():
+        prefix = f"{name}." if name else ""
+        if not any(t == name or t.startswith(prefix) or not name for t in touched):
+            continue
+        rule = _module_rule(module)
+        if rule is None:
+            continue
+        for attr, expr in rule.attrs.items():
+            try:
+                value = evaluate(expr, module, old_modules[name])
+            except RuleTableError as err:
+                if "has no attribute" in str(err) or "None" in str(err):
+                    continue  # an optional tensor (bias, affine weight) this instance lacks
+                raise RewriteError(f"module {name} ({type(module).__name__}): {err}") from err
+            setattr(module, attr, value)
+
+
+def _meta_inputs(plan: PruningPlan, graph: DependencyGraph) -> Any:
+    specs = list(plan.inputs) or list(graph.inputs)
+    args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name is None)
+    kwargs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name}
+    return kwargs or args
+
+
+def output_shapes(out: Any) -> list[tuple[int, ...]]:
+    """Shapes of every tensor in a (possibly nested) model output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [tuple(out.shape)]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [s for item in out for s in output_shapes(item)]
+    if hasattr(out, "to_tuple"):
+        return output_shapes(out.to_tuple())
+    return []
+
+
+def _check_forward(model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str) -> None:
+    args, kwargs = split_inputs(inputs)
+    # A check in train mode must not move BatchNorm running statistics.
+    saved = {name: b.clone() for name, b in model.named_buffers() if not b.is_meta}
+    try:
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+    except SlimGraphError:
+        raise
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise RewriteError(
+            f"{what} of the slimmed model failed: {type(err).__name__}: {first}\n"
+            "A module probably reads a width from an attribute that rules/modules.toml does "
+            "not update; add its class there, or freeze the dim with PruneConfig(ignore=[...])."
+        ) from err
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in saved:
+                    b.copy_(saved[name])
+    got = output_shapes(out)
+    if got != expected:
+        raise RewriteError(f"{what}: output shapes changed from {expected} to {got}")

@@ -1,0 +1,133 @@
+"""Load and validate the declarative rule tables shipped in ``rules/``.
+
+``rules/ops.toml`` maps ATen ops to rule *kinds* (implemented in :mod:`slimgraph.kinds`);
+``rules/modules.toml`` says which module attributes follow from the sliced parameter
+shapes, and which parameter dims a module forbids slicing. Both are validated by pydantic
+when loaded: an unknown kind, an unknown argument role or a malformed expression is a
+:class:`~slimgraph.errors.RuleTableError` that names the entry.
+
+Example
+-------
+>>> from slimgraph.ruletable import load_rules
+>>> rules = load_rules()
+>>> rules.ops["aten.relu.default"].kind
+'elementwise'
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from slimgraph.errors import RuleTableError
+
+__all__ = ["OpRule", "ModuleRule", "RuleTables", "load_rules", "rules_dir"]
+
+
+class OpRule(BaseModel):
+    """How one ATen op couples the dims of its tensors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    args: dict[str, int] = Field(default_factory=dict)
+    exact: bool = True
+    why: str | None = None
+
+
+class ModuleRule(BaseModel):
+    """Attribute identities of one module class, evaluated after slicing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attrs: dict[str, str] = Field(default_factory=dict)
+    freeze: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("attrs")
+    @classmethod
+    def _expressions_parse(cls, attrs: dict[str, str]) -> dict[str, str]:
+        from slimgraph._expr import check_expression
+
+        for name, expr in attrs.items():
+            check_expression(expr, where=f"attribute {name!r}")
+        return attrs
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze_keys(cls, freeze: dict[str, str]) -> dict[str, str]:
+        for key in freeze:
+            name, _, dim = key.rpartition(":")
+            if not name or not dim.lstrip("-").isdigit():
+                raise ValueError(f"freeze key {key!r} must look like 'param_name:dim'")
+        return freeze
+
+
+class RuleTables(BaseModel):
+    """Both tables, validated against the kinds slimgraph implements."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ops: dict[str, OpRule]
+    modules: dict[str, ModuleRule]
+
+
+def rules_dir() -> Path:
+    """The ``rules/`` folder: inside the installed package, or at the repository root."""
+    packaged = Path(str(resources.files("slimgraph"))) / "rules"
+    if (packaged / "ops.toml").is_file():
+        return packaged
+    source_tree = Path(__file__).resolve().parent.parent / "rules"
+    if (source_tree / "ops.toml").is_file():
+        return source_tree
+    raise RuleTableError(
+        f"rule tables not found in {packaged} or {source_tree}; reinstall slimgraph"
+    )
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise RuleTableError(f"{path.name}: {err}") from err
+
+
+@functools.cache
+def load_rules(directory: str | None = None) -> RuleTables:
+    """Read and validate ``ops.toml`` and ``modules.toml`` (cached per directory)."""
+    from slimgraph.kinds import KINDS
+
+    root = Path(directory) if directory else rules_dir()
+    ops_data = _read_toml(root / "ops.toml").get("ops", {})
+    modules_data = _read_toml(root / "modules.toml")
+    try:
+        tables = RuleTables(ops=ops_data, modules=modules_data)
+    except ValidationError as err:
+        raise RuleTableError(f"rule tables in {root} are invalid:\n{err}") from err
+    for name, rule in tables.ops.items():
+        kind = KINDS.get(rule.kind)
+        if kind is None:
+            raise RuleTableError(
+                f"ops.toml: {name} uses unknown kind {rule.kind!r}; known kinds: "
+                + ", ".join(sorted(KINDS))
+            )
+        unknown = set(rule.args) - set(kind.roles)
+        if unknown:
+            raise RuleTableError(
+                f"ops.toml: {name} gives unknown argument roles {sorted(unknown)} for kind "
+                f"{rule.kind!r}; it takes {sorted(kind.roles)}"
+            )
+    return tables
+
+
+def parse_ok(expr: str) -> bool:
+    """True when ``expr`` is a Python expression (used by tests of the table schema)."""
+    try:
+        ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return False
+    return True

@@ -1,0 +1,191 @@
+"""Trace a model with ``torch.export`` and build its :class:`DependencyGraph`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import fx
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+
+from slimgraph._builder import Builder, OpContext
+from slimgraph.depgraph import DependencyGraph, fingerprint, input_specs
+from slimgraph.errors import TraceError
+from slimgraph.kinds import KINDS
+from slimgraph.ruletable import RuleTables, load_rules
+
+__all__ = ["trace", "split_inputs", "build_graph", "preserve_modes"]
+
+ExampleInputs = tuple | list | Mapping[str, Any] | torch.Tensor
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict[str, Any]]:
+    """A tuple of positional inputs, or a dict of keyword inputs, as ``(args, kwargs)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise TraceError(
+        f"example_inputs must be a tuple of tensors or a dict of keyword tensors, "
+        f"not {type(example_inputs).__name__}"
+    )
+
+
+@contextlib.contextmanager
+def _module_stack(model: torch.nn.Module) -> Iterator[list[str]]:
+    """Track which module's forward is running, to name it when tracing fails."""
+    stack: list[str] = []
+
+    def enter(label: str) -> None:
+        stack.append(label)
+
+    def leave() -> None:  # hooks must return None or they replace the output
+        if stack:
+            stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        label = f"{name or '<root>'} ({type(module).__name__})"
+        handles.append(module.register_forward_pre_hook(lambda *_, n=label: enter(n)))
+        handles.append(module.register_forward_hook(lambda *_: leave()))
+    try:
+        yield stack
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def preserve_modes(model: torch.nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval flag on exit (mixed modes included)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+    with preserve_modes(model), _module_stack(model) as stack:
+        try:
+            return torch.export.export(model, args, kwargs, strict=False)
+        except Exception as err:
+            where = stack[-1] if stack else f"<root> ({type(model).__name__})"
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise TraceError(
+                f"torch.export could not trace module {where}: {type(err).__name__}: {first}\n"
+                "Check that the example inputs run through model(*inputs) eagerly; "
+                "data-dependent Python control flow in that module needs torch.cond or "
+                "inputs that follow one branch."
+            ) from err
+
+
+def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleTables | None = None) -> DependencyGraph:
+    """Trace ``model`` on ``example_inputs`` into a :class:`DependencyGraph`.
+
+    Works on the meta device (shapes only). The model is traced in its current mode, so
+    training-only branches (auxiliary heads) are slimmed with the rest in train mode;
+    the mode of every submodule is restored afterwards.
+
+    >>> import torch, slimgraph as sg
+    >>> graph = sg.trace(torch.nn.Linear(4, 3), (torch.randn(2, 4),))
+    >>> graph.groups[0].id
+    'weight:0'
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    args, kwargs = split_inputs(example_inputs)
+    ep = _export(model, args, kwargs)
+    return build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs))
+
+
+def _module_of(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path if isinstance(path, str) else ""
+
+
+def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, inputs) -> DependencyGraph:
+    """Run every op's rule over the exported graph."""
+    b = Builder()
+    roles = {
+        InputKind.PARAMETER: "param",
+        InputKind.BUFFER: "buffer",
+        InputKind.CONSTANT_TENSOR: "constant",
+        InputKind.USER_INPUT: "input",
+    }
+    for spec in ep.graph_signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        if name is not None:
+            b.node_roles[name] = (roles.get(spec.kind, "input"), spec.target)
+    graph = ep.graph
+    ops: dict[str, str] = {}
+    output_shapes: list[tuple[int, ...]] = []
+    lines: list[str] = []
+    for node in graph.nodes:
+        b.node_module[node.name] = _module_of(node)
+        ops[node.name] = str(node.target)
+        if node.op in ("placeholder", "call_function"):
+            b.register(node)
+            shapes = [tuple(t.shape) for t in b.outputs(node)]
+            lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            role, _ = b.node_roles.get(node.name, ("input", None))
+            if role in ("input", "constant"):
+                what = "model input" if role == "input" else "tensor constant"
+                b.freeze_all(b.outputs(node), f"{what}: its shape is fixed by the caller")
+        elif node.op == "call_function":
+            _apply_rule(b, node, rules)
+        elif node.op == "output":
+            flat: list[fx.Node] = []
+            fx.node.map_arg(node.args, flat.append)
+            outs = [t for n in flat for t in b.outputs(n)]
+            output_shapes = [t.shape for t in outs]
+            b.freeze_all(outs, "model output: its shape is part of the model's contract")
+    _freeze_module_rules(b, model, rules)
+    return DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
+
+
+def _freeze_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -> None:
+    """Apply the ``freeze`` entries of ``rules/modules.toml`` to this model's modules."""
+    slots: dict[tuple[str, int], int] = {}
+    for i, s in enumerate(b.slots):
+        if s.role in ("param", "buffer"):
+            slots.setdefault((s.target, s.dim), i)
+    for name, module in model.named_modules():
+        for cls in type(module).__mro__:
+            rule = rules.modules.get(f"{cls.__module__}.{cls.__qualname__}")
+            if rule is None:
+                continue
+            for key, why in rule.freeze.items():
+                param, _, dim = key.rpartition(":")
+                slot = slots.get((f"{name}.{param}" if name else param, int(dim)))
+                if slot is not None:
+                    b.freeze(slot, f"{type(module).__name__}: {why}")
+            break
+
+
+def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
+    outs = b.outputs(node)
+    rule = rules.ops.get(str(node.target))
+    if rule is None:
+        ctx = OpContext(node, {}, False, None, b, outs)
+        b.freeze_all(ctx.tensor_args() + outs, f"no rule for {node.target}")
+        return
+    kind = KINDS[rule.kind]
+    ctx = OpContext(node, {**kind.roles, **rule.args}, rule.exact, rule.why, b, outs)
+    if not outs and rule.kind not in ("ignore",):
+        return
+    try:
+        kind.rule(ctx)
+    except Exception as err:  # a rule that cannot read this call freezes it, loudly
+        b.freeze_all(ctx.tensor_args() + outs, f"rule {rule.kind} failed on {node.target}: {err}")
