@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import fx
 
-__all__ = ["Builder", "SlotInfo", "TensorSlots", "OpContext", "Edge"]
+__all__ = ["Builder", "SlotInfo", "TensorSlots", "OpContext", "Edge", "Link", "Balance"]
 
 
 @dataclass
@@ -38,6 +38,25 @@ class Edge:
     b: int
     op: str  # fx node name of the op that made the coupling
     how: str  # identity, offset, block, group, ...
+
+
+@dataclass(frozen=True)
+class Link:
+    """Slots ``a`` and ``b`` must keep the same fraction of their indices (any ones)."""
+
+    a: int
+    b: int
+    op: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Balance:
+    """``slot`` is cut into ``parts`` equal ranges that must lose equally many indices."""
+
+    slot: int
+    parts: int
+    op: str
 
 
 @dataclass
@@ -114,13 +133,16 @@ def tensor_values(val: Any) -> list[torch.Tensor | None]:
 class Builder:
     """Collects slots, coupling edges, frozen slots and inexact slots."""
 
-    def __init__(self) -> None:
+    def __init__(self, relaxed: frozenset[str] = frozenset()) -> None:
+        self.relaxed = relaxed  # split ops whose parts are re-indexed (see kinds.shape.split)
+        self.links: list[Link] = []
         self.slots: list[SlotInfo] = []
         self.edges: list[Edge] = []
         self.pairs_a: list[np.ndarray] = []
         self.pairs_b: list[np.ndarray] = []
         self.frozen: dict[int, str] = {}
         self.inexact_reasons: dict[int, str] = {}
+        self.balances: list[Balance] = []
         self._tensors: dict[tuple[str, int], TensorSlots] = {}
         self._size = 0
         self.node_module: dict[str, str] = {}
@@ -209,6 +231,14 @@ class Builder:
         for t in tensors:
             for s in t.slots:
                 self.freeze(s, reason)
+
+    def balance(self, slot: int, parts: int, op: str) -> None:
+        """``slot`` is read in ``parts`` equal ranges that must lose equally many indices."""
+        self.balances.append(Balance(slot, parts, op))
+
+    def link(self, a: int, b: int, op: str, why: str) -> None:
+        """``a`` and ``b`` keep the same fraction of indices, whichever they are."""
+        self.links.append(Link(a, b, op, why))
 
     def inexact(self, slot: int, reason: str) -> None:
         """Dropping indices of ``slot`` changes the values computed from the kept ones."""

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from slimgraph._builder import Builder, SlotInfo
+from slimgraph._builder import Balance, Builder, SlotInfo
 from slimgraph._components import components
 from slimgraph.errors import PlanError
 
@@ -48,6 +48,7 @@ class Group:
     frozen: dict[str, str] = field(default_factory=dict)  # where -> why, for frozen units
     inexact: dict[str, str] = field(default_factory=dict)  # where -> why
     params: list[tuple[str, int]] = field(default_factory=list)  # (parameter, dim)
+    balances: list[Balance] = field(default_factory=list)  # equal parts of splits
 
     @property
     def size(self) -> int:
@@ -105,8 +106,11 @@ class DependencyGraph:
         self._freeze_uncoupled_params(builder)
         self.frozen_slots = dict(builder.frozen)
         self.inexact_slots = dict(builder.inexact_reasons)
+        self.balances = builder.balances
+        self.links = builder.links
         self.groups: list[Group] = self._groups()
         self._by_id = {g.id: g for g in self.groups}
+        self._resolve_balances()
 
     # -- construction ----------------------------------------------------------------
     def _slot_graph(self, builder: Builder) -> nx.Graph:
@@ -162,9 +166,59 @@ class DependencyGraph:
                 )
             )
         groups.sort(key=lambda g: g.slots[0])
+        self.frozen_labels = set(frozen_label)
         return groups
 
     # -- queries -----------------------------------------------------------------------
+    def _resolve_balances(self) -> None:
+        """Equal parts of a split must lose equally many indices.
+
+        A unit's *imbalance* is how many more indices it holds in part k than in part 0.
+        Units balanced on their own can go alone; a unit with imbalance v can go together
+        with one of imbalance -v (q/k head-dim units beside v units after a qkv chunk). A
+        split with an imbalance that nothing cancels (ShuffleNet's chunk after channel
+        shuffles) is reported in :attr:`unbalanced` and relaxed by the tracer.
+        """
+        slot_group = {s: g for g in self.groups for s in g.slots}
+        ops: dict[str, list[str]] = {}  # group id -> the op of each imbalance column
+        for balance in self.balances:
+            group = slot_group.get(balance.slot)
+            if group is not None and balance not in group.balances:
+                group.balances.append(balance)
+                ops.setdefault(group.id, []).extend([balance.op] * (balance.parts - 1))
+        self.unbalanced: set[str] = set()
+        for group in self.groups:
+            if not group.balances:
+                continue
+            vectors = {tuple(v) for v in self.imbalance(group, group.balances).tolist() if any(v)}
+            for v in vectors:
+                if tuple(-x for x in v) not in vectors:
+                    self.unbalanced.update(op for op, x in zip(ops[group.id], v) if x)
+
+    def imbalance(self, group: Group, balances: list[Balance]) -> np.ndarray:
+        """Per unit of ``group``: indices held in part k minus part 0, for every split."""
+        columns = []
+        for bal in balances:
+            idx = self.unit_index(group, bal.slot)
+            counts = [np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, bal.parts)]
+            columns += [c - counts[0] for c in counts[1:]]
+        return np.stack(columns, axis=1) if columns else np.zeros((group.size, 0), np.int64)
+
+    def unit_index(self, group: Group, slot: int) -> np.ndarray:
+        """For each index of ``slot``: the position of its unit in ``group``, or -1."""
+        labels = self.slot_labels(slot)
+        if group.size == 0:
+            return np.full(len(labels), -1)
+        order = np.argsort(group.units)
+        sorted_units = group.units[order]
+        pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
+        return np.where(sorted_units[pos] == labels, order[pos], -1)
+
+    def unit_counts(self, group: Group, slot: int) -> np.ndarray:
+        """How many indices of ``slot`` each unit of ``group`` covers."""
+        idx = self.unit_index(group, slot)
+        return np.bincount(idx[idx >= 0], minlength=group.size)
+
     def group(self, group_id: str) -> Group:
         try:
             return self._by_id[group_id]

@@ -46,8 +46,6 @@ def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[torch.T
     Every parameter slice of the group contributes, not just the producer's.
     """
     params = dict(graph.model.named_parameters(remove_duplicate=False))
-    order = np.argsort(group.units)
-    sorted_units = group.units[order]
     total = np.zeros(group.size, dtype=np.float64)
     for slot in group.slots:
         info = graph.slots[slot]
@@ -59,11 +57,10 @@ def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[torch.T
                 f"{info.target} has no data (meta device); magnitude criteria need real weights, "
                 "use importance='random' to plan on the meta device"
             )
-        labels = graph.slot_labels(slot)
-        pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
-        hit = sorted_units[pos] == labels
+        unit = graph.unit_index(group, slot)
+        hit = unit >= 0
         values = per_index(p.detach(), info.dim).double().cpu().numpy()
-        np.add.at(total, order[pos[hit]], values[hit])
+        np.add.at(total, unit[hit], values[hit])
     return total
 
 

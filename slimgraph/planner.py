@@ -1,11 +1,16 @@
-"""Turn a config, a graph and importance scores into a validated :class:`PruningPlan`."""
+"""Turn a config, a graph and importance scores into a validated :class:`PruningPlan`.
+
+Ratios, ``round_to`` and ``min_keep`` count *channels*: the indices of the widest
+parameter dim in a group. A unit usually is one channel; a grouped convolution's unit is a
+whole group, and a unit that crossed several channel shuffles spans several channels.
+"""
 
 from __future__ import annotations
 
 import math
 
+import networkx as nx
 import numpy as np
-
 
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
@@ -26,21 +31,19 @@ def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) ->
     >>> [(c.group, c.size - len(c.drop)) for c in p.cuts], p.params_before, p.params_after
     ([('0.weight:0', 6)], 58, 44)
     """
-    if config is None:
-        config = PruneConfig(**fields)
-    elif fields:
-        config = config.model_copy(update=fields)
-        config = PruneConfig.model_validate(config.model_dump())
+    config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     groups = [g for g in graph.prunable_groups() if not any(config.is_ignored(m) for m in g.modules)]
     scores = CRITERIA[config.importance](graph, groups, config) if groups else {}
-    guards = {g.id: _SlotGuard(graph, g) for g in groups}
+    choosers = {g.id: _Chooser(graph, g, scores[g.id]) for g in groups}
     if config.scope == "global":
-        drops = _global_drops(groups, scores, config, guards)
+        drops = _global(groups, choosers, config)
     else:
-        drops = {
-            g.id: guards[g.id].lowest(scores[g.id], _drop_count(g, config.ratio_for(g.modules), config))
-            for g in groups
-        }
+        drops = {}
+        for g in groups:
+            chooser = choosers[g.id]
+            budget = chooser.budget(config.ratio_for(g.modules), config)
+            drops[g.id] = chooser.choose(chooser.items(), budget)
+    _enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
         for g in groups
@@ -56,84 +59,166 @@ def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) ->
     return result.model_copy(update={"params_before": before, "params_after": after})
 
 
-def _drop_count(group: Group, ratio: float, config: PruneConfig) -> int:
-    n = group.size
-    keep = n - math.floor(n * ratio + 1e-9)
-    keep = max(keep, min(config.min_keep, n))
-    keep = min(n, math.ceil(keep / config.round_to) * config.round_to)
-    return n - keep
+class _Chooser:
+    """Chooses a group's drops, lowest score per channel first, within its structure.
 
-
-class _SlotGuard:
-    """Keeps at least one index in every parameter slot of a group.
-
-    A group joined by a concat has slots that hold only some of its units (DenseNet's
-    layers each produce 32 of a block's channels); dropping all of one would leave a
-    layer with no output channels, so such a unit is skipped and the next one taken.
+    * A unit weighs as many channels as it covers in the group's widest parameter dim.
+    * Every parameter slot keeps at least one index: a concat group has slots holding only
+      some of its units (DenseNet's layers each produce 32 of a block's channels), and a
+      unit that would empty one is skipped.
+    * Equal parts of a split lose equally many indices: units are drawn as *items*, a
+      unit balanced on its own or a pair of opposite imbalances (cheapest with cheapest).
     """
 
-    def __init__(self, graph: DependencyGraph, group: Group) -> None:
-        self.unit_slots: dict[int, list[int]] = {}
-        self.left: dict[int, int] = {}
-        order = np.argsort(group.units)
-        sorted_units = group.units[order]
+    def __init__(self, graph: DependencyGraph, group: Group, scores: np.ndarray) -> None:
+        self.scores = scores
+        self.partial: list[np.ndarray] = []
+        widest = np.ones(group.size, dtype=np.int64)
         for slot in group.slots:
-            if graph.slots[slot].role != "param":
-                continue
-            labels = np.unique(graph.slot_labels(slot))
-            pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
-            units = order[pos[sorted_units[pos] == labels]]
-            if 0 < len(units) < group.size:
-                self.left[slot] = len(units)
-                for u in units.tolist():
-                    self.unit_slots.setdefault(u, []).append(slot)
+            if graph.slots[slot].role == "param":
+                counts = graph.unit_counts(group, slot)
+                if counts.sum() > widest.sum():
+                    widest = counts
+                if 0 < np.count_nonzero(counts) < group.size:
+                    self.partial.append(counts)
+        self.weight = np.maximum(widest, 1)
+        self.imbalance = graph.imbalance(group, group.balances)
 
-    def take(self, unit: int) -> bool:
-        slots = self.unit_slots.get(unit, [])
-        if any(self.left[s] <= 1 for s in slots):
-            return False
-        for s in slots:
-            self.left[s] -= 1
-        return True
+    @property
+    def channels(self) -> int:
+        return int(self.weight.sum())
 
-    def lowest(self, scores: np.ndarray, count: int) -> list[int]:
+    def budget(self, ratio: float, config: PruneConfig) -> int:
+        """Channels to drop: ``ratio`` of them, keeping a multiple of ``round_to``."""
+        n = self.channels
+        keep = max(n - math.floor(n * ratio + 1e-9), min(config.min_keep, n))
+        keep = min(n, math.ceil(keep / config.round_to) * config.round_to)
+        return n - keep
+
+    def per_channel(self) -> np.ndarray:
+        return self.scores / self.weight
+
+    def items(self, units: list[int] | None = None) -> list[tuple[int, ...]]:
+        """``units`` (default: all, lowest score per channel first) as droppable items."""
+        per_channel = self.per_channel()
+        if units is None:
+            units = np.argsort(per_channel, kind="stable").tolist()
+        if not self.imbalance.shape[1]:
+            return [(u,) for u in units]
+        by_vector: dict[tuple[int, ...], list[int]] = {}
+        for u in units:
+            by_vector.setdefault(tuple(self.imbalance[u].tolist()), []).append(u)
+        found: list[tuple[int, ...]] = []
+        for vector, members in by_vector.items():
+            negated = tuple(-v for v in vector)
+            if not any(vector):
+                found += [(u,) for u in members]
+            elif vector > negated:
+                found += list(zip(members, by_vector.get(negated, [])))
+        found.sort(key=lambda item: float(per_channel[list(item)].mean()))
+        return found
+
+    def choose(self, items: list[tuple[int, ...]], budget: int, weight: np.ndarray | None = None) -> list[int]:
+        """Take ``items`` in order while their ``weight`` fits in ``budget``."""
+        weight = self.weight if weight is None else weight
         picked: list[int] = []
-        for u in np.argsort(scores, kind="stable").tolist():
-            if len(picked) >= count:
-                break
-            if self.take(u):
-                picked.append(u)
+        left = [int(c.sum()) for c in self.partial]
+        spent = 0
+        for item in items:
+            w = int(weight[list(item)].sum())
+            need = [int(c[list(item)].sum()) for c in self.partial]
+            if spent + w > budget or any(n - k < 1 for n, k in zip(left, need)):
+                continue
+            left = [n - k for n, k in zip(left, need)]
+            picked += item
+            spent += w
         return sorted(picked)
 
 
-def _global_drops(
-    groups: list[Group], scores: dict[str, np.ndarray], config: PruneConfig, guards: dict[str, _SlotGuard]
-) -> dict[str, list[int]]:
-    """Rank units of all groups together, after dividing each group's scores by its mean."""
+def _global(groups: list[Group], choosers: dict[str, _Chooser], config: PruneConfig) -> dict[str, list[int]]:
+    """Rank every unit of every group together by score per channel, each group's scores
+    divided by their mean so that groups are comparable; then round and balance per group."""
     entries = []
     for g in groups:
-        s = scores[g.id]
-        mean = float(np.mean(s)) or 1.0
-        entries += [(v / mean, g.id, i) for i, v in enumerate(s.tolist())]
-    entries.sort()
-    total = sum(g.size for g in groups)
-    budget = math.floor(total * config.ratio + 1e-9)
-    limit = {g.id: g.size - min(config.min_keep, g.size) for g in groups}
-    chosen: dict[str, list[int]] = {g.id: [] for g in groups}
-    for _, gid, i in entries:
-        if budget <= 0:
-            break
-        if len(chosen[gid]) < limit[gid] and guards[gid].take(i):
-            chosen[gid].append(i)
-            budget -= 1
+        per_channel = choosers[g.id].per_channel()
+        mean = float(np.mean(per_channel)) or 1.0
+        entries += [(v / mean, g.id, u) for u, v in enumerate(per_channel.tolist())]
+    entries.sort(key=lambda e: e[0])
+    budget = math.floor(sum(c.channels for c in choosers.values()) * config.ratio + 1e-9)
+    order: dict[str, list[int]] = {g.id: [] for g in groups}
+    spent: dict[str, int] = dict.fromkeys(order, 0)
+    for _, gid, u in entries:
+        w = int(choosers[gid].weight[u])
+        if w > budget:
+            continue
+        if spent[gid] + w <= choosers[gid].channels - config.min_keep:
+            order[gid].append(u)
+            spent[gid] += w
+            budget -= w
     result = {}
-    for gid, picked in chosen.items():
-        # round the kept count up to round_to by giving back the best-scored drops
-        n = len(scores[gid])
-        keep = min(n, math.ceil((n - len(picked)) / config.round_to) * config.round_to)
-        best_last = sorted(picked, key=lambda u: scores[gid][u])
-        result[gid] = sorted(best_last[: n - keep])
+    for g in groups:
+        chooser = choosers[g.id]
+        ratio = spent[g.id] / chooser.channels
+        result[g.id] = chooser.choose(chooser.items(order[g.id]), chooser.budget(ratio, config))
     return result
+
+
+def _enforce_links(graph: DependencyGraph, groups: list[Group], choosers: dict[str, _Chooser], drops: dict[str, list[int]]) -> None:
+    """Make linked slots keep the same fraction of their indices.
+
+    In each set of linked groups the one with the coarsest units leads; the others
+    re-choose their drops, lowest score first, to keep exactly that fraction in the linked
+    slot. Where that is impossible (or a link reaches a group that is not planned), the
+    whole set drops nothing.
+    """
+    slot_group = {s: g for g in groups for s in g.slots}
+    comp = nx.Graph()
+    pinned: set[str] = set()
+    for link in graph.links:
+        ga, gb = slot_group.get(link.a), slot_group.get(link.b)
+        if ga is None or gb is None:
+            pinned.update(g.id for g in (ga, gb) if g is not None)
+            continue
+        comp.add_edge(ga.id, gb.id)
+        comp.edges[ga.id, gb.id].setdefault("links", []).append(link)
+    by_id = {g.id: g for g in groups}
+    for members in nx.connected_components(comp):
+        def coarse(gid: str) -> tuple[int, int]:
+            return (max(int(graph.unit_counts(by_id[gid], l.a if slot_group[l.a].id == gid else l.b).max())
+                        for _, _, d in comp.edges(gid, data=True) for l in d["links"]), by_id[gid].size)
+
+        leader = max(sorted(members), key=coarse)
+        ok = not (members & pinned)
+        kept: dict[int, int] = {}
+        for gid in nx.bfs_tree(comp, leader):
+            if not ok:
+                break
+            g = by_id[gid]
+            for _, other, data in comp.edges(gid, data=True):
+                for link in data["links"]:
+                    mine, theirs = (link.a, link.b) if slot_group[link.a].id == gid else (link.b, link.a)
+                    if theirs not in kept:
+                        continue
+                    size_mine, size_theirs = graph.slots[mine].size, graph.slots[theirs].size
+                    target, rest = divmod(kept[theirs] * size_mine, size_theirs)
+                    counts = graph.unit_counts(g, mine)
+                    have = size_mine - int(counts[drops[gid]].sum())
+                    if rest:
+                        ok = False
+                    elif have != target:
+                        chooser = choosers[gid]
+                        drops[gid] = chooser.choose(chooser.items(), size_mine - target, counts)
+                        ok = size_mine - int(counts[drops[gid]].sum()) == target
+            for _, _, data in comp.edges(gid, data=True):
+                for link in data["links"]:
+                    for slot in (link.a, link.b):
+                        if slot_group[slot].id == gid:
+                            kept[slot] = graph.slots[slot].size - int(graph.unit_counts(g, slot)[drops[gid]].sum())
+        if not ok:
+            for gid in members:
+                drops[gid] = []
+    for gid in pinned:
+        drops[gid] = []
 
 
 def kept_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, list[tuple[int, np.ndarray]]]:
@@ -145,8 +230,7 @@ def kept_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, list[tup
     result: dict[str, list[tuple[int, np.ndarray]]] = {}
     for target, slots in graph.param_slots().items():
         for slot in slots:
-            labels = graph.slot_labels(slot)
-            gone = np.isin(labels, dropped_labels)
+            gone = np.isin(graph.slot_labels(slot), dropped_labels)
             if gone.any():
                 result.setdefault(target, []).append((graph.slots[slot].dim, np.flatnonzero(~gone)))
     return result
@@ -162,5 +246,3 @@ def _param_counts(graph: DependencyGraph, plan: PruningPlan) -> tuple[int, int]:
             shape[dim] = len(idx)
         after += math.prod(shape)
     return before, after
-
-

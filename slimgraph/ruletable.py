@@ -16,7 +16,6 @@ Example
 
 from __future__ import annotations
 
-import ast
 import functools
 import tomllib
 from importlib import resources
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slimgraph.errors import RuleTableError
 
-__all__ = ["OpRule", "ModuleRule", "RuleTables", "load_rules", "rules_dir"]
+__all__ = ["OpRule", "ModuleRule", "LinkRule", "RuleTables", "load_rules", "rules_dir"]
 
 
 class OpRule(BaseModel):
@@ -40,6 +39,15 @@ class OpRule(BaseModel):
     why: str | None = None
 
 
+class LinkRule(BaseModel):
+    """Two parameter dims that must keep the same fraction of their indices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: str
+    why: str
+
+
 class ModuleRule(BaseModel):
     """Attribute identities of one module class, evaluated after slicing."""
 
@@ -47,6 +55,7 @@ class ModuleRule(BaseModel):
 
     attrs: dict[str, str] = Field(default_factory=dict)
     freeze: dict[str, str] = Field(default_factory=dict)
+    link: dict[str, LinkRule] = Field(default_factory=dict)
 
     @field_validator("attrs")
     @classmethod
@@ -57,14 +66,15 @@ class ModuleRule(BaseModel):
             check_expression(expr, where=f"attribute {name!r}")
         return attrs
 
-    @field_validator("freeze")
+    @field_validator("freeze", "link")
     @classmethod
-    def _freeze_keys(cls, freeze: dict[str, str]) -> dict[str, str]:
-        for key in freeze:
+    def _slot_keys(cls, table: dict) -> dict:
+        keys = list(table) + [v.to for v in table.values() if isinstance(v, LinkRule)]
+        for key in keys:
             name, _, dim = key.rpartition(":")
-            if not name or not dim.lstrip("-").isdigit():
-                raise ValueError(f"freeze key {key!r} must look like 'param_name:dim'")
-        return freeze
+            if not name or not dim.isdigit():
+                raise ValueError(f"{key!r} must look like 'param_name:dim'")
+        return table
 
 
 class RuleTables(BaseModel):
@@ -122,12 +132,3 @@ def load_rules(directory: str | None = None) -> RuleTables:
                 f"{rule.kind!r}; it takes {sorted(kind.roles)}"
             )
     return tables
-
-
-def parse_ok(expr: str) -> bool:
-    """True when ``expr`` is a Python expression (used by tests of the table schema)."""
-    try:
-        ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return False
-    return True

@@ -114,8 +114,24 @@ def _module_of(node: fx.Node) -> str:
 
 
 def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, inputs) -> DependencyGraph:
-    """Run every op's rule over the exported graph."""
-    b = Builder()
+    """Run every op's rule over the exported graph.
+
+    Splits whose equal parts the resulting units cannot shrink equally are relaxed and
+    the rules run again (see :func:`slimgraph.kinds.shape.split`).
+    """
+    relaxed: frozenset[str] = frozenset()
+    for _ in range(8):
+        b, lines, ops, output_shapes = _run_rules(ep, model, rules, relaxed)
+        graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
+        unbalanced = graph.unbalanced - relaxed
+        if not unbalanced:
+            return graph
+        relaxed |= unbalanced
+    raise TraceError("splits kept needing relaxation; please report this model")
+
+
+def _run_rules(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, relaxed: frozenset[str]):
+    b = Builder(relaxed)
     roles = {
         InputKind.PARAMETER: "param",
         InputKind.BUFFER: "buffer",
@@ -126,18 +142,17 @@ def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, 
         name = getattr(spec.arg, "name", None)
         if name is not None:
             b.node_roles[name] = (roles.get(spec.kind, "input"), spec.target)
-    graph = ep.graph
     ops: dict[str, str] = {}
     output_shapes: list[tuple[int, ...]] = []
     lines: list[str] = []
-    for node in graph.nodes:
+    for node in ep.graph.nodes:
         b.node_module[node.name] = _module_of(node)
         ops[node.name] = str(node.target)
         if node.op in ("placeholder", "call_function"):
             b.register(node)
             shapes = [tuple(t.shape) for t in b.outputs(node)]
             lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
-    for node in graph.nodes:
+    for node in ep.graph.nodes:
         if node.op == "placeholder":
             role, _ = b.node_roles.get(node.name, ("input", None))
             if role in ("input", "constant"):
@@ -151,26 +166,35 @@ def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, 
             outs = [t for n in flat for t in b.outputs(n)]
             output_shapes = [t.shape for t in outs]
             b.freeze_all(outs, "model output: its shape is part of the model's contract")
-    _freeze_module_rules(b, model, rules)
-    return DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
+    _apply_module_rules(b, model, rules)
+    return b, lines, ops, output_shapes
 
 
-def _freeze_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -> None:
-    """Apply the ``freeze`` entries of ``rules/modules.toml`` to this model's modules."""
+def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -> None:
+    """Apply the ``freeze`` and ``link`` entries of ``rules/modules.toml``."""
     slots: dict[tuple[str, int], int] = {}
     for i, s in enumerate(b.slots):
         if s.role in ("param", "buffer"):
             slots.setdefault((s.target, s.dim), i)
+
+    def slot_of(prefix: str, key: str) -> int | None:
+        param, _, dim = key.rpartition(":")
+        return slots.get((f"{prefix}.{param}" if prefix else param, int(dim)))
+
     for name, module in model.named_modules():
         for cls in type(module).__mro__:
             rule = rules.modules.get(f"{cls.__module__}.{cls.__qualname__}")
             if rule is None:
                 continue
+            label = type(module).__name__
             for key, why in rule.freeze.items():
-                param, _, dim = key.rpartition(":")
-                slot = slots.get((f"{name}.{param}" if name else param, int(dim)))
+                slot = slot_of(name, key)
                 if slot is not None:
-                    b.freeze(slot, f"{type(module).__name__}: {why}")
+                    b.freeze(slot, f"{label}: {why}")
+            for key, link in rule.link.items():
+                a, c = slot_of(name, key), slot_of(name, link.to)
+                if a is not None and c is not None:
+                    b.link(a, c, name or "<root>", f"{label}: {link.why}")
             break
 
 

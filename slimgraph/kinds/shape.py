@@ -51,26 +51,33 @@ def cat(ctx: OpContext) -> None:
 def split(ctx: OpContext) -> None:
     """Output k is the input's [offset_k, offset_k + n_k) along ``dim``.
 
-    The sizes are recomputed at run time from the input (``chunk``, ``split``), so equal
-    parts must lose the same offsets: part 0's index i is tied to part k's index i.
+    Equal parts are recomputed at run time from the input size (``chunk``), so they must
+    lose equally many indices: a balance constraint. When the graph's units cannot honour
+    it exactly (ShuffleNet's chunk after a channel shuffle mixes positions block after
+    block), the split is *relaxed*: each part becomes a fresh index space that keeps the
+    same fraction as the input, re-split by position, which is not exact.
     Unequal parts have their sizes fixed in code, so the split dim freezes.
     """
     b, x, outs = ctx.builder, ctx.tensor("input"), ctx.outs
     dim = int(ctx.arg("dim", 0)) % x.ndim
     sizes = [t.shape[dim] for t in outs]
+    relaxed = ctx.name in b.relaxed and len(set(sizes)) == 1
     offset = 0
     for t in outs:
         n = t.shape[dim]
-        b.couple(t.dim(dim), x.dim(dim), ctx.name, "offset", b_idx=np.arange(n) + offset)
+        if relaxed:
+            b.link(t.dim(dim), x.dim(dim), ctx.name, "equal parts of a split re-split by position")
+            b.inexact(t.dim(dim), "parts of a relaxed split are re-split by position")
+        else:
+            b.couple(t.dim(dim), x.dim(dim), ctx.name, "offset", b_idx=np.arange(n) + offset)
         for d in range(x.ndim):
             if d != dim and t.shape[d] > 1:
                 b.couple(t.dim(d), x.dim(d), ctx.name)
         offset += n
     if len(set(sizes)) > 1:
         b.freeze(x.dim(dim), f"{ctx.node.target} into unequal parts {sizes}")
-    else:
-        for t in outs[1:]:
-            b.couple(outs[0].dim(dim), t.dim(dim), ctx.name, "tie")
+    elif len(outs) > 1 and not relaxed:
+        b.balance(x.dim(dim), len(outs), ctx.name)
 
 
 @kind("unbind", input=0, dim=1)
@@ -86,15 +93,27 @@ def unbind(ctx: OpContext) -> None:
 
 @kind("slice", input=0, dim=1, start=2, end=3, step=4)
 def slice_(ctx: OpContext) -> None:
-    """A full slice is the identity; a partial one fixes its bounds, freezing that dim."""
+    """A full slice is the identity. A slice that is part k of n equal parts (``x[L:2L]``
+    of a ``3L``-wide qkv bias) couples by offset and keeps the n parts balanced, as the
+    bounds are then computed from the width. Any other bounds are fixed: that dim freezes.
+    """
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
     for d in range(x.ndim):
-        if d == dim and x.shape[d] != out.shape[d]:
+        if d != dim or x.shape[d] == out.shape[d]:
+            if x.shape[d] > 1:
+                b.couple(x.dim(d), out.dim(d), ctx.name)
+            continue
+        n, width = x.shape[d], out.shape[d]
+        start = int(ctx.arg("start", 0) or 0) % max(n, 1)
+        step = int(ctx.arg("step", 1) or 1)
+        proportional = width and n % width == 0 and start % width == 0 and 2 <= n // width <= 8
+        if step == 1 and proportional and ctx.name not in b.relaxed:
+            b.couple(out.dim(d), x.dim(d), ctx.name, "offset", b_idx=np.arange(width) + start)
+            b.balance(x.dim(d), n // width, ctx.name)
+        else:
             b.freeze(x.dim(d), "sliced with constant bounds")
             b.freeze(out.dim(d), "sliced with constant bounds")
-        elif x.shape[d] > 1:
-            b.couple(x.dim(d), out.dim(d), ctx.name)
 
 
 @kind("select", input=0, dim=1, index=2)
