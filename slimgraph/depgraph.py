@@ -99,6 +99,7 @@ class DependencyGraph:
         self.slots: list[SlotInfo] = builder.slots
         self.node_ops = node_ops
         self.output_shapes = output_shapes
+        self.modes: dict[str, bool] = {}  # module name -> training flag when traced
         a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
         self.labels = components(builder.num_elements, a, b)
@@ -214,6 +215,23 @@ class DependencyGraph:
         pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
         return np.where(sorted_units[pos] == labels, order[pos], -1)
 
+    def unit_map(self, group_id: str) -> dict[str, list[int]]:
+        """``"param:dim"`` -> the unit of each index of that dim (-1: frozen or not a unit).
+
+        This is the group's index map in plain lists, for tests and reviews.
+
+        >>> import torch, slimgraph as sg
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+        >>> sg.trace(net, (torch.randn(1, 2),)).unit_map("0.weight:0")
+        {'0.weight:0': [0, 1, 2], '0.bias:0': [0, 1, 2], '1.weight:1': [0, 1, 2]}
+        """
+        group = self.group(group_id)
+        return {
+            f"{self.slots[s].target}:{self.slots[s].dim}": self.unit_index(group, s).tolist()
+            for s in group.slots
+            if self.slots[s].role in ("param", "buffer")
+        }
+
     def unit_counts(self, group: Group, slot: int) -> np.ndarray:
         """How many indices of ``slot`` each unit of ``group`` covers."""
         idx = self.unit_index(group, slot)
@@ -243,6 +261,20 @@ class DependencyGraph:
     def _where(self, node: str, module: str) -> str:
         op = self.node_ops.get(node, node)
         return f"{op} in {module}" if module else op
+
+    def linked_groups(self) -> list[set[str]]:
+        """Sets of group ids tied by links (each set keeps one fraction in its linked dims)."""
+        slot_group = {s: g.id for g in self.groups for s in g.slots}
+        g = nx.Graph()
+        for link in self.links:
+            a, b = slot_group.get(link.a), slot_group.get(link.b)
+            if a and b:
+                g.add_edge(a, b)
+        return [set(c) for c in nx.connected_components(g)]
+
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The traced model's parameters by name (shared ones under every name)."""
+        return dict(self.model.named_parameters(remove_duplicate=False))
 
     def param_slots(self) -> dict[str, list[int]]:
         """Parameter and buffer name -> its slots, one per dim."""

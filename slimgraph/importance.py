@@ -40,12 +40,12 @@ def register(name: str) -> Callable[[Criterion], Criterion]:
     return wrap
 
 
-def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[torch.Tensor, int], torch.Tensor]) -> np.ndarray:
-    """Sum ``per_index(param, dim)`` (one value per index of ``dim``) into the group's units.
+def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[str, torch.Tensor, int], torch.Tensor]) -> np.ndarray:
+    """Sum ``per_index(name, param, dim)`` (one value per index of ``dim``) into units.
 
     Every parameter slice of the group contributes, not just the producer's.
     """
-    params = dict(graph.model.named_parameters(remove_duplicate=False))
+    params = graph.named_parameters()
     total = np.zeros(group.size, dtype=np.float64)
     for slot in group.slots:
         info = graph.slots[slot]
@@ -59,15 +59,22 @@ def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[torch.T
             )
         unit = graph.unit_index(group, slot)
         hit = unit >= 0
-        values = per_index(p.detach(), info.dim).double().cpu().numpy()
+        values = per_index(info.target, p.detach(), info.dim).double().cpu().numpy()
         np.add.at(total, unit[hit], values[hit])
     return total
 
 
-def _reduce_except(dim: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    def per_index(p: torch.Tensor, d: int) -> torch.Tensor:
-        dims = [i for i in range(p.ndim) if i != d]
-        return fn(p).sum(dim=dims) if dims else fn(p)
+def _sum_except(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
+    """Per-index sums of ``transform(param)`` over all other dims, transforming each
+    parameter once however many groups read it."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def per_index(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
+        if name not in cache:
+            cache[name] = transform(p.float())
+        t = cache[name]
+        others = [i for i in range(t.ndim) if i != dim]
+        return t.sum(dim=others) if others else t
 
     return per_index
 
@@ -75,14 +82,14 @@ def _reduce_except(dim: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Call
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
     """Sum of |w| over every parameter slice of the unit."""
-    per_index = _reduce_except(0, torch.abs)
+    per_index = _sum_except(torch.abs)
     return {g.id: unit_sums(graph, g, per_index) for g in groups}
 
 
 @register("l2")
 def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
     """Euclidean norm of every parameter slice of the unit, taken together."""
-    per_index = _reduce_except(0, torch.square)
+    per_index = _sum_except(torch.square)
     return {g.id: np.sqrt(unit_sums(graph, g, per_index)) for g in groups}
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.importance import CRITERIA
+from slimgraph.errors import PlanError
 from slimgraph.plan import GroupCut, InputShape, PruningPlan
 
-__all__ = ["plan", "kept_shapes"]
+__all__ = ["plan", "kept_shapes", "check_plan"]
 
 
 def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) -> PruningPlan:
@@ -72,7 +73,7 @@ class _Chooser:
 
     def __init__(self, graph: DependencyGraph, group: Group, scores: np.ndarray) -> None:
         self.scores = scores
-        self.partial: list[np.ndarray] = []
+        partial: list[np.ndarray] = []
         widest = np.ones(group.size, dtype=np.int64)
         for slot in group.slots:
             if graph.slots[slot].role == "param":
@@ -80,7 +81,9 @@ class _Chooser:
                 if counts.sum() > widest.sum():
                     widest = counts
                 if 0 < np.count_nonzero(counts) < group.size:
-                    self.partial.append(counts)
+                    partial.append(counts)
+        # rows: slots that hold only some units; columns: units
+        self.partial = np.stack(partial) if partial else np.zeros((0, group.size), np.int64)
         self.weight = np.maximum(widest, 1)
         self.imbalance = graph.imbalance(group, group.balances)
 
@@ -122,14 +125,16 @@ class _Chooser:
         """Take ``items`` in order while their ``weight`` fits in ``budget``."""
         weight = self.weight if weight is None else weight
         picked: list[int] = []
-        left = [int(c.sum()) for c in self.partial]
+        left = self.partial.sum(axis=1)
         spent = 0
         for item in items:
             w = int(weight[list(item)].sum())
-            need = [int(c[list(item)].sum()) for c in self.partial]
-            if spent + w > budget or any(n - k < 1 for n, k in zip(left, need)):
+            if spent + w > budget:
                 continue
-            left = [n - k for n, k in zip(left, need)]
+            need = self.partial[:, list(item)].sum(axis=1)
+            if (left - need < 1).any():
+                continue
+            left = left - need
             picked += item
             spent += w
         return sorted(picked)
@@ -221,16 +226,46 @@ def _enforce_links(graph: DependencyGraph, groups: list[Group], choosers: dict[s
         drops[gid] = []
 
 
+def _dropped(graph: DependencyGraph, plan: PruningPlan) -> np.ndarray:
+    """A mask over element labels: True for labels of dropped units."""
+    is_dropped = np.zeros(len(graph.labels), dtype=bool)
+    for c in plan.cuts:
+        if c.drop:
+            is_dropped[graph.group(c.group).units[list(c.drop)]] = True
+    return is_dropped
+
+
+def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
+    """Raise :class:`PlanError` unless ``plan`` fits ``graph``: same model, known groups,
+    no parameter dim emptied, linked dims keeping the same fraction."""
+    plan.check(graph)
+    is_dropped = _dropped(graph, plan)
+    for target, slots in graph.param_slots().items():
+        for slot in slots:
+            if is_dropped[graph.slot_labels(slot)].all():
+                raise PlanError(f"the plan drops every index of {target} dim {graph.slots[slot].dim}")
+    for link in graph.links:
+        kept = []
+        for slot in (link.a, link.b):
+            size = graph.slots[slot].size
+            kept.append((size - int(is_dropped[graph.slot_labels(slot)].sum()), size))
+        (ka, na), (kb, nb) = kept
+        if ka * nb != kb * na:
+            raise PlanError(
+                f"{graph.describe_slot(link.a)} keeps {ka}/{na} but {graph.describe_slot(link.b)} "
+                f"keeps {kb}/{nb}; they must keep the same fraction ({link.why})"
+            )
+
+
 def kept_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, list[tuple[int, np.ndarray]]]:
     """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks."""
-    dropped = [graph.group(c.group).units[list(c.drop)] for c in plan.cuts if c.drop]
-    if not dropped:
+    if not any(c.drop for c in plan.cuts):
         return {}
-    dropped_labels = np.unique(np.concatenate(dropped))
+    is_dropped = _dropped(graph, plan)
     result: dict[str, list[tuple[int, np.ndarray]]] = {}
     for target, slots in graph.param_slots().items():
         for slot in slots:
-            gone = np.isin(graph.slot_labels(slot), dropped_labels)
+            gone = is_dropped[graph.slot_labels(slot)]
             if gone.any():
                 result.setdefault(target, []).append((graph.slots[slot].dim, np.flatnonzero(~gone)))
     return result

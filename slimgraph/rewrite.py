@@ -2,7 +2,7 @@
 
 Order of work, so that a plan that cannot apply never touches real weights:
 
-1. check the plan against the graph (same model, known groups, sizes);
+1. check the plan against the graph (same model, known groups, sizes, links);
 2. meta dry run: a weightless copy is sliced, its attributes updated from
    ``rules/modules.toml``, and run forward on the plan's input shapes;
 3. the real model (a copy unless ``inplace=True``) gets the sliced tensors;
@@ -22,9 +22,9 @@ from slimgraph._expr import evaluate
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
 from slimgraph.plan import PruningPlan
-from slimgraph.planner import kept_shapes
+from slimgraph.planner import check_plan, kept_shapes
 from slimgraph.ruletable import load_rules
-from slimgraph.trace import split_inputs, trace
+from slimgraph.trace import preserve_modes, split_inputs, trace
 
 __all__ = ["apply", "meta_copy", "output_shapes"]
 
@@ -55,13 +55,13 @@ def apply(
         raise PlanError(f"apply() takes a PruningPlan, not {type(plan).__name__}")
     if graph is None:
         graph = _retrace(model, plan)
-    plan.check(graph)
+    check_plan(graph, plan)
     slices = kept_shapes(graph, plan)
     expected = graph.output_shapes
 
     dry = _sliced_copy(model, slices, meta=True)
     _update_attributes(dry, model, slices)
-    _check_forward(dry, _meta_inputs(plan, graph), expected, "meta dry run")
+    _check_forward(dry, _meta_inputs(plan, graph), expected, "meta dry run", graph.modes)
 
     if inplace:
         old = meta_copy(model)
@@ -72,7 +72,7 @@ def apply(
         slim = _sliced_copy(model, slices, meta=False)
     _update_attributes(slim, old, slices)
     if example_inputs is not None:
-        _check_forward(slim, example_inputs, expected, "forward check")
+        _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
     return slim
 
 
@@ -177,7 +177,17 @@ def output_shapes(out: Any) -> list[tuple[int, ...]]:
     return []
 
 
-def _check_forward(model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str) -> None:
+def _check_forward(
+    model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str, modes: dict[str, bool]
+) -> None:
+    """Run ``model`` in the train/eval modes it was traced in and compare output shapes."""
+    with preserve_modes(model):
+        for name, module in model.named_modules():
+            module.training = modes.get(name, module.training)
+        _forward_shapes(model, inputs, expected, what)
+
+
+def _forward_shapes(model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str) -> None:
     args, kwargs = split_inputs(inputs)
     # A check in train mode must not move BatchNorm running statistics.
     saved = {name: b.clone() for name, b in model.named_buffers() if not b.is_meta}

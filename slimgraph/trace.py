@@ -102,7 +102,9 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleT
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
     ep = _export(model, args, kwargs)
-    return build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs))
+    graph = build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs))
+    graph.modes = {name: m.training for name, m in model.named_modules()}
+    return graph
 
 
 def _module_of(node: fx.Node) -> str:

@@ -1,0 +1,593 @@
+"""The ``slimgraph`` command: slim a model into a directory, or inspect its groups.
+
+Run ``slimgraph --help`` for the commands, ``slimgraph slim --help`` for one command.
+Bad input exits with status 2 and one line on stderr that says what to fix; any other
+refusal of slimgraph exits with status 1; ``--verbose`` adds the traceback.
+
+>>> main(["slim", "--ratio", "1.5"])
+2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+import slimgraph as sg
+from slimgraph.errors import ModelSpecError, SlimGraphError
+from slimgraph.specs import default_input, load_model, parse_shape
+
+__all__ = ["main", "build_parser", "UsageError", "stage_widths", "save_weights"]
+
+DEFAULT_SPEC = "torchvision:resnet18"
+DEFAULT_OUT = "slim-out"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Frozen reasons every CNN has; `inspect` hides groups frozen only by these unless --all.
+ROUTINE_REASONS = frozenset(
+    {"convolution kernel size", "grouped convolution keeps its channels per group"}
+)
+
+# PruneConfig field -> (flag, what a valid value looks like), to word validation errors.
+CONFIG_FLAGS = {
+    "ratio": ("--ratio", "use a fraction in [0, 1), e.g. 0.5"),
+    "importance": ("--importance", ""),
+    "scope": ("--scope", "use local or global"),
+    "round_to": ("--round-to", "use a positive integer, e.g. 8"),
+    "min_keep": ("--min-keep", "use a positive integer"),
+    "ignore": ("--ignore", ""),
+    "overrides": ("--override", "use GLOB=RATIO with RATIO in [0, 1)"),
+    "seed": ("--seed", "use an integer"),
+}
+
+
+class UsageError(SlimGraphError):
+    """The command line asks for something impossible (a bad flag, value or path)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints the usage and exits on error; here the error is one line we raise."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``slimgraph`` argument parser, with one subcommand per job.
+
+    >>> build_parser().parse_args(["slim", "--ratio", "0.3"]).spec
+    'torchvision:resnet18'
+    """
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="slimgraph",
+        description="Structured pruning of PyTorch models by graph rewriting.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph slim                                  # resnet18 at ratio 0.5 into slim-out/\n"
+            "  slimgraph slim timm:resnet50 --ratio 0.3 --out r50-slim\n"
+            "  slimgraph inspect torchvision:mobilenet_v3_small --all\n\n"
+            "SPEC is torchvision:NAME, timm:NAME or package.module:factory (called with no\n"
+            "arguments); weights are random, nothing is downloaded."
+        ),
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"slimgraph {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show warnings and tracebacks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show warnings and tracebacks"
+    )
+    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    common.add_argument(
+        "--input-shape",
+        type=_shape_arg,
+        metavar="N,C,H,W",
+        help="shape of the random example input (default: what the model expects, "
+        "e.g. 1,3,224,224; 1,3,299,299 for inception_v3)",
+    )
+    common.add_argument(
+        "spec",
+        nargs="?",
+        default=DEFAULT_SPEC,
+        metavar="SPEC",
+        help=f"model to build (default: {DEFAULT_SPEC})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    slim = commands.add_parser(
+        "slim",
+        parents=[common],
+        formatter_class=fmt,
+        help="trace, plan and apply; write plan.json and model.safetensors",
+        description="Trace a model, plan which units to drop, apply the plan, and write\n"
+        "OUT/plan.json and OUT/model.safetensors. Prints params, MACs and stage widths\n"
+        "before and after.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph slim torchvision:resnet18 --ratio 0.5 --out slim-out\n"
+            "  slimgraph slim torchvision:mobilenet_v3_large --ratio 0.3 --round-to 8 "
+            "--ignore 'classifier.*'\n"
+            "  slimgraph slim timm:resnet50 --scope global --json > report.json\n"
+            "  slimgraph slim my_package.models:build --input-shape 1,3,128,128\n\n"
+            "reload: slim = sg.apply(fresh_model.eval(), sg.PruningPlan.model_validate_json(\n"
+            "            open('OUT/plan.json').read()))\n"
+            "        slim.load_state_dict(safetensors.torch.load_file('OUT/model.safetensors'))"
+        ),
+    )
+    slim.add_argument("--ratio", type=float, default=0.5, help="fraction of units dropped per group")
+    slim.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                      help=f"output directory (default: {DEFAULT_OUT})")  # fmt: skip
+    slim.add_argument("--importance", default="l2", help="criterion: l1, l2, random (default l2)")
+    slim.add_argument("--scope", choices=["local", "global"], default="local",
+                      help="rank units per group (local) or across groups (global)")  # fmt: skip
+    slim.add_argument("--round-to", type=int, default=1, metavar="N",
+                      help="kept units per group are a multiple of N")  # fmt: skip
+    slim.add_argument("--min-keep", type=int, default=1, metavar="N",
+                      help="never keep fewer than N units in a group")  # fmt: skip
+    slim.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="GLOB",
+                      help="leave modules matching these globs alone, e.g. 'layer4.*'")  # fmt: skip
+    slim.add_argument("--override", type=_override_arg, action="append", default=[],
+                      metavar="GLOB=RATIO", help="another ratio for matching modules")  # fmt: skip
+    slim.add_argument("--keep-residual", action="store_true",
+                      help="leave residual-stream widths alone (prune_residual=False)")  # fmt: skip
+    slim.add_argument("--seed", type=int, default=0, help="seed of the input and of 'random'")
+    slim.set_defaults(run=_run_slim)
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[common],
+        formatter_class=fmt,
+        help="list the coupled groups of a model and why some are frozen",
+        description="Trace a model and list its groups: id, prunable units, parameter dims,\n"
+        "modules, prunable or frozen (and why), exact or not.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph inspect torchvision:resnet18\n"
+            "  slimgraph inspect timm:vit_tiny_patch16_224 --all\n"
+            "  slimgraph inspect my_package.models:build --input-shape 1,3,64,64 --json"
+        ),
+    )
+    inspect.add_argument(
+        "--all",
+        action="store_true",
+        help="show every group (default: groups with more than one unit, or frozen for a "
+        "reason other than kernel sizes)",
+    )
+    inspect.set_defaults(run=_run_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit status (0 ok, 1 refused, 2 bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose
+        with warnings.catch_warnings():
+            if not verbose:  # model zoos warn about their own defaults; not the user's concern
+                warnings.simplefilter("ignore")
+            return args.run(args)
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    except BrokenPipeError:  # `slimgraph ... | head`: stop quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (UsageError, ModelSpecError) as err:
+        return _fail(str(err), EXIT_USAGE, verbose)
+    except SlimGraphError as err:
+        return _fail(str(err), EXIT_FAILED, verbose)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, verbose=False)
+    except Exception as err:
+        hint = "" if verbose else " (rerun with --verbose for the traceback)"
+        return _fail(f"unexpected {type(err).__name__}: {err}{hint}", EXIT_FAILED, verbose)
+
+
+def _fail(message: str, code: int, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"slimgraph: error: {message}", file=sys.stderr)
+    return code
+
+
+def _shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_shape(text)
+    except ModelSpecError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _override_arg(text: str) -> tuple[str, float]:
+    pattern, sep, ratio = text.rpartition("=")
+    try:
+        if not sep or not pattern:
+            raise ValueError
+        return pattern, float(ratio)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not GLOB=RATIO; write it like 'layer4.*=0.25'"
+        ) from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slimgraph")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _config(args: argparse.Namespace) -> sg.PruneConfig:
+    """Validate the flags as a PruneConfig before any model is built."""
+    try:
+        return sg.PruneConfig(
+            ratio=args.ratio,
+            importance=args.importance,
+            scope=args.scope,
+            round_to=args.round_to,
+            min_keep=args.min_keep,
+            ignore=tuple(args.ignore),
+            overrides=dict(args.override),
+            prune_residual=not args.keep_residual,
+            seed=args.seed,
+        )
+    except ValidationError as err:
+        raise UsageError(_config_message(err)) from None
+
+
+def _config_message(err: ValidationError) -> str:
+    """One line per field error: which flag, what value, what to use instead."""
+    parts = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else ""
+        flag, hint = CONFIG_FLAGS.get(field, (field, ""))
+        value = e.get("input")
+        shown = f" {value}" if isinstance(value, (int, float, str)) else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{flag}{shown}: {msg[:1].lower()}{msg[1:]}" + (f"; {hint}" if hint else ""))
+    return "; ".join(parts)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a writable directory, before any work."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file is in the way; pass a directory path")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable; choose a directory you can write")
+
+
+# -- running the commands -------------------------------------------------------------
+
+
+class _Progress:
+    """Spinner lines on stderr for the slow steps, and how long each took."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, text: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with self.console.status(text) if self.enabled else nullcontext():
+            yield
+        self.seconds[name] = time.perf_counter() - start
+        if self.enabled:
+            self.console.print(f"[green]✓[/] {text.rstrip('…')} ({self.seconds[name]:.1f} s)")
+
+
+def _build(spec: str, shape: tuple[int, ...] | None, seed: int, progress: _Progress):
+    torch.manual_seed(seed)
+    with progress.step("load", f"building {spec}…"):
+        model = load_model(spec).eval()  # deployment mode: dropout off, BatchNorm frozen
+        example = default_input(spec, model, shape)
+    with progress.step("trace", "tracing…"):
+        graph = sg.trace(model, (example,))
+    return model, example, graph
+
+
+def _run_slim(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = _config(args)
+    _check_out(args.out)
+    progress = _Progress(enabled=not args.json)
+    model, example, graph = _build(args.spec, args.input_shape, args.seed, progress)
+    with progress.step("plan", "planning…"):
+        plan = sg.plan(graph, config)
+    with progress.step("apply", "applying…"):
+        slim = sg.apply(model, plan, graph=graph, example_inputs=(example,))
+    with progress.step("measure", "counting params and MACs…"):
+        report = _measure(model, slim, example)
+    with progress.step("save", f"writing {args.out}…"):
+        files = _write(args.out, plan, slim)
+    progress.seconds["total"] = time.perf_counter() - start
+    result = {
+        "spec": args.spec,
+        "input_shape": list(example.shape),
+        "config": config.model_dump(mode="json"),
+        "fingerprint": plan.fingerprint,
+        "groups_cut": sum(1 for c in plan.cuts if c.drop),
+        "units_dropped": plan.dropped,
+        **report,
+        "files": files,
+        "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_slim(result)
+    return EXIT_OK
+
+
+def _measure(model: nn.Module, slim: nn.Module, example: torch.Tensor) -> dict[str, Any]:
+    params = sg.count_params(model), sg.count_params(slim)
+    macs = sg.count_macs(model, (example,)), sg.count_macs(slim, (example,))
+    before, after = stage_widths(model, example), stage_widths(slim, example)
+    types = {name: type(child).__name__ for name, child in model.named_children()}
+    return {
+        "params": _pair(*params),
+        "macs": _pair(*macs),
+        "stages": [
+            {"name": name, "type": types[name], "before": width, "after": after.get(name)}
+            for name, width in before.items()
+        ],
+    }
+
+
+def _pair(before: int, after: int) -> dict[str, Any]:
+    return {"before": before, "after": after, "ratio": round(after / before, 4) if before else None}
+
+
+def stage_widths(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Output width of each top-level child, measured on a meta-device copy (no compute).
+
+    The width is dim 1 of a 4-D output (channels), the last dim otherwise; children
+    that return no tensor, or are not called, are left out.
+
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 5))
+    >>> stage_widths(net, torch.randn(1, 3, 8, 8))
+    {'0': 8, '1': 288, '2': 5}
+    """
+    from slimgraph.rewrite import meta_copy
+
+    meta = meta_copy(model)
+    found: dict[str, int] = {}
+
+    def record(name: str, out: Any) -> None:  # must return None: a value replaces the output
+        if name not in found and isinstance(out, torch.Tensor) and out.dim() > 0:
+            found[name] = int(out.shape[1] if out.dim() == 4 else out.shape[-1])
+
+    handles = [
+        child.register_forward_hook(lambda _m, _i, out, n=name: record(n, out))
+        for name, child in meta.named_children()
+    ]
+    try:
+        with torch.no_grad():
+            meta(example.to("meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    order = [name for name, _ in meta.named_children()]
+    return {name: found[name] for name in order if name in found}
+
+
+def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
+    files = {"plan": out / "plan.json", "weights": out / "model.safetensors"}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files["plan"].write_text(plan.model_dump_json(indent=2))
+        save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write ({err.strerror or err}); choose another directory") from err
+    return {k: str(v) for k, v in files.items()}
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> dict[str, str]:
+    """Write ``model.state_dict()`` as safetensors; return the aliases that were left out.
+
+    Tensors are made contiguous; a key whose tensor is the same view as an earlier key's
+    (tied weights) is stored once and recorded in the ``slimgraph.aliases`` metadata
+    (JSON, key -> stored key); entries that are not tensors are skipped.
+
+    >>> import tempfile, safetensors.torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    >>> net[1].weight = net[0].weight
+    >>> path = tempfile.mkdtemp() + "/w.safetensors"
+    >>> save_weights(net, path)
+    {'1.weight': '0.weight'}
+    >>> sorted(safetensors.torch.load_file(path))
+    ['0.bias', '0.weight', '1.bias']
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, value in model.state_dict(keep_vars=False).items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        storage = value.untyped_storage().data_ptr()
+        view = (storage, value.storage_offset(), tuple(value.shape), value.stride(), value.dtype)
+        if view in views and value.numel():
+            aliases[name] = views[view]
+            continue
+        views[view] = name
+        tensor = value.detach()
+        # safetensors refuses tensors that share memory: give later sharers their own copy
+        tensor = tensor.clone(memory_format=torch.contiguous_format) if storage in storages else tensor.contiguous()
+        storages.add(storage)
+        tensors[name] = tensor
+    meta = {"format": "pt", **(metadata or {})}
+    if aliases:
+        meta["slimgraph.aliases"] = json.dumps(aliases)
+    save_file(tensors, str(path), metadata=meta)
+    return aliases
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    progress = _Progress(enabled=not args.json)
+    _, example, graph = _build(args.spec, args.input_shape, 0, progress)
+    shown = [g for g in graph.groups if args.all or _worth_showing(g)]
+    prunable = graph.prunable_groups()
+    counts = {
+        "groups": len(graph.groups),
+        "prunable": len(prunable),
+        "exact": sum(g.exact for g in prunable),
+        "frozen": len(graph.groups) - len(prunable),
+        "shown": len(shown),
+    }
+    result = {
+        "spec": args.spec,
+        "input_shape": list(example.shape),
+        "fingerprint": graph.fingerprint,
+        "counts": counts,
+        "groups": [_group_json(g) for g in shown],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_inspect(result, args.all)
+    return EXIT_OK
+
+
+def _worth_showing(group: sg.Group) -> bool:
+    return group.size > 1 or any(why not in ROUTINE_REASONS for why in group.frozen.values())
+
+
+def _group_json(g: sg.Group) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "units": g.size,
+        "params": [[p, d] for p, d in g.params],
+        "modules": g.modules,
+        "prunable": g.prunable,
+        "frozen": dict(g.frozen),
+        "exact": g.exact,
+        "inexact": dict(g.inexact),
+    }
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=160 if wide else None)
+
+
+def _print_slim(r: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _stdout()
+    cfg = r["config"]
+    console.print(
+        Text(
+            f"{r['spec']}: ratio {cfg['ratio']}, {cfg['importance']}, {cfg['scope']} scope, "
+            f"input {'x'.join(map(str, r['input_shape']))}"
+        )
+    )
+    totals = Table(title="before / after")
+    for col in ("", "before", "after", "after/before"):
+        totals.add_column(col, justify="left" if not col else "right")
+    for label, key in (("params", "params"), ("MACs", "macs")):
+        p = r[key]
+        totals.add_row(label, f"{p['before']:,}", f"{p['after']:,}", _percent(p["ratio"]))
+    console.print(totals)
+    stages = Table(title="stage widths (output channels)")
+    for col, justify in (("stage", "left"), ("type", "left"), ("before", "right"), ("after", "right")):
+        stages.add_column(col, justify=justify)
+    for s in r["stages"]:
+        after = "-" if s["after"] is None else str(s["after"])
+        stages.add_row(Text(s["name"]), Text(s["type"]), str(s["before"]), after)
+    console.print(stages)
+    secs = r["seconds"]
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items() if k != "total")
+    console.print(
+        Text(
+            f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
+            f"wrote {r['files']['plan']} and {r['files']['weights']}\n"
+            f"elapsed {secs['total']:.1f} s ({steps})"
+        )
+    )
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * ratio:.1f}%"
+
+
+def _print_inspect(r: dict[str, Any], everything: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _stdout()
+    table = Table(title=f"groups of {r['spec']} (input {'x'.join(map(str, r['input_shape']))})")
+    table.add_column("group", no_wrap=True)
+    table.add_column("units", justify="right")
+    table.add_column("dims", justify="right")
+    table.add_column("modules")
+    table.add_column("state")
+    table.add_column("exact")
+    for g in r["groups"]:
+        modules = ", ".join(g["modules"][:3]) + (", …" if len(g["modules"]) > 3 else "")
+        table.add_row(
+            Text(g["id"]),
+            str(g["units"]),
+            str(len(g["params"])),
+            Text(modules),
+            Text(_state(g)),
+            "yes" if g["exact"] else "no",
+        )
+    console.print(table)
+    c = r["counts"]
+    hidden = "" if everything else " (--all shows every group)"
+    console.print(
+        Text(
+            f"{c['groups']} groups: {c['prunable']} prunable ({c['exact']} exact), "
+            f"{c['frozen']} frozen; {c['shown']} shown{hidden}"
+        )
+    )
+
+
+def _state(g: dict[str, Any]) -> str:
+    """'prunable', or 'frozen by <where>: <why>' (the first reason, worded as explain() does)."""
+    reason = next((f"by {where}: {why}" for where, why in g["frozen"].items()), "")
+    if g["prunable"]:
+        return f"prunable, some units frozen {reason}" if reason else "prunable"
+    return f"frozen {reason or 'as a single unit'}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Helpers shared by the test modules (imported as ``tests.helpers``)."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+
+TRANSFORMERS = ("vit_", "swin_", "maxvit_")
+
+
+def torchvision_names() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def is_transformer(name: str) -> bool:
+    return name.startswith(TRANSFORMERS)
+
+
+def build_torchvision(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A randomly initialised classifier and an input of its native size.
+
+    Batch 2: the models are traced in train mode (auxiliary heads included), where
+    BatchNorm needs more than one value per channel on 1x1 feature maps (inception_v3).
+    """
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name)
+    size = 299 if name == "inception_v3" else 224
+    return model, torch.randn(2, 3, size, size)
+
+
+def first_output(out) -> torch.Tensor:
+    """The logits of a classifier output (plain tensor or torchvision's namedtuples)."""
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def kill_units(graph, plan) -> None:
+    """Zero every parameter slice of the plan's dropped units (the dead-channel oracle).
+
+    After this the dropped channels contribute nothing, so on exact paths the slim model
+    must compute what the killed model computes.
+    """
+    from slimgraph.planner import kept_shapes
+
+    params = graph.named_parameters()
+    with torch.no_grad():
+        for name, kept in kept_shapes(graph, plan).items():
+            p = params.get(name)
+            if p is None:
+                continue
+            for dim, keep in kept:
+                gone = torch.ones(p.shape[dim], dtype=torch.bool)
+                gone[torch.as_tensor(keep)] = False
+                p.index_fill_(dim, gone.nonzero().flatten(), 0.0)
