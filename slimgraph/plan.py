@@ -74,6 +74,7 @@ class PruningPlan(BaseModel):
     criterion: str
     config: PruneConfig | None = None
     inputs: tuple[InputShape, ...] = ()
+    training: bool = Field(False, description="the model was traced in train mode")
     cuts: tuple[GroupCut, ...] = ()
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)

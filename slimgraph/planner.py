@@ -54,6 +54,7 @@ def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) ->
         criterion=config.importance,
         config=config,
         inputs=tuple(InputShape(shape=s.shape, dtype=s.dtype, name=s.name) for s in graph.inputs),
+        training=graph.modes.get("", False),
         cuts=cuts,
     )
     before, after = _param_counts(graph, result)

@@ -61,7 +61,7 @@ def apply(
 
     dry = _sliced_copy(model, slices, meta=True)
     _update_attributes(dry, model, slices)
-    _check_forward(dry, _meta_inputs(plan, graph), expected, "meta dry run", graph.modes)
+    _check_forward(dry, _meta_inputs(plan.inputs or graph.inputs), expected, "meta dry run", graph.modes)
 
     if inplace:
         old = meta_copy(model)
@@ -77,10 +77,11 @@ def apply(
 
 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
-    specs = [s for s in plan.inputs]
-    args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name is None)
-    kwargs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name}
-    return trace(meta_copy(model), kwargs or args)
+    """Trace a weightless copy in the mode the plan was made in, on its input shapes."""
+    copy_ = meta_copy(model).train(plan.training)
+    graph = trace(copy_, _meta_inputs(plan.inputs))
+    graph.model = model
+    return graph
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -157,8 +158,7 @@ def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
             setattr(module, attr, value)
 
 
-def _meta_inputs(plan: PruningPlan, graph: DependencyGraph) -> Any:
-    specs = list(plan.inputs) or list(graph.inputs)
+def _meta_inputs(specs) -> Any:
     args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name is None)
     kwargs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name}
     return kwargs or args

@@ -80,10 +80,25 @@ def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgra
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise TraceError(
                 f"torch.export could not trace module {where}: {type(err).__name__}: {first}\n"
-                "Check that the example inputs run through model(*inputs) eagerly; "
-                "data-dependent Python control flow in that module needs torch.cond or "
-                "inputs that follow one branch."
+                + _hint(first)
             ) from err
+
+
+def _hint(message: str) -> str:
+    if "more than 1 value per channel" in message:
+        return (
+            "BatchNorm in train mode needs more than one value per channel: pass a batch "
+            "of 2 or more, or call model.eval() before tracing."
+        )
+    if "data-dependent" in message.lower() or "GuardOnDataDependent" in message:
+        return (
+            "The module branches on tensor values: give example inputs that take the "
+            "branch you want slimmed, or rewrite the branch with torch.cond."
+        )
+    return (
+        "Check that model(*example_inputs) runs eagerly; Python-side effects or "
+        "data-dependent control flow in that module need rewriting for torch.export."
+    )
 
 
 def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleTables | None = None) -> DependencyGraph:
@@ -205,7 +220,8 @@ def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
     rule = rules.ops.get(str(node.target))
     if rule is None:
         ctx = OpContext(node, {}, False, None, b, outs)
-        b.freeze_all(ctx.tensor_args() + outs, f"no rule for {node.target}")
+        where = b.node_module.get(node.name)
+        b.freeze_all(ctx.tensor_args() + outs, f"no rule for {node.target}" + (f" (in {where})" if where else ""))
         return
     kind = KINDS[rule.kind]
     ctx = OpContext(node, {**kind.roles, **rule.args}, rule.exact, rule.why, b, outs)

@@ -43,7 +43,7 @@ def layer_norm(ctx: OpContext) -> None:
                 b.couple(p.dim(-j), x.dim(-j), ctx.name)
 
 
-@kind("group_norm", input=0, weight=1, bias=2, num_groups=3)
+@kind("group_norm", input=0, num_groups=1, weight=2, bias=3)
 def group_norm(ctx: OpContext) -> None:
     """Channels are normalised in whole groups: a unit is one group, which stays exact."""
     _pass_through(ctx)

@@ -1,0 +1,115 @@
+"""Planning: ratios, rounding, minimums, ignores, overrides, scopes and criteria."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import slimgraph as sg
+
+
+class Three(nn.Module):
+    """stem (16) -> mid (24) -> head (10); two prunable groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mid = nn.Conv2d(16, 24, 3, padding=1)
+        self.head = nn.Conv2d(24, 10, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mid(torch.relu(self.stem(x)))))
+
+
+X = torch.randn(1, 3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def graph() -> sg.DependencyGraph:
+    return sg.trace(Three(), (X,))
+
+
+def kept(plan: sg.PruningPlan) -> dict[str, int]:
+    return {c.group: c.size - len(c.drop) for c in plan.cuts}
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"ratio": 0.5}, {"stem.weight:0": 8, "mid.weight:0": 12}),
+        ({"ratio": 0.3}, {"stem.weight:0": 12, "mid.weight:0": 17}),  # drop floor(n * ratio)
+        ({"ratio": 0.5, "round_to": 8}, {"stem.weight:0": 8, "mid.weight:0": 16}),
+        ({"ratio": 0.9, "min_keep": 4}, {"stem.weight:0": 4, "mid.weight:0": 4}),
+        ({"ratio": 0.5, "ignore": ("head",)}, {"stem.weight:0": 8}),  # head reads mid: mid stays
+        ({"ratio": 0.5, "ignore": ("m*",)}, {}),  # mid reads stem and feeds head
+        ({"ratio": 0.5, "overrides": {"mid": 0.25}}, {"stem.weight:0": 12, "mid.weight:0": 18}),
+        ({"ratio": 0.0}, {"stem.weight:0": 16, "mid.weight:0": 24}),
+    ],
+)
+def test_kept_counts(graph, config, expected) -> None:
+    assert kept(sg.plan(graph, sg.PruneConfig(**config))) == expected
+
+
+def test_global_scope_keeps_the_total_ratio(graph) -> None:
+    plan = sg.plan(graph, ratio=0.5, scope="global")
+    assert sum(len(c.drop) for c in plan.cuts) == 20  # floor(0.5 * (16 + 24))
+    assert all(c.size - len(c.drop) >= 1 for c in plan.cuts)
+
+
+def test_global_scope_takes_from_the_weakest_group() -> None:
+    model = Three()
+    with torch.no_grad():
+        model.mid.weight[:12] *= 1e-3  # half of mid is nearly dead
+    graph = sg.trace(model, (X,))
+    plan = sg.plan(graph, ratio=0.3, scope="global")
+    assert kept(plan) == {"stem.weight:0": 16, "mid.weight:0": 12}
+    assert plan.cut("mid.weight:0").drop == tuple(range(12))
+
+
+def test_l1_and_l2_rank_by_every_slice_of_the_unit() -> None:
+    model = Three()
+    with torch.no_grad():
+        model.stem.weight.fill_(1.0)
+        model.stem.bias.zero_()
+        model.mid.weight.fill_(1.0)
+        model.mid.weight[:, 5] = 0.0  # channel 5 of stem is unused by its consumer
+    graph = sg.trace(model, (X,))
+    for criterion in ("l1", "l2"):
+        plan = sg.plan(graph, ratio=1 / 16, importance=criterion)
+        assert plan.cut("stem.weight:0").drop == (5,), criterion
+
+
+def test_random_is_seeded(graph) -> None:
+    a = sg.plan(graph, ratio=0.5, importance="random", seed=1)
+    b = sg.plan(graph, ratio=0.5, importance="random", seed=1)
+    c = sg.plan(graph, ratio=0.5, importance="random", seed=2)
+    assert a == b
+    assert a.cuts != c.cuts
+
+
+def test_custom_criterion_by_name(graph) -> None:
+    @sg.register_importance("reverse-index")
+    def reverse_index(graph, groups, config):
+        return {g.id: -torch.arange(g.size).double().numpy() for g in groups}
+
+    plan = sg.plan(graph, ratio=0.25, importance="reverse-index")
+    assert plan.cut("stem.weight:0").drop == (12, 13, 14, 15)
+
+
+def test_predicted_parameter_count_is_exact(graph) -> None:
+    plan = sg.plan(graph, ratio=0.5)
+    model = Three()
+    slim = sg.apply(model, plan, graph=graph)
+    assert sg.count_params(slim) == plan.params_after == 8 * 3 * 9 + 8 + 12 * 8 * 9 + 12 + 10 * 12 + 10
+    assert plan.params_before == sg.count_params(model)
+
+
+def test_magnitude_on_meta_weights_asks_for_random() -> None:
+    with torch.device("meta"):
+        model = Three()
+    graph = sg.trace(model, (torch.randn(1, 3, 8, 8, device="meta"),))
+    with pytest.raises(sg.PlanError, match="use importance='random' to plan on the meta device"):
+        sg.plan(graph, ratio=0.5)
+    assert kept(sg.plan(graph, ratio=0.5, importance="random")) == {"stem.weight:0": 8, "mid.weight:0": 12}

@@ -1,0 +1,165 @@
+"""matmul, einsum and scaled_dot_product_attention: q/k share units, v's go to the output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import slimgraph as sg
+
+from ._oracle import assert_dead_units_drop_exactly, assert_slims, prunable
+
+X = torch.randn(2, 5, 3)  # batch, tokens, features
+
+
+class Attention(nn.Module):
+    """Linear q, k, v -> heads -> sdpa -> merge heads -> output projection."""
+
+    def __init__(self, heads: int, head_dim: int) -> None:
+        super().__init__()
+        width = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.embed = nn.Linear(3, 8)
+        self.q = nn.Linear(8, width)
+        self.k = nn.Linear(8, width)
+        self.v = nn.Linear(8, width)
+        self.o = nn.Linear(width, 8)
+        self.head = nn.Linear(8, 2)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, _ = t.shape
+        # The larger of (heads, head_dim) carries the units, so that one is inferred.
+        if self.head_dim >= self.heads:
+            return t.view(b, n, self.heads, -1).transpose(1, 2)
+        return t.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.embed(x)
+        a = F.scaled_dot_product_attention(
+            self.split(self.q(y)), self.split(self.k(y)), self.split(self.v(y))
+        )
+        return self.head(self.o(a.transpose(1, 2).flatten(2)))
+
+
+class MatmulAttention(nn.Module):
+    """softmax(q @ k^T) then einsum with v: no scale, so q/k stay exact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(3, 8)
+        self.k = nn.Linear(3, 8)
+        self.v = nn.Linear(3, 6)
+        self.o = nn.Linear(6, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), -1)
+        return self.head(self.o(torch.einsum("bij,bjd->bid", scores, self.v(x))))
+
+
+EIGHT = list(range(8))
+EMBED_MAP = {
+    "embed.weight:0": EIGHT,
+    "embed.bias:0": EIGHT,
+    "q.weight:1": EIGHT,
+    "k.weight:1": EIGHT,
+    "v.weight:1": EIGHT,
+}
+
+
+def test_head_dim_units_couple_q_with_k_and_v_with_the_output() -> None:
+    graph = sg.trace(Attention(heads=2, head_dim=4), (X,))
+    assert prunable(graph) == {
+        "embed.weight:0": 8,
+        "q.weight:0": 4,
+        "v.weight:0": 4,
+        "o.weight:0": 8,
+    }
+    offsets = [0, 1, 2, 3] * 2  # the same offset in every head
+    assert graph.unit_map("q.weight:0") == {
+        "q.weight:0": offsets,
+        "q.bias:0": offsets,
+        "k.weight:0": offsets,
+        "k.bias:0": offsets,
+    }
+    assert graph.unit_map("v.weight:0") == {
+        "v.weight:0": offsets,
+        "v.bias:0": offsets,
+        "o.weight:1": offsets,
+    }
+    assert graph.unit_map("embed.weight:0") == EMBED_MAP
+    assert graph.group("q.weight:0").inexact == {
+        "output transpose dim 3 (aten.transpose.int)": "attention scale depends on the head dim"
+    }
+    assert graph.group("v.weight:0").exact
+
+
+def test_head_units_couple_q_k_v_and_the_output() -> None:
+    graph = sg.trace(Attention(heads=4, head_dim=2), (X,))
+    assert prunable(graph) == {"embed.weight:0": 8, "q.weight:0": 4, "o.weight:0": 8}
+    heads = [0, 0, 1, 1, 2, 2, 3, 3]
+    assert graph.unit_map("q.weight:0") == {
+        key: heads
+        for key in (
+            "q.weight:0",
+            "q.bias:0",
+            "k.weight:0",
+            "k.bias:0",
+            "v.weight:0",
+            "v.bias:0",
+            "o.weight:1",
+        )
+    }
+    assert graph.unit_map("embed.weight:0") == EMBED_MAP
+    assert graph.group("q.weight:0").exact  # whole heads go: the scale stays
+
+
+@pytest.mark.parametrize(
+    ("heads", "head_dim", "group"),
+    [(2, 4, "v.weight:0"), (4, 2, "q.weight:0")],
+    ids=["head-dims", "heads"],
+)
+def test_dead_value_units_drop_exactly(heads: int, head_dim: int, group: str) -> None:
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Attention(heads, head_dim), X, {group: ([1, 2], ["v.weight:0", "v.bias:0"])}
+    )
+    assert (slim.v.out_features, slim.o.in_features) == (4, 4)
+    assert slim.q.out_features == (8 if group == "v.weight:0" else 4)
+
+
+@pytest.mark.parametrize(("heads", "head_dim"), [(2, 4), (4, 2)], ids=["head-dims", "heads"])
+def test_attention_slims_end_to_end(heads: int, head_dim: int) -> None:
+    torch.manual_seed(0)
+    slim = assert_slims(Attention(heads, head_dim), X).model
+    assert slim.q.out_features == slim.k.out_features == slim.v.out_features == 4
+
+
+def test_matmul_and_einsum_couple_shared_letters() -> None:
+    graph = sg.trace(MatmulAttention(), (X,))
+    assert prunable(graph) == {"q.weight:0": 8, "v.weight:0": 6, "o.weight:0": 4}
+    eight, six = list(range(8)), list(range(6))
+    assert graph.unit_map("q.weight:0") == {
+        "q.weight:0": eight,
+        "q.bias:0": eight,
+        "k.weight:0": eight,
+        "k.bias:0": eight,
+    }
+    assert graph.unit_map("v.weight:0") == {"v.weight:0": six, "v.bias:0": six, "o.weight:1": six}
+    assert graph.group("q.weight:0").exact and graph.group("v.weight:0").exact
+
+
+def test_dead_query_key_and_value_units_drop_exactly() -> None:
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        MatmulAttention(),
+        X,
+        {
+            "q.weight:0": ([0, 5], ["q.weight:0", "q.bias:0"]),  # dead in q alone is enough
+            "v.weight:0": ([3], ["v.weight:0", "v.bias:0"]),
+        },
+    )
+    assert (slim.q.out_features, slim.k.out_features, slim.v.out_features) == (6, 6, 5)
+    assert slim.o.in_features == 5
