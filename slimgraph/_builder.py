@@ -144,6 +144,8 @@ class Builder:
         self.inexact_reasons: dict[int, str] = {}
         self.balances: list[Balance] = []
         self._tensors: dict[tuple[str, int], TensorSlots] = {}
+        self._parent: list[int] = []  # slot-level union-find, for is_frozen()
+        self._frozen_roots: set[int] = set()
         self._size = 0
         self.node_module: dict[str, str] = {}
         self.node_roles: dict[str, tuple[str, str | None]] = {}
@@ -155,8 +157,19 @@ class Builder:
 
     def new_slot(self, node: str, item: int, dim: int, size: int, role: str, **kw) -> int:
         self.slots.append(SlotInfo(node, item, dim, size, self._size, role, **kw))
+        self._parent.append(len(self._parent))
         self._size += size
         return len(self.slots) - 1
+
+    def _find(self, slot: int) -> int:
+        while self._parent[slot] != slot:
+            self._parent[slot] = self._parent[self._parent[slot]]
+            slot = self._parent[slot]
+        return slot
+
+    def is_frozen(self, slot: int) -> bool:
+        """Whether anything coupled with ``slot`` so far is frozen (slot-level, approximate)."""
+        return self._find(slot) in self._frozen_roots
 
     def factor(self, size: int, op: str) -> int:
         """A virtual slot for one factor of a reshaped dim."""
@@ -218,6 +231,11 @@ class Builder:
             b_idx = np.arange(sb.size)
         if len(a_idx) == 0 or a == b and how == "identity":
             return
+        ra, rb = self._find(a), self._find(b)
+        if ra != rb:
+            self._parent[rb] = ra
+            if rb in self._frozen_roots:
+                self._frozen_roots.add(ra)
         self.pairs_a.append(np.asarray(a_idx, dtype=np.int64) + sa.offset)
         self.pairs_b.append(np.asarray(b_idx, dtype=np.int64) + sb.offset)
         self.edges.append(Edge(a, b, op, how))
@@ -226,6 +244,7 @@ class Builder:
         """Nothing coupled with ``slot`` may be dropped; the first reason is kept."""
         if self.slots[slot].size > 1:
             self.frozen.setdefault(slot, reason)
+            self._frozen_roots.add(self._find(slot))
 
     def freeze_all(self, tensors: list[TensorSlots], reason: str) -> None:
         for t in tensors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,8 @@ from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.plan import PruningPlan
 from slimgraph.planner import plan as make_plan
-from slimgraph.rewrite import apply
+from slimgraph.errors import RewriteError
+from slimgraph.rewrite import apply, dry_run, failing_groups
 from slimgraph.trace import trace
 
 __all__ = ["SlimResult", "slim"]
@@ -52,5 +54,18 @@ def slim(
     config = PruneConfig(ratio=ratio, importance=importance, prune_residual=prune_residual, **fields)
     graph = trace(model, example_inputs)
     plan = make_plan(graph, config)
+    try:
+        dry_run(model, plan, graph)
+    except RewriteError:
+        # Code that hard-codes a width the graph cannot see: leave those groups alone.
+        skip = failing_groups(model, plan, graph)
+        if not skip:
+            raise
+        warnings.warn(
+            f"slimgraph left {len(skip)} group(s) alone because the model hard-codes their "
+            f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
+            stacklevel=2,
+        )
+        plan = make_plan(graph, config, skip=skip)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)

@@ -11,13 +11,14 @@ refusal of slimgraph exits with status 1; ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show warnings and tracebacks")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show warnings and tracebacks"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show warnings and tracebacks",
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of tables")
     common.add_argument(
@@ -131,22 +136,58 @@ def build_parser() -> argparse.ArgumentParser:
             "        slim.load_state_dict(safetensors.torch.load_file('OUT/model.safetensors'))"
         ),
     )
-    slim.add_argument("--ratio", type=float, default=0.5, help="fraction of units dropped per group")
-    slim.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
-                      help=f"output directory (default: {DEFAULT_OUT})")  # fmt: skip
+    slim.add_argument(
+        "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
+    )
+    slim.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
+        help=f"output directory (default: {DEFAULT_OUT})",
+    )
     slim.add_argument("--importance", default="l2", help="criterion: l1, l2, random (default l2)")
-    slim.add_argument("--scope", choices=["local", "global"], default="local",
-                      help="rank units per group (local) or across groups (global)")  # fmt: skip
-    slim.add_argument("--round-to", type=int, default=1, metavar="N",
-                      help="kept units per group are a multiple of N")  # fmt: skip
-    slim.add_argument("--min-keep", type=int, default=1, metavar="N",
-                      help="never keep fewer than N units in a group")  # fmt: skip
-    slim.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="GLOB",
-                      help="leave modules matching these globs alone, e.g. 'layer4.*'")  # fmt: skip
-    slim.add_argument("--override", type=_override_arg, action="append", default=[],
-                      metavar="GLOB=RATIO", help="another ratio for matching modules")  # fmt: skip
-    slim.add_argument("--keep-residual", action="store_true",
-                      help="leave residual-stream widths alone (prune_residual=False)")  # fmt: skip
+    slim.add_argument(
+        "--scope",
+        choices=["local", "global"],
+        default="local",
+        help="rank units per group (local) or across groups (global)",
+    )
+    slim.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kept units per group are a multiple of N",
+    )
+    slim.add_argument(
+        "--min-keep",
+        type=int,
+        default=1,
+        metavar="N",
+        help="never keep fewer than N units in a group",
+    )
+    slim.add_argument(
+        "--ignore",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="leave modules matching these globs alone, e.g. 'layer4.*' (put SPEC first)",
+    )
+    slim.add_argument(
+        "--override",
+        type=_override_arg,
+        action="append",
+        default=[],
+        metavar="GLOB=RATIO",
+        help="another ratio for matching modules",
+    )
+    slim.add_argument(
+        "--keep-residual",
+        action="store_true",
+        help="leave residual-stream widths alone (prune_residual=False)",
+    )
     slim.add_argument("--seed", type=int, default=0, help="seed of the input and of 'random'")
     slim.set_defaults(run=_run_slim)
 
@@ -280,6 +321,18 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"--out {out}: {parent} is not writable; choose a directory you can write")
 
 
+def _check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
+    """A glob that matches no module is a typo: say so instead of silently slimming it."""
+    names = [name for name, _ in model.named_modules() if name]
+    for flag, patterns in (("--ignore", config.ignore), ("--override", config.overrides)):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise UsageError(
+                    f"{flag} {pattern!r} matches no module of this model; module names look "
+                    f"like {', '.join(names[:3])} (see 'slimgraph inspect --all')"
+                )
+
+
 # -- running the commands -------------------------------------------------------------
 
 
@@ -303,11 +356,20 @@ class _Progress:
             self.console.print(f"[green]✓[/] {text.rstrip('…')} ({self.seconds[name]:.1f} s)")
 
 
-def _build(spec: str, shape: tuple[int, ...] | None, seed: int, progress: _Progress):
+def _build(
+    spec: str,
+    shape: tuple[int, ...] | None,
+    seed: int,
+    progress: _Progress,
+    check: Callable[[nn.Module], None] | None = None,
+):
+    """Build the model in eval mode and its example input, check it, then trace it."""
     torch.manual_seed(seed)
     with progress.step("load", f"building {spec}…"):
         model = load_model(spec).eval()  # deployment mode: dropout off, BatchNorm frozen
         example = default_input(spec, model, shape)
+    if check is not None:
+        check(model)
     with progress.step("trace", "tracing…"):
         graph = sg.trace(model, (example,))
     return model, example, graph
@@ -318,7 +380,9 @@ def _run_slim(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_out(args.out)
     progress = _Progress(enabled=not args.json)
-    model, example, graph = _build(args.spec, args.input_shape, args.seed, progress)
+    model, example, graph = _build(
+        args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
+    )
     with progress.step("plan", "planning…"):
         plan = sg.plan(graph, config)
     with progress.step("apply", "applying…"):
@@ -405,11 +469,15 @@ def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
         files["plan"].write_text(plan.model_dump_json(indent=2))
         save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
     except OSError as err:
-        raise UsageError(f"--out {out}: cannot write ({err.strerror or err}); choose another directory") from err
+        raise UsageError(
+            f"--out {out}: cannot write ({err.strerror or err}); choose another directory"
+        ) from err
     return {k: str(v) for k, v in files.items()}
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> dict[str, str]:
+def save_weights(
+    model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> dict[str, str]:
     """Write ``model.state_dict()`` as safetensors; return the aliases that were left out.
 
     Tensors are made contiguous; a key whose tensor is the same view as an earlier key's
@@ -442,7 +510,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
         views[view] = name
         tensor = value.detach()
         # safetensors refuses tensors that share memory: give later sharers their own copy
-        tensor = tensor.clone(memory_format=torch.contiguous_format) if storage in storages else tensor.contiguous()
+        tensor = (
+            tensor.clone(memory_format=torch.contiguous_format)
+            if storage in storages
+            else tensor.contiguous()
+        )
         storages.add(storage)
         tensors[name] = tensor
     meta = {"format": "pt", **(metadata or {})}
@@ -527,7 +599,12 @@ def _print_slim(r: dict[str, Any]) -> None:
         totals.add_row(label, f"{p['before']:,}", f"{p['after']:,}", _percent(p["ratio"]))
     console.print(totals)
     stages = Table(title="stage widths (output channels)")
-    for col, justify in (("stage", "left"), ("type", "left"), ("before", "right"), ("after", "right")):
+    for col, justify in (
+        ("stage", "left"),
+        ("type", "left"),
+        ("before", "right"),
+        ("after", "right"),
+    ):
         stages.add_column(col, justify=justify)
     for s in r["stages"]:
         after = "-" if s["after"] is None else str(s["after"])

@@ -76,6 +76,7 @@ class PruningPlan(BaseModel):
     inputs: tuple[InputShape, ...] = ()
     training: bool = Field(False, description="the model was traced in train mode")
     cuts: tuple[GroupCut, ...] = ()
+    skipped: dict[str, str] = Field(default_factory=dict, description="group id -> why it was left alone")
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
 
@@ -123,4 +124,6 @@ class PruningPlan(BaseModel):
         for c in self.cuts:
             if c.drop:
                 lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
+        for group, why in self.skipped.items():
+            lines.append(f"  {group}: left alone, {why}")
         return "\n".join(lines)

@@ -21,10 +21,17 @@ from slimgraph.plan import GroupCut, InputShape, PruningPlan
 __all__ = ["plan", "kept_shapes", "check_plan"]
 
 
-def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) -> PruningPlan:
+def plan(
+    graph: DependencyGraph,
+    config: PruneConfig | None = None,
+    *,
+    skip: dict[str, str] | None = None,
+    **fields,
+) -> PruningPlan:
     """Decide which units every prunable group drops.
 
-    ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``.
+    ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``; ``skip``
+    maps group ids to leave alone to the reason, which the plan records.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -33,7 +40,12 @@ def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) ->
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
-    groups = [g for g in graph.prunable_groups() if not any(config.is_ignored(m) for m in g.modules)]
+    skip = skip or {}
+    groups = [
+        g
+        for g in graph.prunable_groups()
+        if g.id not in skip and not any(config.is_ignored(m) for m in g.modules)
+    ]
     scores = CRITERIA[config.importance](graph, groups, config) if groups else {}
     choosers = {g.id: _Chooser(graph, g, scores[g.id]) for g in groups}
     if config.scope == "global":
@@ -56,6 +68,7 @@ def plan(graph: DependencyGraph, config: PruneConfig | None = None, **fields) ->
         inputs=tuple(InputShape(shape=s.shape, dtype=s.dtype, name=s.name) for s in graph.inputs),
         training=graph.modes.get("", False),
         cuts=cuts,
+        skipped=skip,
     )
     before, after = _param_counts(graph, result)
     return result.model_copy(update={"params_before": before, "params_after": after})

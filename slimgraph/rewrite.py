@@ -26,7 +26,7 @@ from slimgraph.planner import check_plan, kept_shapes
 from slimgraph.ruletable import load_rules
 from slimgraph.trace import preserve_modes, split_inputs, trace
 
-__all__ = ["apply", "meta_copy", "output_shapes"]
+__all__ = ["apply", "dry_run", "failing_groups", "meta_copy", "output_shapes"]
 
 Slices = dict[str, list[tuple[int, np.ndarray]]]
 
@@ -55,14 +55,8 @@ def apply(
         raise PlanError(f"apply() takes a PruningPlan, not {type(plan).__name__}")
     if graph is None:
         graph = _retrace(model, plan)
-    check_plan(graph, plan)
-    slices = kept_shapes(graph, plan)
+    slices = dry_run(model, plan, graph)
     expected = graph.output_shapes
-
-    dry = _sliced_copy(model, slices, meta=True)
-    _update_attributes(dry, model, slices)
-    _check_forward(dry, _meta_inputs(plan.inputs or graph.inputs), expected, "meta dry run", graph.modes)
-
     if inplace:
         old = meta_copy(model)
         _assign(model, _sliced_tensors(model, slices, meta=False))
@@ -74,6 +68,44 @@ def apply(
     if example_inputs is not None:
         _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
     return slim
+
+
+def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slices:
+    """Check ``plan`` and run it on a weightless copy; return the slices it makes.
+
+    Raises :class:`PlanError` or :class:`RewriteError`; ``model`` is never touched.
+    """
+    check_plan(graph, plan)
+    slices = kept_shapes(graph, plan)
+    dry = _sliced_copy(model, slices, meta=True)
+    _update_attributes(dry, model, slices)
+    inputs = _meta_inputs(plan.inputs or graph.inputs)
+    _check_forward(dry, inputs, graph.output_shapes, "meta dry run", graph.modes)
+    return slices
+
+
+def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> dict[str, str]:
+    """Groups whose cuts fail a dry run on their own (with the groups linked to them).
+
+    Code that hard-codes a width (``x.split(4, 1)``, ``view(b, 3, c // 3, ...)`` with a
+    literal group count) is invisible in the traced graph; this finds the groups that
+    trip over it, so that they can be left alone.
+    """
+    linked = {gid: frozenset(c) for c in graph.linked_groups() for gid in c}
+    failing: dict[str, str] = {}
+    tried: set[frozenset[str]] = set()
+    for cut in plan.cuts:
+        members = linked.get(cut.group, frozenset([cut.group]))
+        if not cut.drop or members in tried:
+            continue
+        tried.add(members)
+        alone = plan.model_copy(update={"cuts": tuple(c for c in plan.cuts if c.group in members)})
+        try:
+            dry_run(model, alone, graph)
+        except (PlanError, RewriteError) as err:
+            reason = str(err).splitlines()[0]
+            failing.update(dict.fromkeys(members, reason))
+    return failing
 
 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:

@@ -200,8 +200,7 @@ def _factory(module_name: str, attr: str, spec: str) -> nn.Module:
         ) from err
     if not isinstance(model, nn.Module):
         raise ModelSpecError(
-            f"model spec {spec!r}: {attr}() returned {type(model).__name__}, "
-            "not a torch.nn.Module"
+            f"model spec {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module"
         )
     return model
 

@@ -227,7 +227,16 @@ def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
     ctx = OpContext(node, {**kind.roles, **rule.args}, rule.exact, rule.why, b, outs)
     if not outs and rule.kind not in ("ignore",):
         return
+    first_edge, first_link = len(b.edges), len(b.links)
     try:
         kind.rule(ctx)
     except Exception as err:  # a rule that cannot read this call freezes it, loudly
         b.freeze_all(ctx.tensor_args() + outs, f"rule {rule.kind} failed on {node.target}: {err}")
+        return
+    # An output dim the rule tied to nothing is computed from constants (a conv's spatial
+    # size, a pool's bins): it cannot follow any channel, so it freezes.
+    touched = {s for e in b.edges[first_edge:] + b.links[first_link:] for s in (e.a, e.b)}
+    for t in outs:
+        for slot in t.slots:
+            if slot not in touched:
+                b.freeze(slot, f"its size is computed by {node.target}, not carried from an input")

@@ -19,6 +19,17 @@ def _couple_leading(ctx: OpContext, x: TensorSlots, out: TensorSlots, keep_last:
 
 @kind("conv", input=0, weight=1, bias=2, groups=6, transposed=None)
 def conv(ctx: OpContext) -> None:
+    """A convolution; ``aten.convolution`` says in an argument whether it is transposed."""
+    _conv(ctx, transposed=bool(ctx.arg("transposed", False)))
+
+
+@kind("conv_transpose", input=0, weight=1, bias=2, groups=6)
+def conv_transpose(ctx: OpContext) -> None:
+    """A transposed convolution: weight is (in, out/groups, k...)."""
+    _conv(ctx, transposed=True)
+
+
+def _conv(ctx: OpContext, transposed: bool) -> None:
     """out[:, o] = sum over the in channels of o's group of weight[o, i] * x[:, i] + bias[o].
 
     With ``groups > 1`` a unit is a whole group (its in and out channels together), so the
@@ -27,7 +38,6 @@ def conv(ctx: OpContext) -> None:
     b = ctx.builder
     x, w, bias, out = ctx.tensor("input"), ctx.tensor("weight"), ctx.tensor("bias"), ctx.out
     groups = int(ctx.arg("groups", 1) or 1)
-    transposed = bool(ctx.arg("transposed", False))
     spatial = w.ndim - 2
     batched = x.ndim == w.ndim
     c_in, c_out = x.dim(1 if batched else 0), out.dim(1 if batched else 0)

@@ -2,9 +2,11 @@
 
 Both shapes are split into their common refinement: a list of *factors* such that every
 input dim and every output dim is a row-major product of consecutive factors. A dim made
-of one factor is that factor. A dim made of several carries channels through its largest
-factor only (the channels of a flattened ``C×H×W`` are ``C``; a channel shuffle's
-``(2, C/2)`` carries ``C/2``): index ``f`` of the dim belongs to unit ``f // stride % n``.
+of one factor is that factor. A dim made of several carries channels through one factor
+only, its *carrier*: a factor that is a whole input dim not frozen so far (the ``C`` of a
+flattened ``C×H×W`` after a conv, whose H and W are frozen), else the largest (a channel
+shuffle's ``(2, C/2)`` carries ``C/2``). Index ``f`` of the dim belongs to unit
+``f // stride % n``.
 Every other factor keeps its size, so it is frozen, and anything that would need it to
 shrink freezes with it. No guessing: an inconsistent reading freezes, it never corrupts.
 """
@@ -58,12 +60,15 @@ def refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[list[int]], lis
     return fa, fb, sizes
 
 
-def _carry(b: Builder, t: TensorSlots, dims: list[list[int]], factors: list[int], sizes: list[int], op: str) -> None:
+def _carry(
+    b: Builder, t: TensorSlots, dims: list[list[int]], factors: list[int], sizes: list[int], op: str, free: set[int]
+) -> None:
     """Couple each dim of ``t`` to its carrier factor; freeze the other factors."""
     for d, ids in enumerate(dims):
         if not ids:
             continue
-        carrier = max(ids, key=lambda f: (sizes[f], -ids.index(f)))
+        candidates = [f for f in ids if f in free] or ids
+        carrier = max(candidates, key=lambda f: (sizes[f], -ids.index(f)))
         stride = int(np.prod([sizes[f] for f in ids[ids.index(carrier) + 1 :]], dtype=np.int64))
         index = np.arange(t.shape[d]) // stride % sizes[carrier]
         how = "identity" if len(ids) == 1 else "factor"
@@ -93,7 +98,10 @@ def reshape(ctx: OpContext) -> None:
             factors.append(-1)
         else:
             factors.append(b.factor(n, ctx.name))
+    # A factor that is a whole input dim not frozen so far is preferred as a carrier: the
+    # C of a flattened (C, H, W) whose H and W are frozen spatial sizes, however small C is.
+    free = {ids[0] for d, ids in enumerate(fa) if len(ids) == 1 and not b.is_frozen(x.dim(d))}
     keep_a = [ids if not (len(ids) == 1 and factors[ids[0]] < 0) else [] for ids in fa]
     keep_b = [ids if not (len(ids) == 1 and factors[ids[0]] < 0) else [] for ids in fb]
-    _carry(b, x, keep_a, factors, sizes, ctx.name)
-    _carry(b, out, keep_b, factors, sizes, ctx.name)
+    _carry(b, x, keep_a, factors, sizes, ctx.name, free)
+    _carry(b, out, keep_b, factors, sizes, ctx.name, free)

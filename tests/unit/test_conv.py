@@ -130,12 +130,6 @@ class ReadsWidth(nn.Module):
         return self.head(torch.relu(self.fc(self.conv(x))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conv leaves its output's spatial dims neither coupled to the input's nor frozen, "
-    "so fc.weight:1 (reading the conv output's width, fixed by the model input) is a "
-    "prunable group and sg.slim fails in the meta dry run",
-)
 def test_conv_output_width_is_not_prunable() -> None:
     graph = sg.trace(ReadsWidth(), (X,))
     assert prunable(graph) == {"fc.weight:0": 5}

@@ -82,12 +82,6 @@ def test_classifier_slims_end_to_end() -> None:
     assert (slim.conv.out_channels, slim.fc.in_features, slim.fc.out_features) == (2, 12, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reshape carries channels through the largest factor of C*H*W: with C=2 < H=W=3 "
-    "the carrier is H, so the conv's channels freeze ('reshape factor 2 of a 18-wide dim') "
-    "and fc.weight:1 becomes a 3-unit group over rows, which sg.slim cannot apply",
-)
 def test_few_channels_on_a_large_map_still_own_their_blocks() -> None:
     model = Classifier("flatten", channels=2, hw=(3, 3))
     x = torch.randn(2, 3, 6, 6)

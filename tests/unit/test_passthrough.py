@@ -126,22 +126,11 @@ def test_slims_in_train_mode_and_keeps_the_mode() -> None:
     assert (slim.a.out_channels, slim.head.in_features) == (4, 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dropout2d in train mode exports as aten.feature_dropout.default, which has no "
-    "rule in rules/ops.toml, so it freezes the channels it zeroes one by one",
-)
 def test_channel_dropout_passes_channels_in_train_mode() -> None:
     graph = sg.trace(Residual(nn.Dropout2d(0.5)).train(), (X,))
     assert prunable(graph) == {"a.weight:0": 8}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool couples only the leading dims and neither couples nor freezes the output's "
-    "spatial dims, so fc.weight:1 reading a pooled width fixed at 3 is a prunable group and "
-    "sg.slim fails in the meta dry run",
-)
 def test_pooled_width_is_not_prunable() -> None:
     class ReadsPooledWidth(nn.Module):
         def __init__(self) -> None:

@@ -1,0 +1,373 @@
+"""The ``slimgraph`` command, run as a real executable in a subprocess.
+
+Each subprocess pays for importing torch (a couple of seconds), so every command below is
+started once, all of them at the same time, by the module-scoped ``runs`` fixture, each in
+its own working directory; tests read the results. More bad values, help and the helpers
+are checked in process through :func:`slimgraph.cli.main`.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import slimgraph as sg
+from slimgraph.cli import main, save_weights, stage_widths
+from slimgraph.specs import load_model
+
+SPEC = "torchvision:resnet18"
+SMALL = "1,3,64,64"
+
+
+def _command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("slimgraph")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("slimgraph", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "slimgraph.cli"]
+
+
+def _env() -> dict[str, str]:
+    # Wide, plain tables regardless of the terminal pytest runs in.
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        _command() + args,
+        cwd=cwd,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+BAD_INPUTS = {
+    "unknown torchvision name": (
+        ["slim", "torchvision:resnet19"],
+        "torchvision has no model 'resnet19'; close matches: resnet18",
+    ),
+    "bare model name": (
+        ["inspect", "resnet18"],
+        "model spec 'resnet18' is not SOURCE:NAME (did you mean 'torchvision:resnet18'?)",
+    ),
+    "ratio of one or more": (
+        ["slim", "--ratio", "1.5"],
+        "--ratio 1.5: input should be less than 1; use a fraction in [0, 1), e.g. 0.5",
+    ),
+    "out is a file": (["slim", "--out", "a-file"], "--out a-file: a file is in the way"),
+    "out under a file": (
+        ["slim", "--out", "a-file/sub"],
+        "--out a-file/sub: a-file is a file, not a directory; choose another path",
+    ),
+    "malformed input shape": (
+        ["inspect", "--input-shape", "1x3x64x64"],
+        "argument --input-shape: input shape '1x3x64x64' is not a list of positive integers; "
+        "write it like 1,3,224,224",
+    ),
+}
+
+COMMANDS = {
+    "slim": ["slim", SPEC, "--ratio", "0.5", "--out", "out", "--input-shape", SMALL],
+    # No SPEC: the command slims torchvision:resnet18.
+    "slim --json": ["slim", "--ratio", "0.25", "--out", "o", "--input-shape", SMALL, "--json"],
+    "inspect": ["inspect", SPEC, "--input-shape", SMALL],
+    "inspect --json": ["inspect", SPEC, "--input-shape", SMALL, "--all", "--json"],
+    **{case: args for case, (args, _) in BAD_INPUTS.items()},
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every command in COMMANDS, run concurrently: name -> (result, working directory)."""
+    started = {}
+    for name, args in COMMANDS.items():
+        cwd = tmp_path_factory.mktemp(re.sub(r"\W+", "-", name))
+        if name in BAD_INPUTS:
+            (cwd / "a-file").write_text("not a directory")
+        started[name] = (_start(args, cwd), cwd)
+    return {name: (_finish(proc), cwd) for name, (proc, cwd) in started.items()}
+
+
+# -- slim ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slimmed(runs):
+    proc, cwd = runs["slim"]
+    return proc, cwd / "out"
+
+
+def test_slim_succeeds_quietly_and_writes_both_files(slimmed):
+    proc, out = slimmed
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no TTY: no spinner, and warnings are hidden without --verbose
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "plan.json"]
+
+
+def test_slim_plan_json_is_a_valid_plan(slimmed):
+    _, out = slimmed
+    plan = sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
+    assert plan.config.ratio == 0.5
+    assert plan.criterion == "l2"
+    assert [s.shape for s in plan.inputs] == [(1, 3, 64, 64)]
+    assert plan.cut("conv1.weight:0").size == 64
+    assert len(plan.cut("conv1.weight:0").drop) == 32
+
+
+def test_slim_weights_load_into_the_plan_applied_to_a_fresh_model(slimmed):
+    _, out = slimmed
+    plan = sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
+    fresh = load_model(SPEC).eval()  # the command traces in eval mode
+    slim = sg.apply(fresh, plan)
+    weights = load_file(out / "model.safetensors")
+    slim.load_state_dict(weights, strict=True)
+    assert slim.conv1.out_channels == 32
+    assert sg.count_params(slim) == plan.params_after
+    for name, tensor in slim.state_dict().items():
+        torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
+    assert slim(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_slim_table_shows_params_macs_stages_and_time(slimmed):
+    proc, out = slimmed
+    plan = sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
+    text = proc.stdout
+    assert text.startswith(f"{SPEC}: ratio 0.5, l2, local scope, input 1x3x64x64\n")
+    params = re.search(r"│ params\s+│\s+([\d,]+) │\s+([\d,]+) │\s+([\d.]+)% │", text)
+    assert params is not None, text
+    assert params.group(1) == "11,689,512"
+    assert params.group(2) == f"{plan.params_after:,}"
+    assert float(params.group(3)) == round(100 * plan.params_after / 11_689_512, 1)
+    assert re.search(r"│ MACs\s+│\s+[\d,]+ │\s+[\d,]+ │\s+[\d.]+% │", text)
+    assert re.search(r"│ conv1\s+│ Conv2d\s+│\s+64 │\s+32 │", text)
+    assert re.search(r"│ layer4\s+│ Sequential\s+│\s+512 │\s+256 │", text)
+    assert re.search(r"│ fc\s+│ Linear\s+│\s+1000 │\s+1000 │", text)
+    assert "wrote out/plan.json and out/model.safetensors\n" in text
+    assert re.search(r"^elapsed \d+\.\d s \(load .*trace .*plan .*apply .*\)$", text, re.M)
+
+
+@pytest.fixture(scope="module")
+def slimmed_json(runs):
+    proc, cwd = runs["slim --json"]
+    return proc, cwd / "o"
+
+
+def test_slim_json_defaults_to_resnet18_and_parses(slimmed_json):
+    proc, out = slimmed_json
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    report = json.loads(proc.stdout)
+    plan = sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
+    assert report["spec"] == SPEC
+    assert report["input_shape"] == [1, 3, 64, 64]
+    assert report["config"]["ratio"] == 0.25
+    assert report["fingerprint"] == plan.fingerprint
+    assert report["params"]["before"] == 11_689_512
+    assert report["params"]["after"] == plan.params_after
+    assert report["macs"]["after"] < report["macs"]["before"]
+    assert report["stages"][0] == {"name": "conv1", "type": "Conv2d", "before": 64, "after": 48}
+    assert [s["name"] for s in report["stages"]] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
+    assert report["files"] == {"plan": "o/plan.json", "weights": "o/model.safetensors"}
+    assert report["units_dropped"] == plan.dropped
+    assert set(report["seconds"]) == {"load", "trace", "plan", "apply", "measure", "save", "total"}
+
+
+# -- inspect ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return sg.trace(load_model(SPEC).eval(), (torch.randn(1, 3, 64, 64),))
+
+
+@pytest.fixture(scope="module")
+def inspected(runs):
+    return runs["inspect"][0]
+
+
+def test_inspect_lists_groups_with_units_dims_and_state(inspected, graph):
+    assert inspected.returncode == 0, inspected.stderr
+    assert inspected.stderr == ""
+    text = inspected.stdout
+    row = r"│ conv1\.weight:0\s+│\s+64 │\s+13 │ conv1, bn1, layer1\.0\.conv1, …\s+│ prunable\s+│ yes\s+│"
+    assert re.search(row, text), text
+    assert re.search(r"│ conv1\.weight:1\s+│\s+0 │\s+1 │ conv1\s+│ frozen by model input", text)
+    assert "conv1.weight:2 " not in text  # frozen only by the kernel size: hidden by default
+    prunable = graph.prunable_groups()
+    shown = [
+        g
+        for g in graph.groups
+        if g.size > 1 or set(g.frozen.values()) - {"convolution kernel size"}
+    ]
+    assert text.splitlines()[-1] == (
+        f"{len(graph.groups)} groups: {len(prunable)} prunable ({sum(g.exact for g in prunable)} "
+        f"exact), {len(graph.groups) - len(prunable)} frozen; {len(shown)} shown "
+        "(--all shows every group)"
+    )
+
+
+@pytest.fixture(scope="module")
+def inspected_json(runs):
+    return runs["inspect --json"][0]
+
+
+def test_inspect_json_all_lists_every_group(inspected_json, graph):
+    assert inspected_json.returncode == 0, inspected_json.stderr
+    report = json.loads(inspected_json.stdout)
+    assert report["fingerprint"] == graph.fingerprint
+    assert [g["id"] for g in report["groups"]] == [g.id for g in graph.groups]
+    assert report["counts"]["groups"] == report["counts"]["shown"] == len(graph.groups)
+    assert report["counts"]["prunable"] == len(graph.prunable_groups())
+    first = report["groups"][0]
+    assert first["id"] == "conv1.weight:0"
+    assert (first["units"], first["prunable"], first["exact"], first["frozen"]) == (
+        64,
+        True,
+        True,
+        {},
+    )
+    assert first["params"][:2] == [["conv1.weight", 0], ["bn1.weight", 0]]
+    kernel = next(g for g in report["groups"] if g["id"] == "conv1.weight:2")
+    assert kernel["frozen"] == {"conv1.weight dim 2": "convolution kernel size"}
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_naming_the_problem(runs, case):
+    proc, cwd = runs[case]
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr  # no usage block, no traceback
+    assert lines[0].startswith("slimgraph: error: ")
+    assert BAD_INPUTS[case][1] in lines[0]
+    assert sorted(p.name for p in cwd.iterdir()) == ["a-file"]  # nothing written
+
+
+# -- in process: more bad values, help, helpers ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["slim", "--ratio", "-0.1"], "--ratio -0.1: input should be greater than or equal to 0"),
+        (["slim", "--ratio", "half"], "argument --ratio: invalid float value: 'half'"),
+        (["slim", "--importance", "foo"], "--importance foo: unknown importance 'foo'; known:"),
+        (["slim", "--round-to", "0"], "--round-to 0: input should be greater than or equal to 1"),
+        (["slim", "--min-keep", "0"], "--min-keep 0: input should be greater than or equal to 1"),
+        (
+            ["slim", "--override", "layer4.*=1"],
+            "--override: override 'layer4.*': ratio 1.0 is not in [0, 1)",
+        ),
+        (["slim", "--override", "layer4"], "argument --override: 'layer4' is not GLOB=RATIO"),
+        (["slim", "--scope", "wide"], "argument --scope: invalid choice: 'wide'"),
+        (["slim", "no_such_module_xyz:build"], "cannot import module 'no_such_module_xyz'"),
+        (["inspect", "builtins:dict"], "dict() returned dict, not a torch.nn.Module"),
+        (
+            ["slim", "torchvision:squeezenet1_1", "--ignore", "featurs.*"],
+            "--ignore 'featurs.*' matches no module of this model; module names look like "
+            "features, features.0, features.1",
+        ),
+        (
+            ["slim", "torchvision:squeezenet1_1", "--override", "clasifier.*=0.2"],
+            "--override 'clasifier.*' matches no module",
+        ),
+        (["shrink"], "argument COMMAND: invalid choice: 'shrink'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_more_bad_values_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("slimgraph: error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verbose_adds_the_traceback(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["slim", "torchvision:resnet19", "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert "slimgraph.errors.ModelSpecError: torchvision has no model 'resnet19'" in err
+    assert err.splitlines()[-1].startswith("slimgraph: error: torchvision has no model")
+
+
+@pytest.mark.parametrize("command", ["slim", "inspect"])
+def test_help_shows_an_example_per_command(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"usage: slimgraph {command}" in out
+    assert f"examples:\n  slimgraph {command} " in out
+
+
+def test_top_level_help_names_both_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "slim " in out and "inspect " in out
+    assert "examples:\n  slimgraph slim" in out
+
+
+def test_stage_widths_measure_top_level_children_on_meta():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 5)
+    )
+    assert stage_widths(net, torch.randn(1, 3, 8, 8)) == {"0": 8, "1": 288, "2": 5}
+    assert all(not p.is_meta for p in net.parameters())  # the model itself is untouched
+
+
+class _WithExtraState(torch.nn.Linear):
+    def get_extra_state(self):
+        return {"note": "not a tensor"}
+
+    def set_extra_state(self, state):
+        pass
+
+
+def test_save_weights_dedups_tied_copies_shared_memory_and_skips_non_tensors(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), _WithExtraState(3, 2))
+    net.tied = torch.nn.Linear(3, 3)
+    net.tied.weight = net[0].weight
+    net.register_buffer("first_row", net[0].weight.detach()[:1])  # shares memory, other view
+    assert "1._extra_state" in net.state_dict()
+    path = tmp_path / "w.safetensors"
+    assert save_weights(net, path) == {"tied.weight": "0.weight"}
+    saved = load_file(path)
+    assert sorted(saved) == ["0.bias", "0.weight", "1.bias", "1.weight", "first_row", "tied.bias"]
+    torch.testing.assert_close(saved["first_row"], net[0].weight.detach()[:1])
+    torch.testing.assert_close(saved["0.weight"], net[0].weight.detach())
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["slimgraph.aliases"]) == {"tied.weight": "0.weight"}
