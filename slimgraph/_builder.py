@@ -143,6 +143,7 @@ class Builder:
         self.frozen: dict[int, str] = {}
         self.inexact_reasons: dict[int, str] = {}
         self.balances: list[Balance] = []
+        self.residual: set[int] = set()  # slots where two streams are summed
         self._tensors: dict[tuple[str, int], TensorSlots] = {}
         self._parent: list[int] = []  # slot-level union-find, for is_frozen()
         self._frozen_roots: set[int] = set()

@@ -36,8 +36,7 @@ class PruneConfig(BaseModel):
     overrides: dict[str, float] = Field(
         default_factory=dict, description="glob pattern over module names -> ratio for its groups"
     )
-    prune_heads: bool = True
-    prune_residual: bool = True
+    prune_residual: bool = Field(True, description="False leaves residual-stream groups alone")
     seed: int = 0
 
     @field_validator("importance")

@@ -49,6 +49,7 @@ class Group:
     inexact: dict[str, str] = field(default_factory=dict)  # where -> why
     params: list[tuple[str, int]] = field(default_factory=list)  # (parameter, dim)
     balances: list[Balance] = field(default_factory=list)  # equal parts of splits
+    residual: bool = False  # two streams are summed in it (a residual add)
 
     @property
     def size(self) -> int:
@@ -107,6 +108,7 @@ class DependencyGraph:
         self._freeze_uncoupled_params(builder)
         self.frozen_slots = dict(builder.frozen)
         self.inexact_slots = dict(builder.inexact_reasons)
+        self.residual_slots = builder.residual
         self.balances = builder.balances
         self.links = builder.links
         self.groups: list[Group] = self._groups()
@@ -152,12 +154,15 @@ class DependencyGraph:
                         frozen.setdefault(where, why)
                     else:
                         units.setdefault(label, None)
-            anchor = self.slots[params[0]]
+            # named after its first producer (a weight's output dim), else its first parameter
+            producers = [i for i in params if self.slots[i].dim == 0 and self.slots[i].target.endswith("weight")]
+            anchor = self.slots[(producers or params)[0]]
             inexact = {
                 self.describe_slot(i): self.inexact_slots[i] for i in slots if i in self.inexact_slots
             }
             groups.append(
                 Group(
+                    residual=any(i in self.residual_slots for i in slots),
                     id=f"{anchor.target}:{anchor.dim}",
                     slots=slots,
                     units=np.fromiter(units, dtype=np.int64, count=len(units)),
@@ -306,6 +311,8 @@ class DependencyGraph:
     def _explain_group(self, g: Group) -> str:
         state = "prunable" if g.prunable else "frozen"
         head = f"group {g.id}: {g.size} units, {state}, {'exact' if g.exact else 'not exact'}"
+        if g.residual:
+            head += ", residual stream"
         lines = [head, "  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params)]
         for where, why in g.frozen.items():
             lines.append(f"  frozen by {where}: {why}")

@@ -40,7 +40,9 @@ def plan(
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
-    skip = skip or {}
+    skip = dict(skip or {})
+    if not config.prune_residual:
+        skip.update({g.id: "residual stream (prune_residual=False)" for g in graph.prunable_groups() if g.residual})
     groups = [
         g
         for g in graph.prunable_groups()

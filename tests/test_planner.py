@@ -113,3 +113,32 @@ def test_magnitude_on_meta_weights_asks_for_random() -> None:
     with pytest.raises(sg.PlanError, match="use importance='random' to plan on the meta device"):
         sg.plan(graph, ratio=0.5)
     assert kept(sg.plan(graph, ratio=0.5, importance="random")) == {"stem.weight:0": 8, "mid.weight:0": 12}
+
+
+def test_prune_residual_false_leaves_residual_streams_alone() -> None:
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    graph = sg.trace(model, (torch.randn(1, 3, 32, 32),))
+    residual = [g.id for g in graph.prunable_groups() if g.residual]
+    assert residual == ["conv1.weight:0", "layer2.0.conv2.weight:0", "layer3.0.conv2.weight:0", "layer4.0.conv2.weight:0"]
+    plan = sg.plan(graph, ratio=0.5, prune_residual=False)
+    assert sorted(plan.skipped) == sorted(residual)
+    assert set(plan.skipped.values()) == {"residual stream (prune_residual=False)"}
+    assert {c.group for c in plan.cuts} == {f"layer{i}.{j}.conv1.weight:0" for i in range(1, 5) for j in range(2)}
+    slim = sg.apply(model, plan, graph=graph)
+    assert (slim.conv1.out_channels, slim.layer1[0].conv1.out_channels, slim.layer4[1].conv2.out_channels) == (64, 32, 512)
+
+
+def test_a_parameter_added_to_a_stream_is_not_a_residual() -> None:
+    class Biased(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.shift = nn.Parameter(torch.zeros(8))
+
+        def forward(self, x):
+            return self.b(self.a(x) + self.shift)
+
+    graph = sg.trace(Biased(), (torch.randn(1, 4),))
+    assert [(g.id, g.residual) for g in graph.prunable_groups()] == [("a.weight:0", False)]

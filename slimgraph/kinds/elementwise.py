@@ -16,3 +16,19 @@ def elementwise(ctx: OpContext) -> None:
             if not ctx.exact:
                 for s in out.slots:
                     b.inexact(s, ctx.why or f"{ctx.node.target} mixes channels")
+
+
+@kind("add")
+def add(ctx: OpContext) -> None:
+    """``x + y``, elementwise; a dim fed by two computed tensors is a residual stream
+    (adding a parameter, such as a position embedding, is not)."""
+    elementwise(ctx)
+    b = ctx.builder
+    args = [t for t in ctx.tensor_args() if t.slots and b.slots[t.slots[0]].role == "tensor"]
+    if len(args) < 2 or not ctx.outs:
+        return
+    out = ctx.out
+    for k in range(1, out.ndim + 1):
+        fed = [t for t in args if t.ndim >= k and t.shape[-k] == out.shape[-k] > 1]
+        if len(fed) >= 2:
+            b.residual.add(out.dim(-k))
