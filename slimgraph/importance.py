@@ -9,8 +9,9 @@ name; :class:`~slimgraph.config.PruneConfig` refers to it as ``importance="name"
 ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
 ...     _ = net[0].bias.zero_(), net[1].weight.zero_()
 >>> graph = sg.trace(net, (torch.randn(1, 2),))
+>>> # unit 1 has weights 3, 4, bias 0 and an outgoing 0: sqrt((9 + 16) / 4)
 >>> CRITERIA["l2"](graph, graph.prunable_groups(), sg.PruneConfig())["0.weight:0"].tolist()
-[1.0, 5.0, 0.5]
+[0.5, 2.5, 0.25]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import PlanError
 
-__all__ = ["CRITERIA", "register", "unit_sums"]
+__all__ = ["CRITERIA", "register", "unit_means"]
 
 Criterion = Callable[[DependencyGraph, list[Group], PruneConfig], dict[str, np.ndarray]]
 CRITERIA: dict[str, Criterion] = {}
@@ -40,13 +41,17 @@ def register(name: str) -> Callable[[Criterion], Criterion]:
     return wrap
 
 
-def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[str, torch.Tensor, int], torch.Tensor]) -> np.ndarray:
-    """Sum ``per_index(name, param, dim)`` (one value per index of ``dim``) into units.
+def unit_means(graph: DependencyGraph, group: Group, per_index: Callable[[str, torch.Tensor, int], torch.Tensor]) -> np.ndarray:
+    """Per unit: the mean over all its weights of ``per_index(name, param, dim)`` (which
+    gives one sum per index of ``dim``).
 
-    Every parameter slice of the group contributes, not just the producer's.
+    Every parameter slice of the group contributes, not just the producer's. The mean, not
+    the sum, lets units that touch different numbers of weights compare: a DenseNet
+    channel made early in a block is read by every later layer, one made late by few.
     """
     params = graph.named_parameters()
     total = np.zeros(group.size, dtype=np.float64)
+    count = np.zeros(group.size, dtype=np.float64)
     for slot in group.slots:
         info = graph.slots[slot]
         if info.role != "param":
@@ -61,7 +66,8 @@ def unit_sums(graph: DependencyGraph, group: Group, per_index: Callable[[str, to
         hit = unit >= 0
         values = per_index(info.target, p.detach(), info.dim).double().cpu().numpy()
         np.add.at(total, unit[hit], values[hit])
-    return total
+        np.add.at(count, unit[hit], p.numel() // max(p.shape[info.dim], 1))
+    return total / np.maximum(count, 1)
 
 
 def _sum_except(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
@@ -81,16 +87,16 @@ def _sum_except(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[
 
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
-    """Sum of |w| over every parameter slice of the unit."""
+    """Mean |w| over every parameter slice of the unit."""
     per_index = _sum_except(torch.abs)
-    return {g.id: unit_sums(graph, g, per_index) for g in groups}
+    return {g.id: unit_means(graph, g, per_index) for g in groups}
 
 
 @register("l2")
 def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
-    """Euclidean norm of every parameter slice of the unit, taken together."""
+    """Root mean square of every parameter slice of the unit, taken together."""
     per_index = _sum_except(torch.square)
-    return {g.id: np.sqrt(unit_sums(graph, g, per_index)) for g in groups}
+    return {g.id: np.sqrt(unit_means(graph, g, per_index)) for g in groups}
 
 
 @register("random")

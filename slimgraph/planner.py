@@ -56,8 +56,7 @@ def plan(
         drops = {}
         for g in groups:
             chooser = choosers[g.id]
-            budget = chooser.budget(config.ratio_for(g.modules), config)
-            drops[g.id] = chooser.choose(chooser.items(), budget)
+            drops[g.id] = chooser.local(config.ratio_for(g.modules), config)
     _enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
@@ -77,12 +76,14 @@ def plan(
 
 
 class _Chooser:
-    """Chooses a group's drops, lowest score per channel first, within its structure.
+    """Chooses a group's drops, lowest score first, within its structure.
 
-    * A unit weighs as many channels as it covers in the group's widest parameter dim.
-    * Every parameter slot keeps at least one index: a concat group has slots holding only
-      some of its units (DenseNet's layers each produce 32 of a block's channels), and a
-      unit that would empty one is skipped.
+    * A unit weighs as many channels as it covers in the group's widest parameter dim;
+      units are ranked by score (criteria score per weight, so big and small units compare).
+    * A concat group has slots holding only some of its units (DenseNet's layers each
+      produce 32 of a block's channels). Units held by the same such slots form a
+      *segment*; in local scope every segment loses the ratio, like every layer of a plain
+      network. Every parameter slot keeps at least one index.
     * Equal parts of a split lose equally many indices: units are drawn as *items*, a
       unit balanced on its own or a pair of opposite imbalances (cheapest with cheapest).
     """
@@ -107,6 +108,24 @@ class _Chooser:
     def channels(self) -> int:
         return int(self.weight.sum())
 
+    def segments(self) -> list[np.ndarray]:
+        """Units grouped by which partial slots hold them."""
+        signature = (self.partial > 0).T  # unit -> which partial slots hold it
+        _, which = np.unique(signature, axis=0, return_inverse=True)
+        return [np.flatnonzero(which.ravel() == k) for k in range(int(which.max()) + 1)]
+
+    def local(self, ratio: float, config: PruneConfig) -> list[int]:
+        """Drop ``ratio`` of every segment, lowest scores first."""
+        segments = self.segments() if len(self.partial) else [np.arange(len(self.scores))]
+        if len(segments) == 1:
+            return self.choose(self.items(), self.budget(ratio, config))
+        picked: list[int] = []
+        for units in segments:
+            budget = math.floor(int(self.weight[units].sum()) * ratio + 1e-9)
+            order = units[np.argsort(self.scores[units], kind="stable")].tolist()
+            picked += self.choose(self.items(order), budget)
+        return sorted(picked)
+
     def budget(self, ratio: float, config: PruneConfig) -> int:
         """Channels to drop: ``ratio`` of them, keeping a multiple of ``round_to``."""
         n = self.channels
@@ -114,14 +133,10 @@ class _Chooser:
         keep = min(n, math.ceil(keep / config.round_to) * config.round_to)
         return n - keep
 
-    def per_channel(self) -> np.ndarray:
-        return self.scores / self.weight
-
     def items(self, units: list[int] | None = None) -> list[tuple[int, ...]]:
         """``units`` (default: all, lowest score per channel first) as droppable items."""
-        per_channel = self.per_channel()
         if units is None:
-            units = np.argsort(per_channel, kind="stable").tolist()
+            units = np.argsort(self.scores, kind="stable").tolist()
         if not self.imbalance.shape[1]:
             return [(u,) for u in units]
         by_vector: dict[tuple[int, ...], list[int]] = {}
@@ -134,7 +149,7 @@ class _Chooser:
                 found += [(u,) for u in members]
             elif vector > negated:
                 found += list(zip(members, by_vector.get(negated, [])))
-        found.sort(key=lambda item: float(per_channel[list(item)].mean()))
+        found.sort(key=lambda item: float(self.scores[list(item)].mean()))
         return found
 
     def choose(self, items: list[tuple[int, ...]], budget: int, weight: np.ndarray | None = None) -> list[int]:
@@ -157,13 +172,13 @@ class _Chooser:
 
 
 def _global(groups: list[Group], choosers: dict[str, _Chooser], config: PruneConfig) -> dict[str, list[int]]:
-    """Rank every unit of every group together by score per channel, each group's scores
+    """Rank every unit of every group together by score, each group's scores
     divided by their mean so that groups are comparable; then round and balance per group."""
     entries = []
     for g in groups:
-        per_channel = choosers[g.id].per_channel()
-        mean = float(np.mean(per_channel)) or 1.0
-        entries += [(v / mean, g.id, u) for u, v in enumerate(per_channel.tolist())]
+        scores = choosers[g.id].scores
+        mean = float(np.mean(scores)) or 1.0
+        entries += [(v / mean, g.id, u) for u, v in enumerate(scores.tolist())]
     entries.sort(key=lambda e: e[0])
     budget = math.floor(sum(c.channels for c in choosers.values()) * config.ratio + 1e-9)
     order: dict[str, list[int]] = {g.id: [] for g in groups}
