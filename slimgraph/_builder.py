@@ -174,7 +174,9 @@ class Builder:
 
     def factor(self, size: int, op: str) -> int:
         """A virtual slot for one factor of a reshaped dim."""
-        return self.new_slot(op, -1, len(self.slots), size, "factor", module=self.node_module.get(op, ""))
+        return self.new_slot(
+            op, -1, len(self.slots), size, "factor", module=self.node_module.get(op, "")
+        )
 
     def register(self, node: fx.Node) -> None:
         """Create the slots of every tensor ``node`` produces."""
@@ -203,8 +205,8 @@ class Builder:
         return self._tensors.get((node.name, item))
 
     def outputs(self, node: fx.Node) -> list[TensorSlots]:
-        found, item = [], 0
-        for item, value in enumerate(tensor_values(node.meta.get("val"))):
+        found = []
+        for item in range(len(tensor_values(node.meta.get("val")))):
             t = self._tensors.get((node.name, item))
             if t is not None:
                 found.append(t)

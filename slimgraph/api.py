@@ -10,9 +10,9 @@ from torch import nn
 
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph
+from slimgraph.errors import RewriteError
 from slimgraph.plan import PruningPlan
 from slimgraph.planner import plan as make_plan
-from slimgraph.errors import RewriteError
 from slimgraph.rewrite import apply, dry_run, failing_groups
 from slimgraph.trace import trace
 
@@ -51,7 +51,9 @@ def slim(
     """
     if calibration is not None:
         raise NotImplementedError("data-aware criteria (calibration) are not available yet")
-    config = PruneConfig(ratio=ratio, importance=importance, prune_residual=prune_residual, **fields)
+    config = PruneConfig(
+        ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
+    )
     graph = trace(model, example_inputs)
     plan = make_plan(graph, config)
     try:

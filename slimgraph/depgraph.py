@@ -155,10 +155,16 @@ class DependencyGraph:
                     else:
                         units.setdefault(label, None)
             # named after its first producer (a weight's output dim), else its first parameter
-            producers = [i for i in params if self.slots[i].dim == 0 and self.slots[i].target.endswith("weight")]
+            producers = [
+                i
+                for i in params
+                if self.slots[i].dim == 0 and self.slots[i].target.endswith("weight")
+            ]
             anchor = self.slots[(producers or params)[0]]
             inexact = {
-                self.describe_slot(i): self.inexact_slots[i] for i in slots if i in self.inexact_slots
+                self.describe_slot(i): self.inexact_slots[i]
+                for i in slots
+                if i in self.inexact_slots
             }
             groups.append(
                 Group(
@@ -206,7 +212,9 @@ class DependencyGraph:
         columns = []
         for bal in balances:
             idx = self.unit_index(group, bal.slot)
-            counts = [np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, bal.parts)]
+            counts = [
+                np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, bal.parts)
+            ]
             columns += [c - counts[0] for c in counts[1:]]
         return np.stack(columns, axis=1) if columns else np.zeros((group.size, 0), np.int64)
 
@@ -248,7 +256,9 @@ class DependencyGraph:
         except KeyError:
             raise PlanError(
                 f"no group {group_id!r} in this graph; groups are named '<parameter>:<dim>', "
-                f"e.g. {self.groups[0].id!r}" if self.groups else f"no group {group_id!r}"
+                f"e.g. {self.groups[0].id!r}"
+                if self.groups
+                else f"no group {group_id!r}"
             ) from None
 
     def prunable_groups(self) -> list[Group]:

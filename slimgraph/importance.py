@@ -41,7 +41,11 @@ def register(name: str) -> Callable[[Criterion], Criterion]:
     return wrap
 
 
-def unit_means(graph: DependencyGraph, group: Group, per_index: Callable[[str, torch.Tensor, int], torch.Tensor]) -> np.ndarray:
+def unit_means(
+    graph: DependencyGraph,
+    group: Group,
+    per_index: Callable[[str, torch.Tensor, int], torch.Tensor],
+) -> np.ndarray:
     """Per unit: the mean over all its weights of ``per_index(name, param, dim)`` (which
     gives one sum per index of ``dim``).
 
@@ -70,7 +74,9 @@ def unit_means(graph: DependencyGraph, group: Group, per_index: Callable[[str, t
     return total / np.maximum(count, 1)
 
 
-def _sum_except(transform: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
+def _sum_except(
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
     """Per-index sums of ``transform(param)`` over all other dims, transforming each
     parameter once however many groups read it."""
     cache: dict[str, torch.Tensor] = {}
@@ -100,7 +106,9 @@ def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict
 
 
 @register("random")
-def random(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+def random(
+    graph: DependencyGraph, groups: list[Group], config: PruneConfig
+) -> dict[str, np.ndarray]:
     """Uniform scores from ``config.seed``: the floor any criterion must beat."""
     rng = np.random.default_rng(config.seed)
     return {g.id: rng.random(g.size) for g in groups}

@@ -27,7 +27,9 @@ class GroupCut(BaseModel):
 
     @model_validator(mode="after")
     def _indices(self) -> GroupCut:
-        where = f"group {self.group}" + (f" ({', '.join(self.modules[:3])})" if self.modules else "")
+        where = f"group {self.group}" + (
+            f" ({', '.join(self.modules[:3])})" if self.modules else ""
+        )
         if len(set(self.drop)) != len(self.drop):
             dup = sorted({i for i in self.drop if self.drop.count(i) > 1})
             raise ValueError(f"{where}: duplicate drop indices {dup[:5]}")
@@ -76,7 +78,9 @@ class PruningPlan(BaseModel):
     inputs: tuple[InputShape, ...] = ()
     training: bool = Field(False, description="the model was traced in train mode")
     cuts: tuple[GroupCut, ...] = ()
-    skipped: dict[str, str] = Field(default_factory=dict, description="group id -> why it was left alone")
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="group id -> why it was left alone"
+    )
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
-from slimgraph.importance import CRITERIA
 from slimgraph.errors import PlanError
+from slimgraph.importance import CRITERIA
 from slimgraph.plan import GroupCut, InputShape, PruningPlan
 
 __all__ = ["plan", "kept_shapes", "check_plan"]
@@ -42,7 +42,13 @@ def plan(
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     skip = dict(skip or {})
     if not config.prune_residual:
-        skip.update({g.id: "residual stream (prune_residual=False)" for g in graph.prunable_groups() if g.residual})
+        skip.update(
+            {
+                g.id: "residual stream (prune_residual=False)"
+                for g in graph.prunable_groups()
+                if g.residual
+            }
+        )
     groups = [
         g
         for g in graph.prunable_groups()
@@ -152,7 +158,9 @@ class _Chooser:
         found.sort(key=lambda item: float(self.scores[list(item)].mean()))
         return found
 
-    def choose(self, items: list[tuple[int, ...]], budget: int, weight: np.ndarray | None = None) -> list[int]:
+    def choose(
+        self, items: list[tuple[int, ...]], budget: int, weight: np.ndarray | None = None
+    ) -> list[int]:
         """Take ``items`` in order while their ``weight`` fits in ``budget``."""
         weight = self.weight if weight is None else weight
         picked: list[int] = []
@@ -171,7 +179,9 @@ class _Chooser:
         return sorted(picked)
 
 
-def _global(groups: list[Group], choosers: dict[str, _Chooser], config: PruneConfig) -> dict[str, list[int]]:
+def _global(
+    groups: list[Group], choosers: dict[str, _Chooser], config: PruneConfig
+) -> dict[str, list[int]]:
     """Rank every unit of every group together by score, each group's scores
     divided by their mean so that groups are comparable; then round and balance per group."""
     entries = []
@@ -199,58 +209,72 @@ def _global(groups: list[Group], choosers: dict[str, _Chooser], config: PruneCon
     return result
 
 
-def _enforce_links(graph: DependencyGraph, groups: list[Group], choosers: dict[str, _Chooser], drops: dict[str, list[int]]) -> None:
+def _enforce_links(
+    graph: DependencyGraph,
+    groups: list[Group],
+    choosers: dict[str, _Chooser],
+    drops: dict[str, list[int]],
+) -> None:
     """Make linked slots keep the same fraction of their indices.
 
-    In each set of linked groups the one with the coarsest units leads; the others
-    re-choose their drops, lowest score first, to keep exactly that fraction in the linked
-    slot. Where that is impossible (or a link reaches a group that is not planned), the
-    whole set drops nothing.
+    In each set of linked groups the one with the coarsest units leads; the others, in
+    breadth-first order, re-choose their drops (lowest score first) to keep exactly that
+    fraction in the linked slot. Where that is impossible, or a link reaches a group that
+    is not planned, the whole set drops nothing.
     """
-    slot_group = {s: g for g in groups for s in g.slots}
-    comp = nx.Graph()
+    slot_group = {s: g.id for g in groups for s in g.slots}
+    by_id = {g.id: g for g in groups}
+    links_of: dict[str, list[tuple[int, int]]] = {}  # group -> (its slot, the other slot)
+    linked = nx.Graph()
     pinned: set[str] = set()
     for link in graph.links:
         ga, gb = slot_group.get(link.a), slot_group.get(link.b)
         if ga is None or gb is None:
-            pinned.update(g.id for g in (ga, gb) if g is not None)
+            pinned.update(g for g in (ga, gb) if g is not None)
             continue
-        comp.add_edge(ga.id, gb.id)
-        comp.edges[ga.id, gb.id].setdefault("links", []).append(link)
-    by_id = {g.id: g for g in groups}
-    for members in nx.connected_components(comp):
-        def coarse(gid: str) -> tuple[int, int]:
-            return (max(int(graph.unit_counts(by_id[gid], l.a if slot_group[l.a].id == gid else l.b).max())
-                        for _, _, d in comp.edges(gid, data=True) for l in d["links"]), by_id[gid].size)
+        linked.add_edge(ga, gb)
+        links_of.setdefault(ga, []).append((link.a, link.b))
+        links_of.setdefault(gb, []).append((link.b, link.a))
 
-        leader = max(sorted(members), key=coarse)
-        ok = not (members & pinned)
-        kept: dict[int, int] = {}
-        for gid in nx.bfs_tree(comp, leader):
-            if not ok:
-                break
-            g = by_id[gid]
-            for _, other, data in comp.edges(gid, data=True):
-                for link in data["links"]:
-                    mine, theirs = (link.a, link.b) if slot_group[link.a].id == gid else (link.b, link.a)
-                    if theirs not in kept:
-                        continue
-                    size_mine, size_theirs = graph.slots[mine].size, graph.slots[theirs].size
-                    target, rest = divmod(kept[theirs] * size_mine, size_theirs)
-                    counts = graph.unit_counts(g, mine)
-                    have = size_mine - int(counts[drops[gid]].sum())
-                    if rest:
-                        ok = False
-                    elif have != target:
-                        chooser = choosers[gid]
-                        drops[gid] = chooser.choose(chooser.items(), size_mine - target, counts)
-                        ok = size_mine - int(counts[drops[gid]].sum()) == target
-            for _, _, data in comp.edges(gid, data=True):
-                for link in data["links"]:
-                    for slot in (link.a, link.b):
-                        if slot_group[slot].id == gid:
-                            kept[slot] = graph.slots[slot].size - int(graph.unit_counts(g, slot)[drops[gid]].sum())
-        if not ok:
+    def kept(gid: str, slot: int) -> int:
+        counts = graph.unit_counts(by_id[gid], slot)
+        return graph.slots[slot].size - int(counts[drops[gid]].sum())
+
+    def coarseness(gid: str) -> tuple[int, int]:
+        widest = max(int(graph.unit_counts(by_id[gid], mine).max()) for mine, _ in links_of[gid])
+        return widest, by_id[gid].size
+
+    def follow(members: set[str]) -> bool:
+        if members & pinned:
+            return False
+        decided: dict[int, int] = {}  # slot -> kept count, for groups already settled
+        for gid in nx.bfs_tree(linked.subgraph(members), max(sorted(members), key=coarseness)):
+            for mine, theirs in links_of[gid]:
+                if theirs not in decided:
+                    continue
+                target, rest = divmod(
+                    decided[theirs] * graph.slots[mine].size, graph.slots[theirs].size
+                )
+                if rest:
+                    return False
+                if kept(gid, mine) != target:
+                    counts = graph.unit_counts(by_id[gid], mine)
+                    chooser = choosers[gid]
+                    drops[gid] = chooser.choose(
+                        chooser.items(), graph.slots[mine].size - target, counts
+                    )
+            for mine, theirs in links_of[gid]:
+                decided[mine] = kept(gid, mine)
+                if (
+                    theirs in decided
+                    and decided[mine] * graph.slots[theirs].size
+                    != decided[theirs] * graph.slots[mine].size
+                ):
+                    return False
+        return True
+
+    for members in nx.connected_components(linked):
+        if not follow(members):
             for gid in members:
                 drops[gid] = []
     for gid in pinned:
@@ -274,7 +298,9 @@ def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
     for target, slots in graph.param_slots().items():
         for slot in slots:
             if is_dropped[graph.slot_labels(slot)].all():
-                raise PlanError(f"the plan drops every index of {target} dim {graph.slots[slot].dim}")
+                raise PlanError(
+                    f"the plan drops every index of {target} dim {graph.slots[slot].dim}"
+                )
     for link in graph.links:
         kept = []
         for slot in (link.a, link.b):
@@ -288,7 +314,9 @@ def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
             )
 
 
-def kept_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, list[tuple[int, np.ndarray]]]:
+def kept_shapes(
+    graph: DependencyGraph, plan: PruningPlan
+) -> dict[str, list[tuple[int, np.ndarray]]]:
     """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks."""
     if not any(c.drop for c in plan.cuts):
         return {}

@@ -136,7 +136,9 @@ def _slice(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool) -> t
 def _sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, torch.Tensor]:
     """id(original tensor) -> its replacement (sliced, or moved to meta)."""
     memo: dict[int, torch.Tensor] = {}
-    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    named = list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    )
     for name, t in named:
         if id(t) in memo or (not meta and name not in slices):
             continue
@@ -191,8 +193,16 @@ def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
 
 
 def _meta_inputs(specs) -> Any:
-    args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name is None)
-    kwargs = {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta") for s in specs if s.name}
+    args = tuple(
+        torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta")
+        for s in specs
+        if s.name is None
+    )
+    kwargs = {
+        s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device="meta")
+        for s in specs
+        if s.name
+    }
     return kwargs or args
 
 
@@ -210,7 +220,11 @@ def output_shapes(out: Any) -> list[tuple[int, ...]]:
 
 
 def _check_forward(
-    model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str, modes: dict[str, bool]
+    model: nn.Module,
+    inputs: Any,
+    expected: list[tuple[int, ...]],
+    what: str,
+    modes: dict[str, bool],
 ) -> None:
     """Run ``model`` in the train/eval modes it was traced in and compare output shapes."""
     with preserve_modes(model):
@@ -219,7 +233,9 @@ def _check_forward(
         _forward_shapes(model, inputs, expected, what)
 
 
-def _forward_shapes(model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str) -> None:
+def _forward_shapes(
+    model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str
+) -> None:
     args, kwargs = split_inputs(inputs)
     # A check in train mode must not move BatchNorm running statistics.
     saved = {name: b.clone() for name, b in model.named_buffers() if not b.is_meta}

@@ -101,7 +101,9 @@ def _hint(message: str) -> str:
     )
 
 
-def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleTables | None = None) -> DependencyGraph:
+def trace(
+    model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleTables | None = None
+) -> DependencyGraph:
     """Trace ``model`` on ``example_inputs`` into a :class:`DependencyGraph`.
 
     Works on the meta device (shapes only). The model is traced in its current mode, so
@@ -130,7 +132,9 @@ def _module_of(node: fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
-def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, inputs) -> DependencyGraph:
+def build_graph(
+    ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, inputs
+) -> DependencyGraph:
     """Run every op's rule over the exported graph.
 
     Splits whose equal parts the resulting units cannot shrink equally are relaxed and
@@ -147,7 +151,9 @@ def build_graph(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, 
     raise TraceError("splits kept needing relaxation; please report this model")
 
 
-def _run_rules(ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, relaxed: frozenset[str]):
+def _run_rules(
+    ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, relaxed: frozenset[str]
+):
     b = Builder(relaxed)
     roles = {
         InputKind.PARAMETER: "param",
@@ -221,7 +227,10 @@ def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
     if rule is None:
         ctx = OpContext(node, {}, False, None, b, outs)
         where = b.node_module.get(node.name)
-        b.freeze_all(ctx.tensor_args() + outs, f"no rule for {node.target}" + (f" (in {where})" if where else ""))
+        b.freeze_all(
+            ctx.tensor_args() + outs,
+            f"no rule for {node.target}" + (f" (in {where})" if where else ""),
+        )
         return
     kind = KINDS[rule.kind]
     ctx = OpContext(node, {**kind.roles, **rule.args}, rule.exact, rule.why, b, outs)

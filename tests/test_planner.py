@@ -102,7 +102,9 @@ def test_predicted_parameter_count_is_exact(graph) -> None:
     plan = sg.plan(graph, ratio=0.5)
     model = Three()
     slim = sg.apply(model, plan, graph=graph)
-    assert sg.count_params(slim) == plan.params_after == 8 * 3 * 9 + 8 + 12 * 8 * 9 + 12 + 10 * 12 + 10
+    assert (
+        sg.count_params(slim) == plan.params_after == 8 * 3 * 9 + 8 + 12 * 8 * 9 + 12 + 10 * 12 + 10
+    )
     assert plan.params_before == sg.count_params(model)
 
 
@@ -112,7 +114,10 @@ def test_magnitude_on_meta_weights_asks_for_random() -> None:
     graph = sg.trace(model, (torch.randn(1, 3, 8, 8, device="meta"),))
     with pytest.raises(sg.PlanError, match="use importance='random' to plan on the meta device"):
         sg.plan(graph, ratio=0.5)
-    assert kept(sg.plan(graph, ratio=0.5, importance="random")) == {"stem.weight:0": 8, "mid.weight:0": 12}
+    assert kept(sg.plan(graph, ratio=0.5, importance="random")) == {
+        "stem.weight:0": 8,
+        "mid.weight:0": 12,
+    }
 
 
 def test_prune_residual_false_leaves_residual_streams_alone() -> None:
@@ -121,13 +126,24 @@ def test_prune_residual_false_leaves_residual_streams_alone() -> None:
     model = torchvision.models.resnet18(num_classes=10).eval()
     graph = sg.trace(model, (torch.randn(1, 3, 32, 32),))
     residual = [g.id for g in graph.prunable_groups() if g.residual]
-    assert residual == ["conv1.weight:0", "layer2.0.conv2.weight:0", "layer3.0.conv2.weight:0", "layer4.0.conv2.weight:0"]
+    assert residual == [
+        "conv1.weight:0",
+        "layer2.0.conv2.weight:0",
+        "layer3.0.conv2.weight:0",
+        "layer4.0.conv2.weight:0",
+    ]
     plan = sg.plan(graph, ratio=0.5, prune_residual=False)
     assert sorted(plan.skipped) == sorted(residual)
     assert set(plan.skipped.values()) == {"residual stream (prune_residual=False)"}
-    assert {c.group for c in plan.cuts} == {f"layer{i}.{j}.conv1.weight:0" for i in range(1, 5) for j in range(2)}
+    assert {c.group for c in plan.cuts} == {
+        f"layer{i}.{j}.conv1.weight:0" for i in range(1, 5) for j in range(2)
+    }
     slim = sg.apply(model, plan, graph=graph)
-    assert (slim.conv1.out_channels, slim.layer1[0].conv1.out_channels, slim.layer4[1].conv2.out_channels) == (64, 32, 512)
+    assert (
+        slim.conv1.out_channels,
+        slim.layer1[0].conv1.out_channels,
+        slim.layer4[1].conv2.out_channels,
+    ) == (64, 32, 512)
 
 
 def test_a_parameter_added_to_a_stream_is_not_a_residual() -> None:

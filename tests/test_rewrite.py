@@ -79,8 +79,6 @@ def test_kept_weights_are_the_original_slices(net_and_plan) -> None:
     torch.testing.assert_close(slim.dw.weight, model.dw.weight[keep])
 
 
-
-
 class HardCoded(nn.Sequential):
     """Reads a width the graph cannot see (a literal 16): the dry run must refuse."""
 
@@ -122,5 +120,10 @@ def test_multihead_attention_attributes() -> None:
     x = torch.randn(2, 5, 6)
     result = sg.slim(model, (x,), ratio=0.5)
     attn = result.model.attn
-    assert (attn.embed_dim, attn.num_heads, attn.head_dim, attn.in_proj_weight.shape) == (8, 4, 2, (24, 8))
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim, attn.in_proj_weight.shape) == (
+        8,
+        4,
+        2,
+        (24, 8),
+    )
     assert result.model(x).shape == (2, 5, 3)

@@ -40,14 +40,42 @@ def test_every_kind_is_used_by_some_op() -> None:
     ("ops", "modules", "message"),
     [
         ('"aten.x.default" = { kind = "elementwize" }', "", "uses unknown kind 'elementwize'"),
-        ('"aten.x.default" = { kind = "conv", args = { grops = 3 } }', "", "gives unknown argument roles ['grops']"),
-        ('"aten.x.default" = { kind = "conv", exactt = true }', "", "Extra inputs are not permitted"),
-        ('"aten.x.default" = { kind = "pool" }\n"aten.x.default" = { kind = "pool" }', "", "Cannot overwrite a value"),
+        (
+            '"aten.x.default" = { kind = "conv", args = { grops = 3 } }',
+            "",
+            "gives unknown argument roles ['grops']",
+        ),
+        (
+            '"aten.x.default" = { kind = "conv", exactt = true }',
+            "",
+            "Extra inputs are not permitted",
+        ),
+        (
+            '"aten.x.default" = { kind = "pool" }\n"aten.x.default" = { kind = "pool" }',
+            "",
+            "Cannot overwrite a value",
+        ),
         ("", '["torch.nn.Linear".attrs]\nin_features = "weight.shape["', "is not an expression"),
-        ("", '["torch.nn.Linear".attrs]\nin_features = "__import__(1)"', "only ['int', 'len', 'list', 'tuple'] may be called"),
-        ("", '["torch.nn.Linear".attrs]\nin_features = "weight.__class__"', "private attribute '__class__'"),
-        ("", '["torch.nn.Linear".freeze]\n"weight" = "no dim"', "'weight' must look like 'param_name:dim'"),
-        ("", '["torch.nn.Linear".link]\n"weight:0" = { to = "weight", why = "x" }', "'weight' must look like 'param_name:dim'"),
+        (
+            "",
+            '["torch.nn.Linear".attrs]\nin_features = "__import__(1)"',
+            "only ['int', 'len', 'list', 'tuple'] may be called",
+        ),
+        (
+            "",
+            '["torch.nn.Linear".attrs]\nin_features = "weight.__class__"',
+            "private attribute '__class__'",
+        ),
+        (
+            "",
+            '["torch.nn.Linear".freeze]\n"weight" = "no dim"',
+            "'weight' must look like 'param_name:dim'",
+        ),
+        (
+            "",
+            '["torch.nn.Linear".link]\n"weight:0" = { to = "weight", why = "x" }',
+            "'weight' must look like 'param_name:dim'",
+        ),
     ],
 )
 def test_malformed_tables_are_load_errors(tmp_path, ops, modules, message) -> None:
@@ -65,7 +93,17 @@ def test_source_checkout_finds_the_top_level_rules() -> None:
 @pytest.mark.slow
 def test_wheel_ships_the_rules_and_finds_them(tmp_path: Path) -> None:
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
     )
@@ -77,7 +115,11 @@ def test_wheel_ships_the_rules_and_finds_them(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(target)
     probe = "import slimgraph.ruletable as r; print(r.rules_dir()); print(len(r.load_rules().ops))"
     ran = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)}
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target)},
     )
     assert ran.returncode == 0, ran.stderr
     where, count = ran.stdout.split()

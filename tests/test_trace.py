@@ -49,7 +49,10 @@ def test_keyword_inputs() -> None:
     inputs = {"input_ids": torch.tensor([[1, 2, 3]]), "scale": torch.ones(1, 3, 1)}
     result = sg.slim(model, inputs, ratio=0.5)
     assert result.model.up.out_features == 6
-    assert [(s.name, s.shape) for s in result.graph.inputs] == [("input_ids", (1, 3)), ("scale", (1, 3, 1))]
+    assert [(s.name, s.shape) for s in result.graph.inputs] == [
+        ("input_ids", (1, 3)),
+        ("scale", (1, 3, 1)),
+    ]
     assert result.model(**inputs).shape == (1, 3, 6)
 
 
@@ -57,7 +60,12 @@ def test_mixed_train_eval_modes_are_restored() -> None:
     model = Block().train()
     model.bn.eval()
     sg.trace(model, (torch.randn(2, 3, 8, 8),))
-    assert [m.training for m in (model, model.conv1, model.bn, model.conv2)] == [True, True, False, True]
+    assert [m.training for m in (model, model.conv1, model.bn, model.conv2)] == [
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_tracing_leaves_batchnorm_statistics_alone() -> None:

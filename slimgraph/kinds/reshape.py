@@ -19,7 +19,9 @@ from slimgraph._builder import Builder, OpContext, TensorSlots
 from slimgraph.kinds import kind
 
 
-def refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[list[int]], list[list[int]], list[int]] | None:
+def refine(
+    a: tuple[int, ...], b: tuple[int, ...]
+) -> tuple[list[list[int]], list[list[int]], list[int]] | None:
     """Common refinement of two shapes of equal numel, ignoring size-1 dims.
 
     Returns per-dim factor ids for ``a`` and ``b`` and the factor sizes, or None when the
@@ -37,9 +39,7 @@ def refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[list[int]], lis
     ra = a[ia[0]] if ia else 1
     rb = b[ib[0]] if ib else 1
     while i < len(ia) and j < len(ib):
-        if ra == rb:
-            n = ra
-        elif rb % ra == 0:
+        if ra == rb or rb % ra == 0:
             n = ra
         elif ra % rb == 0:
             n = rb
@@ -61,7 +61,13 @@ def refine(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[list[list[int]], lis
 
 
 def _carry(
-    b: Builder, t: TensorSlots, dims: list[list[int]], factors: list[int], sizes: list[int], op: str, free: set[int]
+    b: Builder,
+    t: TensorSlots,
+    dims: list[list[int]],
+    factors: list[int],
+    sizes: list[int],
+    op: str,
+    free: set[int],
 ) -> None:
     """Couple each dim of ``t`` to its carrier factor; freeze the other factors."""
     for d, ids in enumerate(dims):

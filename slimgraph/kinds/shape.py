@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from slimgraph._builder import OpContext
@@ -165,5 +164,3 @@ def roll(ctx: OpContext) -> None:
             b.couple(x.dim(d), out.dim(d), ctx.name, "roll", b_idx=(np.arange(n) + shift_of[d]) % n)
         else:
             b.couple(x.dim(d), out.dim(d), ctx.name)
-
-

@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = [measure(n, args.ratio) for n in (args.names or torchvision_names())]
-    print(f"| model | MACs kept | params kept | slim time (s) |\n|---|---:|---:|---:|")
+    print("| model | MACs kept | params kept | slim time (s) |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['macs']:.3f} | {r['params']:.3f} | {r['seconds']:.1f} |")
     if args.json:
