@@ -122,7 +122,9 @@ class _Chooser:
 
     def local(self, ratio: float, config: PruneConfig) -> list[int]:
         """Drop ``ratio`` of every segment, lowest scores first."""
-        segments = self.segments() if len(self.partial) else [np.arange(len(self.scores))]
+        # Balanced splits pair units across parts, so they are chosen group-wide.
+        segmented = len(self.partial) and not self.imbalance.shape[1]
+        segments = self.segments() if segmented else [np.arange(len(self.scores))]
         if len(segments) == 1:
             return self.choose(self.items(), self.budget(ratio, config))
         picked: list[int] = []

@@ -32,8 +32,11 @@ def conv_transpose(ctx: OpContext) -> None:
 def _conv(ctx: OpContext, transposed: bool) -> None:
     """out[:, o] = sum over the in channels of o's group of weight[o, i] * x[:, i] + bias[o].
 
-    With ``groups > 1`` a unit is a whole group (its in and out channels together), so the
-    grouped structure survives: ``groups`` shrinks, the channels per group do not.
+    With ``groups > 1`` the grouped structure survives one of two ways. When every group
+    reads and writes the same number w > 1 of channels (ResNeXt, RegNet), a unit is one
+    offset j < w in every group, in and out: groups stay and each gets narrower, which
+    cuts the conv's MACs quadratically. Otherwise (depthwise, channel multipliers) a unit
+    is a whole group, its in and out channels together: ``groups`` shrinks.
     """
     b = ctx.builder
     x, w, bias, out = ctx.tensor("input"), ctx.tensor("weight"), ctx.tensor("bias"), ctx.out
@@ -57,6 +60,13 @@ def _conv(ctx: OpContext, transposed: bool) -> None:
         return
     n_in, n_out = x.shape[1 if batched else 0], out.shape[1 if batched else 0]
     b.couple(w_out, c_out, ctx.name)
+    width = n_in // groups
+    if width == n_out // groups > 1:
+        offsets = b.factor(width, ctx.name)
+        b.couple(c_in, offsets, ctx.name, "offset in group", b_idx=np.arange(n_in) % width)
+        b.couple(c_out, offsets, ctx.name, "offset in group", b_idx=np.arange(n_out) % width)
+        b.couple(w_in, offsets, ctx.name)
+        return
     b.freeze(w_in, "grouped convolution keeps its channels per group")
     atom = b.factor(groups, ctx.name)
     b.couple(c_in, atom, ctx.name, "group", b_idx=np.arange(n_in) // (n_in // groups))

@@ -2,7 +2,7 @@
 
 Usage: python tests/benchmarks/zoo_table.py [--ratio 0.5] [--json out.json] [NAME ...]
 
-Columns: MACs and parameter ratios (slim / original, MACs by FlopCounterMode) and the
+Columns: MACs and parameter ratios, slim / original (MACs by FlopCounterMode), and the
 wall time of ``sg.slim`` (trace + plan + apply + forward check) on this machine.
 """
 
@@ -12,8 +12,6 @@ import argparse
 import gc
 import json
 import time
-
-import torch
 
 import slimgraph as sg
 from tests.helpers import build_torchvision, torchvision_names
@@ -41,7 +39,6 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = [measure(n, args.ratio) for n in (args.names or torchvision_names())]
     print("| model | MACs kept | params kept | slim time (s) |\n|---|---:|---:|---:|")
     for r in rows:

@@ -1,4 +1,4 @@
-"""Convolutions: a grouped/depthwise unit is a whole group; spatial dims carry no channels."""
+"""Convolutions: grouped units are offsets in every group or whole groups; spatial dims carry no channels."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class GroupedThenDepthwise(nn.Module):
 
 
 PAIRS = [0, 0, 1, 1, 2, 2, 3, 3]
+PARITY = [0, 1, 0, 1, 0, 1, 0, 1]
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,9 @@ PAIRS = [0, 0, 1, 1, 2, 2, 3, 3]
     [
         (8, 8, 8, list(range(8)), list(range(8))),  # depthwise
         (8, 16, 8, list(range(8)), [u for u in range(8) for _ in range(2)]),  # multiplier 2
-        (8, 8, 4, PAIRS, PAIRS),
         (8, 16, 4, PAIRS, [u for u in range(4) for _ in range(4)]),
     ],
-    ids=["depthwise", "depthwise-x2", "groups4", "groups4-x2"],
+    ids=["depthwise", "depthwise-x2", "groups4-x2"],
 )
 def test_unit_is_a_whole_group(width, out, groups, produced, grouped) -> None:
     graph = sg.trace(Grouped(width, out, groups), (X,))
@@ -64,8 +64,23 @@ def test_unit_is_a_whole_group(width, out, groups, produced, grouped) -> None:
     assert graph.group("a.weight:0").exact
 
 
-def test_grouped_filter_width_is_frozen() -> None:
+def test_equal_group_widths_give_one_unit_per_offset() -> None:
+    # 4 groups of 2 in, 2 out: unit j is offset j of every group, in and out.
     graph = sg.trace(Grouped(8, 8, 4), (X,))
+    assert prunable(graph) == {"a.weight:0": 2}
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": PARITY,
+        "a.bias:0": PARITY,
+        "g.weight:0": PARITY,
+        "g.weight:1": [0, 1],
+        "g.bias:0": PARITY,
+        "b.weight:1": PARITY,
+    }
+    assert graph.group("a.weight:0").exact
+
+
+def test_grouped_filter_width_is_frozen() -> None:
+    graph = sg.trace(Grouped(8, 16, 4), (X,))
     assert graph.group("g.weight:1").size == 0
     assert graph.group("g.weight:1").frozen == {
         "g.weight dim 1": "grouped convolution keeps its channels per group"
@@ -77,25 +92,28 @@ def test_grouped_filter_width_is_frozen() -> None:
 
 def test_depthwise_after_grouped_takes_the_coarser_units() -> None:
     graph = sg.trace(GroupedThenDepthwise(), (X,))
-    assert prunable(graph) == {"a.weight:0": 4}
+    assert prunable(graph) == {"a.weight:0": 2}
     assert graph.unit_map("a.weight:0") == {
-        key: PAIRS
-        for key in (
-            "a.weight:0",
-            "a.bias:0",
-            "g.weight:0",
-            "g.bias:0",
-            "dw.weight:0",
-            "dw.bias:0",
-            "b.weight:1",
-        )
+        "g.weight:1": [0, 1],
+        **{
+            key: PARITY
+            for key in (
+                "a.weight:0",
+                "a.bias:0",
+                "g.weight:0",
+                "g.bias:0",
+                "dw.weight:0",
+                "dw.bias:0",
+                "b.weight:1",
+            )
+        },
     }
 
 
 @pytest.mark.parametrize(
     ("width", "out", "groups", "units", "kept"),
-    [(8, 8, 8, [0, 5, 6], (5, 5, 5)), (8, 16, 4, [1, 3], (4, 8, 2))],
-    ids=["depthwise", "groups4-x2"],
+    [(8, 8, 8, [0, 5, 6], (5, 5, 5)), (8, 16, 4, [1, 3], (4, 8, 2)), (12, 12, 4, [1], (8, 8, 4))],
+    ids=["depthwise", "groups4-x2", "groups4-offsets"],
 )
 def test_dead_groups_drop_exactly(width, out, groups, units, kept) -> None:
     torch.manual_seed(0)
@@ -108,12 +126,12 @@ def test_dead_groups_drop_exactly(width, out, groups, units, kept) -> None:
     assert slim.a.groups == slim.b.groups == 1
 
 
-def test_slimming_halves_groups_and_plain_convs_keep_one() -> None:
+def test_slimming_narrows_groups_halves_depthwise_and_plain_convs_keep_one() -> None:
     torch.manual_seed(0)
     slim = assert_slims(GroupedThenDepthwise(), X).model
     assert (slim.a.out_channels, slim.g.out_channels, slim.dw.out_channels) == (4, 4, 4)
-    assert (slim.g.groups, slim.dw.groups) == (2, 4)
-    assert slim.g.weight.shape == (4, 2, 3, 3)
+    assert (slim.g.groups, slim.dw.groups) == (4, 4)
+    assert slim.g.weight.shape == (4, 1, 3, 3)
     assert slim.a.groups == slim.b.groups == 1
 
 
