@@ -111,6 +111,7 @@ class DependencyGraph:
         self.residual_slots = builder.residual
         self.balances = builder.balances
         self.links = builder.links
+        self.frozen_labels = self._frozen_labels()
         self.groups: list[Group] = self._groups()
         self._by_id = {g.id: g for g in self.groups}
         self._resolve_balances()
@@ -133,12 +134,17 @@ class DependencyGraph:
         s = self.slots[slot]
         return self.labels[s.offset : s.offset + s.size]
 
-    def _groups(self) -> list[Group]:
-        frozen_label: dict[int, str] = {}
+    def _frozen_labels(self) -> dict[int, tuple[str, str]]:
+        """Element label -> (where, why) of the first frozen slot it reaches."""
+        found: dict[int, tuple[str, str]] = {}
         for slot, reason in self.frozen_slots.items():
             where = self.describe_slot(slot)
             for label in np.unique(self.slot_labels(slot)).tolist():
-                frozen_label.setdefault(label, f"{where}: {reason}")
+                found.setdefault(label, (where, reason))
+        return found
+
+    def _groups(self) -> list[Group]:
+        frozen_label = self.frozen_labels
         groups = []
         for comp in nx.connected_components(self.nx):
             slots = sorted(comp)
@@ -150,7 +156,7 @@ class DependencyGraph:
             for i in params:
                 for label in self.slot_labels(i).tolist():
                     if label in frozen_label:
-                        where, _, why = frozen_label[label].partition(": ")
+                        where, why = frozen_label[label]
                         frozen.setdefault(where, why)
                     else:
                         units.setdefault(label, None)
@@ -178,7 +184,6 @@ class DependencyGraph:
                 )
             )
         groups.sort(key=lambda g: g.slots[0])
-        self.frozen_labels = set(frozen_label)
         return groups
 
     # -- queries -----------------------------------------------------------------------
