@@ -12,7 +12,7 @@ from typing import Any
 
 from slimgraph.errors import RuleTableError
 
-__all__ = ["check_expression", "evaluate"]
+__all__ = ["Absent", "check_expression", "evaluate"]
 
 _CALLS = {"tuple": tuple, "int": int, "len": len, "list": list}
 _NODES = (
@@ -68,6 +68,26 @@ def check_expression(expr: str, *, where: str) -> ast.Expression:
     return tree
 
 
+class Absent(Exception):
+    """The expression reads an optional attribute (a bias, an affine weight) that is None."""
+
+
+def _present(value: Any, name: str) -> Any:
+    if value is None:
+        raise Absent(name)
+    return value
+
+
+class _Old:
+    """The module before slicing, as ``old``: its None attributes are :class:`Absent`."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return _present(getattr(self._module, name), name)
+
+
 class _ObjectScope(Mapping):
     """Resolve bare names as attributes of an object (a module)."""
 
@@ -78,7 +98,7 @@ class _ObjectScope(Mapping):
         if key in self._extra:
             return self._extra[key]
         try:
-            return getattr(self._obj, key)
+            return _present(getattr(self._obj, key), key)
         except AttributeError:
             raise KeyError(key) from None
 
@@ -90,11 +110,16 @@ class _ObjectScope(Mapping):
 
 
 def evaluate(expr: str, obj: Any, old: Any) -> Any:
-    """Evaluate ``expr`` with ``obj``'s attributes as names and ``old`` as ``old``."""
+    """Evaluate ``expr`` with ``obj``'s attributes as names and ``old`` as ``old``.
+
+    Raises :class:`Absent` when it reads an attribute that is None on this instance.
+    """
     tree = check_expression(expr, where="modules.toml")
     code = compile(tree, "<modules.toml>", "eval")
     try:
-        return eval(code, {"__builtins__": {}}, _ObjectScope(obj, {"old": old, **_CALLS}))
+        return eval(code, {"__builtins__": {}}, _ObjectScope(obj, {"old": _Old(old), **_CALLS}))
+    except Absent:
+        raise
     except Exception as err:  # the rule does not fit this module instance
         raise RuleTableError(
             f"modules.toml expression {expr!r} failed on {type(obj).__name__}: {err}"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimgraph._expr import evaluate
+from slimgraph._expr import Absent, evaluate
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
 from slimgraph.plan import PruningPlan
@@ -162,15 +162,6 @@ def _assign(model: nn.Module, replacements: dict[int, torch.Tensor]) -> None:
                     store[name] = replacements[id(t)]
 
 
-def _module_rule(module: nn.Module):
-    tables = load_rules().modules
-    for cls in type(module).__mro__:
-        rule = tables.get(f"{cls.__module__}.{cls.__qualname__}")
-        if rule is not None:
-            return rule
-    return None
-
-
 def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
     """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
     old_modules = dict(old.named_modules())
@@ -179,17 +170,18 @@ def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
         prefix = f"{name}." if name else ""
         if not any(t == name or t.startswith(prefix) or not name for t in touched):
             continue
-        rule = _module_rule(module)
+        rule = load_rules().module_rule(module)
         if rule is None:
             continue
-        for attr, expr in rule.attrs.items():
-            try:
-                value = evaluate(expr, module, old_modules[name])
-            except RuleTableError as err:
-                if "has no attribute" in str(err) or "None" in str(err):
-                    continue  # an optional tensor (bias, affine weight) this instance lacks
-                raise RewriteError(f"module {name} ({type(module).__name__}): {err}") from err
-            setattr(module, attr, value)
+        for attr, alternatives in rule.attrs.items():
+            for expr in alternatives:  # the first that this instance can evaluate
+                try:
+                    setattr(module, attr, evaluate(expr, module, old_modules[name]))
+                    break
+                except Absent:
+                    continue  # reads an optional tensor (bias, affine weight) it lacks
+                except RuleTableError as err:
+                    raise RewriteError(f"module {name} ({type(module).__name__}): {err}") from err
 
 
 def _meta_inputs(specs) -> Any:

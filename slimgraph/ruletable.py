@@ -53,18 +53,22 @@ class ModuleRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attrs: dict[str, str] = Field(default_factory=dict)
+    attrs: dict[str, str | list[str]] = Field(default_factory=dict)
     freeze: dict[str, str] = Field(default_factory=dict)
     link: dict[str, LinkRule] = Field(default_factory=dict)
 
     @field_validator("attrs")
     @classmethod
-    def _expressions_parse(cls, attrs: dict[str, str]) -> dict[str, str]:
+    def _expressions_parse(cls, attrs: dict[str, str | list[str]]) -> dict[str, list[str]]:
+        """Every value becomes a list of alternatives (the first a module can evaluate wins)."""
         from slimgraph._expr import check_expression
 
-        for name, expr in attrs.items():
-            check_expression(expr, where=f"attribute {name!r}")
-        return attrs
+        found = {}
+        for name, exprs in attrs.items():
+            found[name] = [exprs] if isinstance(exprs, str) else exprs
+            for expr in found[name]:
+                check_expression(expr, where=f"attribute {name!r}")
+        return found
 
     @field_validator("freeze", "link")
     @classmethod
@@ -84,6 +88,14 @@ class RuleTables(BaseModel):
 
     ops: dict[str, OpRule]
     modules: dict[str, ModuleRule]
+
+    def module_rule(self, module: object) -> ModuleRule | None:
+        """The rule of ``module``'s class or its nearest base class that has one."""
+        for cls in type(module).__mro__:
+            rule = self.modules.get(f"{cls.__module__}.{cls.__qualname__}")
+            if rule is not None:
+                return rule
+        return None
 
 
 def rules_dir() -> Path:

@@ -205,20 +205,18 @@ def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -
         return slots.get((f"{prefix}.{param}" if prefix else param, int(dim)))
 
     for name, module in model.named_modules():
-        for cls in type(module).__mro__:
-            rule = rules.modules.get(f"{cls.__module__}.{cls.__qualname__}")
-            if rule is None:
-                continue
-            label = type(module).__name__
-            for key, why in rule.freeze.items():
-                slot = slot_of(name, key)
-                if slot is not None:
-                    b.freeze(slot, f"{label}: {why}")
-            for key, link in rule.link.items():
-                a, c = slot_of(name, key), slot_of(name, link.to)
-                if a is not None and c is not None:
-                    b.link(a, c, name or "<root>", f"{label}: {link.why}")
-            break
+        rule = rules.module_rule(module)
+        if rule is None:
+            continue
+        label = type(module).__name__
+        for key, why in rule.freeze.items():
+            slot = slot_of(name, key)
+            if slot is not None:
+                b.freeze(slot, f"{label}: {why}")
+        for key, link in rule.link.items():
+            a, c = slot_of(name, key), slot_of(name, link.to)
+            if a is not None and c is not None:
+                b.link(a, c, name or "<root>", f"{label}: {link.why}")
 
 
 def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:

@@ -127,3 +127,13 @@ def test_multihead_attention_attributes() -> None:
         (24, 8),
     )
     assert result.model(x).shape == (2, 5, 3)
+
+
+def test_modules_without_optional_tensors_still_get_their_attributes() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8, affine=False), nn.Conv2d(8, 4, 1)
+    ).eval()
+    slim = sg.slim(model, (X,), ratio=0.5).model
+    assert (slim[0].out_channels, slim[1].num_features, slim[1].running_mean.shape) == (4, 4, (4,))
+    assert slim[0].bias is None and slim[1].weight is None
+    assert slim(X).shape == (2, 4, 6, 6)
