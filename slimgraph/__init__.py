@@ -17,6 +17,7 @@ from slimgraph.errors import (
     RuleTableError,
     SlimGraphError,
     TraceError,
+    UsageError,
 )
 from slimgraph.importance import register as register_importance
 from slimgraph.macs import count_macs, count_params
@@ -24,6 +25,7 @@ from slimgraph.plan import GroupCut, PruningPlan
 from slimgraph.planner import plan
 from slimgraph.rewrite import apply
 from slimgraph.trace import trace
+from slimgraph.weights import load_weights, save_weights
 
 __all__ = [
     "trace",
@@ -39,10 +41,13 @@ __all__ = [
     "count_macs",
     "count_params",
     "register_importance",
+    "save_weights",
+    "load_weights",
     "SlimGraphError",
     "TraceError",
     "RuleTableError",
     "PlanError",
     "RewriteError",
     "ModelSpecError",
+    "UsageError",
 ]

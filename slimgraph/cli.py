@@ -18,8 +18,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,16 @@ from pydantic import ValidationError
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.errors import ModelSpecError, SlimGraphError
+from slimgraph import _render as render
+from slimgraph.errors import ModelSpecError, SlimGraphError, UsageError
 from slimgraph.specs import default_input, load_model, parse_shape
+from slimgraph.weights import save_weights
 
-__all__ = ["main", "build_parser", "UsageError", "stage_widths", "save_weights"]
+__all__ = ["main", "build_parser"]
 
 DEFAULT_SPEC = "torchvision:resnet18"
 DEFAULT_OUT = "slim-out"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-# Frozen reasons every CNN has; `inspect` hides groups frozen only by these unless --all.
-ROUTINE_REASONS = frozenset(
-    {"convolution kernel size", "grouped convolution keeps its channels per group"}
-)
 
 # PruneConfig field -> (flag, what a valid value looks like), to word validation errors.
 CONFIG_FLAGS = {
@@ -53,10 +49,6 @@ CONFIG_FLAGS = {
     "overrides": ("--override", "use GLOB=RATIO with RATIO in [0, 1)"),
     "seed": ("--seed", "use an integer"),
 }
-
-
-class UsageError(SlimGraphError):
-    """The command line asks for something impossible (a bad flag, value or path)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -133,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  slimgraph slim my_package.models:build --input-shape 1,3,128,128\n\n"
             "reload: slim = sg.apply(fresh_model.eval(), sg.PruningPlan.model_validate_json(\n"
             "            open('OUT/plan.json').read()))\n"
-            "        slim.load_state_dict(safetensors.torch.load_file('OUT/model.safetensors'))"
+            "        sg.load_weights(slim, 'OUT/model.safetensors')"
         ),
     )
     slim.add_argument(
@@ -336,31 +328,11 @@ def _check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
 # -- running the commands -------------------------------------------------------------
 
 
-class _Progress:
-    """Spinner lines on stderr for the slow steps, and how long each took."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str, text: str) -> Iterator[None]:
-        start = time.perf_counter()
-        with self.console.status(text) if self.enabled else nullcontext():
-            yield
-        self.seconds[name] = time.perf_counter() - start
-        if self.enabled:
-            self.console.print(f"[green]✓[/] {text.rstrip('…')} ({self.seconds[name]:.1f} s)")
-
-
 def _build(
     spec: str,
     shape: tuple[int, ...] | None,
     seed: int,
-    progress: _Progress,
+    progress: render.Progress,
     check: Callable[[nn.Module], None] | None = None,
 ):
     """Build the model in eval mode and its example input, check it, then trace it."""
@@ -379,7 +351,7 @@ def _run_slim(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = _config(args)
     _check_out(args.out)
-    progress = _Progress(enabled=not args.json)
+    progress = render.Progress(enabled=not args.json)
     model, example, graph = _build(
         args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
     )
@@ -388,7 +360,7 @@ def _run_slim(args: argparse.Namespace) -> int:
     with progress.step("apply", "applying…"):
         slim = sg.apply(model, plan, graph=graph, example_inputs=(example,))
     with progress.step("measure", "counting params and MACs…"):
-        report = _measure(model, slim, example)
+        report = render.measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
         files = _write(args.out, plan, slim)
     progress.seconds["total"] = time.perf_counter() - start
@@ -406,60 +378,8 @@ def _run_slim(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_slim(result)
+        render.print_slim(result)
     return EXIT_OK
-
-
-def _measure(model: nn.Module, slim: nn.Module, example: torch.Tensor) -> dict[str, Any]:
-    params = sg.count_params(model), sg.count_params(slim)
-    macs = sg.count_macs(model, (example,)), sg.count_macs(slim, (example,))
-    before, after = stage_widths(model, example), stage_widths(slim, example)
-    types = {name: type(child).__name__ for name, child in model.named_children()}
-    return {
-        "params": _pair(*params),
-        "macs": _pair(*macs),
-        "stages": [
-            {"name": name, "type": types[name], "before": width, "after": after.get(name)}
-            for name, width in before.items()
-        ],
-    }
-
-
-def _pair(before: int, after: int) -> dict[str, Any]:
-    return {"before": before, "after": after, "ratio": round(after / before, 4) if before else None}
-
-
-def stage_widths(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Output width of each top-level child, measured on a meta-device copy (no compute).
-
-    The width is dim 1 of a 4-D output (channels), the last dim otherwise; children
-    that return no tensor, or are not called, are left out.
-
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 5))
-    >>> stage_widths(net, torch.randn(1, 3, 8, 8))
-    {'0': 8, '1': 288, '2': 5}
-    """
-    from slimgraph.rewrite import meta_copy
-
-    meta = meta_copy(model)
-    found: dict[str, int] = {}
-
-    def record(name: str, out: Any) -> None:  # must return None: a value replaces the output
-        if name not in found and isinstance(out, torch.Tensor) and out.dim() > 0:
-            found[name] = int(out.shape[1] if out.dim() == 4 else out.shape[-1])
-
-    handles = [
-        child.register_forward_hook(lambda _m, _i, out, n=name: record(n, out))
-        for name, child in meta.named_children()
-    ]
-    try:
-        with torch.no_grad():
-            meta(example.to("meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
-    order = [name for name, _ in meta.named_children()]
-    return {name: found[name] for name in order if name in found}
 
 
 def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
@@ -475,60 +395,11 @@ def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
     return {k: str(v) for k, v in files.items()}
 
 
-def save_weights(
-    model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Write ``model.state_dict()`` as safetensors; return the aliases that were left out.
-
-    Tensors are made contiguous; a key whose tensor is the same view as an earlier key's
-    (tied weights) is stored once and recorded in the ``slimgraph.aliases`` metadata
-    (JSON, key -> stored key); entries that are not tensors are skipped.
-
-    >>> import tempfile, safetensors.torch
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
-    >>> net[1].weight = net[0].weight
-    >>> path = tempfile.mkdtemp() + "/w.safetensors"
-    >>> save_weights(net, path)
-    {'1.weight': '0.weight'}
-    >>> sorted(safetensors.torch.load_file(path))
-    ['0.bias', '0.weight', '1.bias']
-    """
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    views: dict[tuple, str] = {}
-    storages: set[int] = set()
-    for name, value in model.state_dict(keep_vars=False).items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        storage = value.untyped_storage().data_ptr()
-        view = (storage, value.storage_offset(), tuple(value.shape), value.stride(), value.dtype)
-        if view in views and value.numel():
-            aliases[name] = views[view]
-            continue
-        views[view] = name
-        tensor = value.detach()
-        # safetensors refuses tensors that share memory: give later sharers their own copy
-        tensor = (
-            tensor.clone(memory_format=torch.contiguous_format)
-            if storage in storages
-            else tensor.contiguous()
-        )
-        storages.add(storage)
-        tensors[name] = tensor
-    meta = {"format": "pt", **(metadata or {})}
-    if aliases:
-        meta["slimgraph.aliases"] = json.dumps(aliases)
-    save_file(tensors, str(path), metadata=meta)
-    return aliases
-
-
 def _run_inspect(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    progress = _Progress(enabled=not args.json)
+    progress = render.Progress(enabled=not args.json)
     _, example, graph = _build(args.spec, args.input_shape, 0, progress)
-    shown = [g for g in graph.groups if args.all or _worth_showing(g)]
+    shown = [g for g in graph.groups if args.all or render.worth_showing(g)]
     prunable = graph.prunable_groups()
     counts = {
         "groups": len(graph.groups),
@@ -542,128 +413,14 @@ def _run_inspect(args: argparse.Namespace) -> int:
         "input_shape": list(example.shape),
         "fingerprint": graph.fingerprint,
         "counts": counts,
-        "groups": [_group_json(g) for g in shown],
+        "groups": [render.group_json(g) for g in shown],
         "seconds": round(time.perf_counter() - start, 3),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_inspect(result, args.all)
+        render.print_inspect(result, args.all)
     return EXIT_OK
-
-
-def _worth_showing(group: sg.Group) -> bool:
-    return group.size > 1 or any(why not in ROUTINE_REASONS for why in group.frozen.values())
-
-
-def _group_json(g: sg.Group) -> dict[str, Any]:
-    return {
-        "id": g.id,
-        "units": g.size,
-        "params": [[p, d] for p, d in g.params],
-        "modules": g.modules,
-        "prunable": g.prunable,
-        "frozen": dict(g.frozen),
-        "exact": g.exact,
-        "inexact": dict(g.inexact),
-    }
-
-
-# -- rendering --------------------------------------------------------------------------
-
-
-def _stdout() -> Any:
-    from rich.console import Console
-
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=160 if wide else None)
-
-
-def _print_slim(r: dict[str, Any]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _stdout()
-    cfg = r["config"]
-    console.print(
-        Text(
-            f"{r['spec']}: ratio {cfg['ratio']}, {cfg['importance']}, {cfg['scope']} scope, "
-            f"input {'x'.join(map(str, r['input_shape']))}"
-        )
-    )
-    totals = Table(title="before / after")
-    for col in ("", "before", "after", "after/before"):
-        totals.add_column(col, justify="left" if not col else "right")
-    for label, key in (("params", "params"), ("MACs", "macs")):
-        p = r[key]
-        totals.add_row(label, f"{p['before']:,}", f"{p['after']:,}", _percent(p["ratio"]))
-    console.print(totals)
-    stages = Table(title="stage widths (output channels)")
-    for col, justify in (
-        ("stage", "left"),
-        ("type", "left"),
-        ("before", "right"),
-        ("after", "right"),
-    ):
-        stages.add_column(col, justify=justify)
-    for s in r["stages"]:
-        after = "-" if s["after"] is None else str(s["after"])
-        stages.add_row(Text(s["name"]), Text(s["type"]), str(s["before"]), after)
-    console.print(stages)
-    secs = r["seconds"]
-    steps = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items() if k != "total")
-    console.print(
-        Text(
-            f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
-            f"wrote {r['files']['plan']} and {r['files']['weights']}\n"
-            f"elapsed {secs['total']:.1f} s ({steps})"
-        )
-    )
-
-
-def _percent(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{100 * ratio:.1f}%"
-
-
-def _print_inspect(r: dict[str, Any], everything: bool) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    console = _stdout()
-    table = Table(title=f"groups of {r['spec']} (input {'x'.join(map(str, r['input_shape']))})")
-    table.add_column("group", no_wrap=True)
-    table.add_column("units", justify="right")
-    table.add_column("dims", justify="right")
-    table.add_column("modules")
-    table.add_column("state")
-    table.add_column("exact")
-    for g in r["groups"]:
-        modules = ", ".join(g["modules"][:3]) + (", …" if len(g["modules"]) > 3 else "")
-        table.add_row(
-            Text(g["id"]),
-            str(g["units"]),
-            str(len(g["params"])),
-            Text(modules),
-            Text(_state(g)),
-            "yes" if g["exact"] else "no",
-        )
-    console.print(table)
-    c = r["counts"]
-    hidden = "" if everything else " (--all shows every group)"
-    console.print(
-        Text(
-            f"{c['groups']} groups: {c['prunable']} prunable ({c['exact']} exact), "
-            f"{c['frozen']} frozen; {c['shown']} shown{hidden}"
-        )
-    )
-
-
-def _state(g: dict[str, Any]) -> str:
-    """'prunable', or 'frozen by <where>: <why>' (the first reason, worded as explain() does)."""
-    reason = next((f"by {where}: {why}" for where, why in g["frozen"].items()), "")
-    if g["prunable"]:
-        return f"prunable, some units frozen {reason}" if reason else "prunable"
-    return f"frozen {reason or 'as a single unit'}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ __all__ = [
     "PlanError",
     "RewriteError",
     "ModelSpecError",
+    "UsageError",
 ]
 
 
@@ -32,3 +33,7 @@ class RewriteError(SlimGraphError):
 
 class ModelSpecError(SlimGraphError):
     """A model spec such as ``torchvision:resnet50`` could not be resolved."""
+
+
+class UsageError(SlimGraphError):
+    """The command line asks for something impossible (a bad flag, value or path)."""

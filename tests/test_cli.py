@@ -3,7 +3,8 @@
 Each subprocess pays for importing torch (a couple of seconds), so every command below is
 started once, all of them at the same time, by the module-scoped ``runs`` fixture, each in
 its own working directory; tests read the results. More bad values, help and the helpers
-are checked in process through :func:`slimgraph.cli.main`.
+are checked in process through :func:`slimgraph.cli.main`. Saving and loading weights is
+tested in ``test_weights.py``.
 """
 
 import json
@@ -19,7 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 import slimgraph as sg
-from slimgraph.cli import main, save_weights, stage_widths
+from slimgraph._render import stage_widths
+from slimgraph.cli import main
 from slimgraph.specs import load_model
 
 SPEC = "torchvision:resnet18"
@@ -141,6 +143,26 @@ def test_slim_weights_load_into_the_plan_applied_to_a_fresh_model(slimmed):
     for name, tensor in slim.state_dict().items():
         torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
     assert slim(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_slim_weights_reload_as_the_help_says(slimmed, capsys):
+    assert main(["slim", "--help"]) == 0
+    hint = capsys.readouterr().out.split("reload: ", 1)[1]
+    assert hint == (
+        "slim = sg.apply(fresh_model.eval(), sg.PruningPlan.model_validate_json(\n"
+        "            open('OUT/plan.json').read()))\n"
+        "        sg.load_weights(slim, 'OUT/model.safetensors')\n"
+    )
+    _, out = slimmed
+    fresh_model = load_model(SPEC)
+    slim = sg.apply(
+        fresh_model.eval(), sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
+    )
+    result = sg.load_weights(slim, out / "model.safetensors")
+    assert (result.missing_keys, result.unexpected_keys) == ([], [])
+    weights = load_file(out / "model.safetensors")
+    for name, tensor in slim.state_dict().items():
+        torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
 
 
 def test_slim_table_shows_params_macs_stages_and_time(slimmed):
@@ -345,29 +367,3 @@ def test_stage_widths_measure_top_level_children_on_meta():
     )
     assert stage_widths(net, torch.randn(1, 3, 8, 8)) == {"0": 8, "1": 288, "2": 5}
     assert all(not p.is_meta for p in net.parameters())  # the model itself is untouched
-
-
-class _WithExtraState(torch.nn.Linear):
-    def get_extra_state(self):
-        return {"note": "not a tensor"}
-
-    def set_extra_state(self, state):
-        pass
-
-
-def test_save_weights_dedups_tied_copies_shared_memory_and_skips_non_tensors(tmp_path):
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3), _WithExtraState(3, 2))
-    net.tied = torch.nn.Linear(3, 3)
-    net.tied.weight = net[0].weight
-    net.register_buffer("first_row", net[0].weight.detach()[:1])  # shares memory, other view
-    assert "1._extra_state" in net.state_dict()
-    path = tmp_path / "w.safetensors"
-    assert save_weights(net, path) == {"tied.weight": "0.weight"}
-    saved = load_file(path)
-    assert sorted(saved) == ["0.bias", "0.weight", "1.bias", "1.weight", "first_row", "tied.bias"]
-    torch.testing.assert_close(saved["first_row"], net[0].weight.detach()[:1])
-    torch.testing.assert_close(saved["0.weight"], net[0].weight.detach())
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        assert json.loads(f.metadata()["slimgraph.aliases"]) == {"tied.weight": "0.weight"}
