@@ -22,7 +22,7 @@ from slimgraph._expr import Absent, evaluate
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
 from slimgraph.plan import PruningPlan
-from slimgraph.planner import check_plan, kept_shapes
+from slimgraph.resolve import check_plan, kept_shapes
 from slimgraph.ruletable import load_rules
 from slimgraph.trace import preserve_modes, split_inputs, trace
 
