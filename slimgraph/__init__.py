@@ -19,6 +19,14 @@ from slimgraph.errors import (
     TraceError,
     UsageError,
 )
+from slimgraph.export import (
+    ExportArgumentError,
+    ExportError,
+    ExportReport,
+    ModelCallError,
+    ParityError,
+    export_onnx,
+)
 from slimgraph.importance import register as register_importance
 from slimgraph.macs import count_macs, count_params
 from slimgraph.plan import GroupCut, PruningPlan
@@ -41,6 +49,8 @@ __all__ = [
     "count_macs",
     "count_params",
     "register_importance",
+    "export_onnx",
+    "ExportReport",
     "save_weights",
     "load_weights",
     "SlimGraphError",
@@ -50,4 +60,8 @@ __all__ = [
     "RewriteError",
     "ModelSpecError",
     "UsageError",
+    "ExportError",
+    "ExportArgumentError",
+    "ModelCallError",
+    "ParityError",
 ]
