@@ -28,6 +28,7 @@ from slimgraph.export import (
     export_onnx,
 )
 from slimgraph.importance import register as register_importance
+from slimgraph.latency import LatencyReport, measure_latency
 from slimgraph.macs import count_macs, count_params
 from slimgraph.plan import GroupCut, PruningPlan
 from slimgraph.planner import plan
@@ -50,6 +51,8 @@ __all__ = [
     "count_params",
     "register_importance",
     "export_onnx",
+    "measure_latency",
+    "LatencyReport",
     "ExportReport",
     "save_weights",
     "load_weights",

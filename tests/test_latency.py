@@ -1,0 +1,58 @@
+"""measure_latency: torch modules and ONNX files, fixed threads, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import slimgraph as sg
+
+X = torch.randn(2, 8)
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_torch_module_latency_report() -> None:
+    model = net().train()
+    before = torch.get_num_threads()
+    report = sg.measure_latency(model, (X,), threads=1, warmup=2, runs=7)
+    assert (report.backend, report.threads, report.runs) == ("torch", 1, 7)
+    assert 0 < report.min_ms <= report.median_ms <= report.p90_ms
+    assert torch.get_num_threads() == before  # restored
+    assert model.training  # the mode is restored too
+
+
+def test_onnx_file_latency_report(tmp_path) -> None:
+    path = tmp_path / "net.onnx"
+    sg.export_onnx(net(), (X,), path)
+    report = sg.measure_latency(path, (X,), threads=1, warmup=1, runs=5)
+    assert (report.backend, report.threads, report.runs) == ("onnxruntime", 1, 5)
+    assert 0 < report.min_ms <= report.median_ms <= report.p90_ms
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threads": 0}, "need threads >= 1"),
+        ({"runs": 0}, "need threads >= 1, runs >= 1"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message) -> None:
+    with pytest.raises(sg.SlimGraphError, match=message):
+        sg.measure_latency(net(), (X,), **kwargs)
+
+
+def test_missing_file_is_refused(tmp_path) -> None:
+    with pytest.raises(sg.SlimGraphError, match="no ONNX file at"):
+        sg.measure_latency(tmp_path / "missing.onnx", (X,))
+
+
+def test_wrong_number_of_inputs_is_refused(tmp_path) -> None:
+    path = tmp_path / "net.onnx"
+    sg.export_onnx(net(), (X,), path)
+    with pytest.raises(sg.SlimGraphError, match="net.onnx takes 1 inputs"):
+        sg.measure_latency(path, (X, X))
