@@ -241,3 +241,46 @@ def _state(g: dict[str, Any]) -> str:
     if g["prunable"]:
         return f"prunable, some units frozen {reason}" if reason else "prunable"
     return f"frozen {reason or 'as a single unit'}"
+
+
+def print_export(r: dict[str, Any]) -> None:
+    """What ``slimgraph export`` wrote and how close ONNX Runtime came to PyTorch."""
+    from rich.table import Table
+
+    table = Table(title=f"{r['spec']} -> {r['path']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    simplified = (
+        f"{r['nodes_before']} -> {r['nodes_after']} nodes"
+        if r["simplified"]
+        else f"no ({r['simplify_skipped_reason']})"
+    )
+    rows = [
+        (
+            "exporter",
+            r["exporter"]
+            + (f" (fallback: {r['fallback_reason']})" if r["fallback_reason"] else ""),
+        ),
+        ("opset", str(r["opset"])),
+        ("simplified", simplified),
+        (
+            "file size",
+            f"{r['file_size']:,} bytes" + (" + external data" if r["external_data"] else ""),
+        ),
+        ("checked at batch", ", ".join(map(str, r["batch_sizes"])) or "not checked"),
+        (
+            "max relative difference",
+            "-" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.2e}",
+        ),
+    ]
+    if r["quantized"]:
+        q = r["quantized"]
+        rows.append(
+            (
+                "int8 copy",
+                f"{q['path']}: {q['file_size']:,} bytes, rel diff {q['max_rel_diff']:.2e}",
+            )
+        )
+    for name, value in rows:
+        table.add_row(name, value)
+    _stdout().print(table)

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  slimgraph slim                                  # resnet18 at ratio 0.5 into slim-out/\n"
             "  slimgraph slim timm:resnet50 --ratio 0.3 --out r50-slim\n"
-            "  slimgraph inspect torchvision:mobilenet_v3_small --all\n\n"
+            "  slimgraph inspect torchvision:mobilenet_v3_small --all\n"
+            "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json --out r18.onnx\n\n"
             "SPEC is torchvision:NAME, timm:NAME or package.module:factory (called with no\n"
             "arguments); weights are random, nothing is downloaded."
         ),
@@ -204,6 +205,40 @@ def build_parser() -> argparse.ArgumentParser:
         "reason other than kernel sizes)",
     )
     inspect.set_defaults(run=_run_inspect)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        formatter_class=fmt,
+        help="write simplified, checked ONNX of a model or of its slimmed copy",
+        description="Build a model (slimmed by --plan, with --weights if given), export it to\n"
+        "ONNX with a dynamic batch dim, simplify it, and check it in ONNX Runtime against\n"
+        "PyTorch at two batch sizes.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph slim torchvision:resnet18 --out slim-out\n"
+            "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json \\\n"
+            "      --weights slim-out/model.safetensors --out slim-out/model.onnx --int8"
+        ),
+    )
+    export.add_argument(
+        "--plan", type=Path, metavar="PLAN.json", help="slim the model by this plan first"
+    )
+    export.add_argument(
+        "--weights", type=Path, metavar="FILE", help="load these safetensors weights"
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=Path("model.onnx"),
+        metavar="FILE.onnx",
+        help="where to write (default: model.onnx)",
+    )
+    export.add_argument(
+        "--int8", action="store_true", help="also write FILE.int8.onnx (dynamic int8 quantization)"
+    )
+    export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    export.set_defaults(run=_run_export)
     return parser
 
 
@@ -393,6 +428,59 @@ def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
             f"--out {out}: cannot write ({err.strerror or err}); choose another directory"
         ) from err
     return {k: str(v) for k, v in files.items()}
+
+
+def _read_plan(path: Path) -> sg.PruningPlan:
+    try:
+        return sg.PruningPlan.model_validate_json(path.read_text())
+    except OSError as err:
+        raise UsageError(f"--plan {path}: cannot read it ({err.strerror or err})") from err
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "the file"
+        raise UsageError(f"--plan {path}: not a valid plan ({where}: {first['msg']})") from err
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    plan = _read_plan(args.plan) if args.plan else None
+    if args.weights and not args.weights.is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    progress = render.Progress(enabled=not args.json)
+    torch.manual_seed(0)
+    with progress.step("load", f"building {args.spec}…"):
+        model = load_model(args.spec).eval()
+        example = default_input(args.spec, model, args.input_shape)
+    if plan is not None:
+        with progress.step("apply", "applying the plan…"):
+            try:
+                model = sg.apply(model, plan)
+            except sg.PlanError as err:
+                raise UsageError(f"--plan {args.plan}: {err}") from err
+    if args.weights:
+        try:
+            sg.load_weights(model, args.weights)
+        except (RuntimeError, OSError) as err:
+            raise UsageError(f"--weights {args.weights}: {str(err).splitlines()[0]}") from err
+    with progress.step("export", f"exporting {args.out}…"):
+        report = sg.export_onnx(
+            model,
+            (example,),
+            args.out,
+            simplify=not args.no_simplify,
+            quantize="int8" if args.int8 else None,
+        )
+    result = {
+        "spec": args.spec,
+        "plan": str(args.plan) if args.plan else None,
+        **report.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render.print_export(result)
+    return EXIT_OK
 
 
 def _run_inspect(args: argparse.Namespace) -> int:

@@ -1,0 +1,81 @@
+"""``slimgraph export``: a slimmed model from its plan and weights to checked ONNX."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from slimgraph.cli import main
+
+SPEC = "torchvision:squeezenet1_1"
+SMALL = "1,3,64,64"
+
+
+def _slimgraph(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("slimgraph")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "slimgraph.cli"]
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        command + list(args), cwd=cwd, env=env, text=True, capture_output=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def slimmed(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("slim")
+    assert main(["slim", SPEC, "--input-shape", SMALL, "--out", str(out), "--json"]) == 0
+    return out
+
+
+def test_export_of_a_slimmed_model(slimmed: Path) -> None:
+    done = _slimgraph(
+        "export", SPEC, "--input-shape", SMALL, "--plan", "plan.json",
+        "--weights", "model.safetensors", "--out", "slim.onnx", "--json", cwd=slimmed,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["exporter"], report["batch_sizes"], report["plan"]) == (
+        "dynamo",
+        [1, 3],
+        "plan.json",
+    )
+    assert report["max_rel_diff"] <= 1e-4
+    assert report["outputs"] == [{"name": "output_0", "shape": ["batch", 1000], "dtype": "float32"}]
+    graph = onnx.load(str(slimmed / "slim.onnx")).graph
+    first_conv = next(n for n in graph.node if n.op_type == "Conv")
+    weight = next(i for i in graph.initializer if i.name == first_conv.input[1])
+    assert list(weight.dims) == [32, 3, 3, 3]  # squeezenet1_1's stem: 64 filters, halved
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--plan", "missing.json"], "--plan missing.json: cannot read it"),
+        (["--plan", "bad.json"], "--plan bad.json: not a valid plan (fingerprint: Field required)"),
+        (
+            ["--plan", "plan.json", "--weights", "none.safetensors"],
+            "--weights none.safetensors: no such file",
+        ),
+    ],
+)
+def test_bad_export_input_exits_2(slimmed: Path, args, message, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(slimmed)
+    (slimmed / "bad.json").write_text('{"x": 1}')
+    assert main(["export", SPEC, "--input-shape", SMALL, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"slimgraph: error: {message}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_plan_for_another_model_exits_2(slimmed: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(slimmed)
+    assert (
+        main(["export", "torchvision:resnet18", "--input-shape", SMALL, "--plan", "plan.json"]) == 2
+    )
+    assert "this plan was made for another model" in capsys.readouterr().err
