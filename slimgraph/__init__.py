@@ -8,6 +8,7 @@
 """
 
 from slimgraph.api import SlimResult, slim
+from slimgraph.bench import BenchReport, compare
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import (
@@ -53,6 +54,8 @@ __all__ = [
     "export_onnx",
     "measure_latency",
     "LatencyReport",
+    "compare",
+    "BenchReport",
     "ExportReport",
     "save_weights",
     "load_weights",

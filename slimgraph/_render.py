@@ -31,6 +31,8 @@ __all__ = [
     "group_json",
     "print_slim",
     "print_inspect",
+    "print_export",
+    "print_bench",
 ]
 
 # Frozen reasons every CNN has; `inspect` hides groups frozen only by these unless --all.
@@ -191,7 +193,7 @@ def print_slim(r: dict[str, Any]) -> None:
     console.print(
         Text(
             f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
-            f"wrote {r['files']['plan']} and {r['files']['weights']}\n"
+            f"wrote {', '.join(r['files'].values())}\n"
             f"elapsed {secs['total']:.1f} s ({steps})"
         )
     )
@@ -284,3 +286,39 @@ def print_export(r: dict[str, Any]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     _stdout().print(table)
+
+
+def print_bench(r: dict[str, Any]) -> None:
+    """Original and slim side by side, then speedup and latency efficiency."""
+    from rich.table import Table
+    from rich.text import Text
+
+    o, s = r["original"], r["slim"]
+    lat = o["latency"]
+    table = Table(
+        title=f"{r['spec']} at ratio {r['config']['ratio']} "
+        f"(ONNX Runtime CPU, {lat['threads']} thread(s), median of {lat['runs']})"
+    )
+    for col in ("", "original", "slim", "slim/original"):
+        table.add_column(col, justify="left" if not col else "right")
+    for label, key, fmt in (
+        ("params", "params", "{:,}"),
+        ("MACs", "macs", "{:,}"),
+        ("ONNX bytes", "onnx_bytes", "{:,}"),
+    ):
+        table.add_row(label, fmt.format(o[key]), fmt.format(s[key]), _percent(s[key] / o[key]))
+    table.add_row(
+        "latency (ms)",
+        f"{o['latency']['median_ms']:.2f}",
+        f"{s['latency']['median_ms']:.2f}",
+        _percent(s["latency"]["median_ms"] / o["latency"]["median_ms"]),
+    )
+    console = _stdout()
+    console.print(table)
+    console.print(
+        Text(
+            f"speedup {r['speedup']:.2f}x, latency efficiency {r['latency_efficiency']:.2f} "
+            f"(speedup x MACs kept; 1.0 = every MAC saved became time saved)\n"
+            f"elapsed {r['seconds']:.1f} s"
+        )
+    )

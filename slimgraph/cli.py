@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  slimgraph slim                                  # resnet18 at ratio 0.5 into slim-out/\n"
             "  slimgraph slim timm:resnet50 --ratio 0.3 --out r50-slim\n"
             "  slimgraph inspect torchvision:mobilenet_v3_small --all\n"
-            "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json --out r18.onnx\n\n"
+            "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json --out r18.onnx\n"
+            "  slimgraph bench torchvision:mobilenet_v2 --ratio 0.5 --round-to 16\n\n"
             "SPEC is torchvision:NAME, timm:NAME or package.module:factory (called with no\n"
             "arguments); weights are random, nothing is downloaded."
         ),
@@ -107,11 +108,61 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help=f"model to build (default: {DEFAULT_SPEC})",
     )
+    # The planning flags slim and bench share.
+    planning = argparse.ArgumentParser(add_help=False)
+    planning.add_argument(
+        "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
+    )
+    planning.add_argument(
+        "--importance", default="l2", help="criterion: l1, l2, random (default l2)"
+    )
+    planning.add_argument(
+        "--scope",
+        choices=["local", "global"],
+        default="local",
+        help="rank units per group (local) or across groups (global)",
+    )
+    planning.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kept units per group are a multiple of N",
+    )
+    planning.add_argument(
+        "--min-keep",
+        type=int,
+        default=1,
+        metavar="N",
+        help="never keep fewer than N units in a group",
+    )
+    planning.add_argument(
+        "--ignore",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="leave modules matching these globs alone, e.g. 'layer4.*' (put SPEC first)",
+    )
+    planning.add_argument(
+        "--override",
+        type=_override_arg,
+        action="append",
+        default=[],
+        metavar="GLOB=RATIO",
+        help="another ratio for matching modules",
+    )
+    planning.add_argument(
+        "--keep-residual",
+        action="store_true",
+        help="leave residual-stream widths alone (prune_residual=False)",
+    )
+    planning.add_argument("--seed", type=int, default=0, help="seed of the input and of 'random'")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     slim = commands.add_parser(
         "slim",
-        parents=[common],
+        parents=[common, planning],
         formatter_class=fmt,
         help="trace, plan and apply; write plan.json and model.safetensors",
         description="Trace a model, plan which units to drop, apply the plan, and write\n"
@@ -130,58 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     slim.add_argument(
-        "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
-    )
-    slim.add_argument(
         "--out",
         type=Path,
         default=Path(DEFAULT_OUT),
         metavar="DIR",
         help=f"output directory (default: {DEFAULT_OUT})",
     )
-    slim.add_argument("--importance", default="l2", help="criterion: l1, l2, random (default l2)")
     slim.add_argument(
-        "--scope",
-        choices=["local", "global"],
-        default="local",
-        help="rank units per group (local) or across groups (global)",
+        "--onnx",
+        type=Path,
+        metavar="FILE.onnx",
+        help="also export the slim model to simplified, checked ONNX",
     )
-    slim.add_argument(
-        "--round-to",
-        type=int,
-        default=1,
-        metavar="N",
-        help="kept units per group are a multiple of N",
-    )
-    slim.add_argument(
-        "--min-keep",
-        type=int,
-        default=1,
-        metavar="N",
-        help="never keep fewer than N units in a group",
-    )
-    slim.add_argument(
-        "--ignore",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="GLOB",
-        help="leave modules matching these globs alone, e.g. 'layer4.*' (put SPEC first)",
-    )
-    slim.add_argument(
-        "--override",
-        type=_override_arg,
-        action="append",
-        default=[],
-        metavar="GLOB=RATIO",
-        help="another ratio for matching modules",
-    )
-    slim.add_argument(
-        "--keep-residual",
-        action="store_true",
-        help="leave residual-stream widths alone (prune_residual=False)",
-    )
-    slim.add_argument("--seed", type=int, default=0, help="seed of the input and of 'random'")
     slim.set_defaults(run=_run_slim)
 
     inspect = commands.add_parser(
@@ -216,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch at two batch sizes.",
         epilog=(
             "examples:\n"
+            "  slimgraph export torchvision:resnet18 --out r18.onnx   # the original model\n"
             "  slimgraph slim torchvision:resnet18 --out slim-out\n"
             "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json \\\n"
             "      --weights slim-out/model.safetensors --out slim-out/model.onnx --int8"
@@ -239,6 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     export.set_defaults(run=_run_export)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common, planning],
+        formatter_class=fmt,
+        help="original vs slim: params, MACs, ONNX size, ONNX Runtime latency",
+        description="Slim a model, export the original and the slim copy to ONNX, and time\n"
+        "both in ONNX Runtime in the same run (median of --runs after warm-up, --threads\n"
+        "intra-op threads). Latency efficiency = speedup x MACs kept: 1.0 means every MAC\n"
+        "saved became time saved.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph bench torchvision:resnet50 --ratio 0.5\n"
+            "  slimgraph bench torchvision:mobilenet_v2 --round-to 16 --threads 2 --runs 50\n"
+            "  slimgraph bench timm:convnext_tiny --keep-onnx bench-out --json"
+        ),
+    )
+    bench.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    bench.add_argument("--runs", type=int, default=20, help="timed runs after warm-up (default 20)")
+    bench.add_argument(
+        "--keep-onnx",
+        type=Path,
+        metavar="DIR",
+        help="write original.onnx and slim.onnx here (default: a temporary directory)",
+    )
+    bench.set_defaults(run=_run_bench)
     return parser
 
 
@@ -335,17 +373,19 @@ def _config_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an --out that cannot become a writable directory, before any work."""
+def _check_out(out: Path, flag: str = "--out") -> None:
+    """Refuse a ``flag`` path that cannot become a writable directory, before any work."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: a file is in the way; pass a directory path")
+        raise UsageError(f"{flag} {out}: a file is in the way; pass a directory path")
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UsageError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+        raise UsageError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {parent} is not writable; choose a directory you can write")
+        raise UsageError(
+            f"{flag} {out}: {parent} is not writable; choose a directory you can write"
+        )
 
 
 def _check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
@@ -386,6 +426,8 @@ def _run_slim(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = _config(args)
     _check_out(args.out)
+    if args.onnx:
+        _check_out(args.onnx.parent, "--onnx")
     progress = render.Progress(enabled=not args.json)
     model, example, graph = _build(
         args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
@@ -398,6 +440,9 @@ def _run_slim(args: argparse.Namespace) -> int:
         report = render.measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
         files = _write(args.out, plan, slim)
+    if args.onnx:
+        with progress.step("export", f"exporting {args.onnx}…"):
+            files["onnx"] = str(sg.export_onnx(slim, (example,), args.onnx).path)
     progress.seconds["total"] = time.perf_counter() - start
     result = {
         "spec": args.spec,
@@ -480,6 +525,37 @@ def _run_export(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         render.print_export(result)
+    return EXIT_OK
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = _config(args)
+    if args.threads < 1 or args.runs < 1:
+        raise UsageError("--threads and --runs must be positive integers, e.g. --threads 1")
+    if args.keep_onnx:
+        _check_out(args.keep_onnx, "--keep-onnx")
+    progress = render.Progress(enabled=not args.json)
+    model, example, graph = _build(
+        args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
+    )
+    with progress.step("slim", "planning and applying…"):
+        slim = sg.apply(model, sg.plan(graph, config), graph=graph, example_inputs=(example,))
+    with progress.step("bench", f"exporting and timing both ({args.runs} runs each)…"):
+        report = sg.compare(
+            model, slim, (example,), threads=args.threads, runs=args.runs, folder=args.keep_onnx
+        )
+    result = {
+        "spec": args.spec,
+        "input_shape": list(example.shape),
+        "config": config.model_dump(mode="json"),
+        **report.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render.print_bench(result)
     return EXIT_OK
 
 

@@ -179,7 +179,7 @@ def test_slim_table_shows_params_macs_stages_and_time(slimmed):
     assert re.search(r"│ conv1\s+│ Conv2d\s+│\s+64 │\s+32 │", text)
     assert re.search(r"│ layer4\s+│ Sequential\s+│\s+512 │\s+256 │", text)
     assert re.search(r"│ fc\s+│ Linear\s+│\s+1000 │\s+1000 │", text)
-    assert "wrote out/plan.json and out/model.safetensors\n" in text
+    assert "wrote out/plan.json, out/model.safetensors\n" in text
     assert re.search(r"^elapsed \d+\.\d s \(load .*trace .*plan .*apply .*\)$", text, re.M)
 
 
@@ -346,7 +346,7 @@ def test_verbose_adds_the_traceback(capsys, tmp_path, monkeypatch):
     assert err.splitlines()[-1].startswith("slimgraph: error: torchvision has no model")
 
 
-@pytest.mark.parametrize("command", ["slim", "inspect"])
+@pytest.mark.parametrize("command", ["slim", "inspect", "export", "bench"])
 def test_help_shows_an_example_per_command(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -357,7 +357,7 @@ def test_help_shows_an_example_per_command(command, capsys):
 def test_top_level_help_names_both_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "slim " in out and "inspect " in out
+    assert all(f"{command} " in out for command in ("slim", "inspect", "export", "bench"))
     assert "examples:\n  slimgraph slim" in out
 
 

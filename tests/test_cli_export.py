@@ -1,4 +1,4 @@
-"""``slimgraph export``: a slimmed model from its plan and weights to checked ONNX."""
+"""``slimgraph export``, ``slim --onnx`` and ``bench``: slim models out to checked ONNX."""
 
 from __future__ import annotations
 
@@ -79,3 +79,49 @@ def test_plan_for_another_model_exits_2(slimmed: Path, capsys, monkeypatch) -> N
         main(["export", "torchvision:resnet18", "--input-shape", SMALL, "--plan", "plan.json"]) == 2
     )
     assert "this plan was made for another model" in capsys.readouterr().err
+
+
+def test_slim_writes_onnx_too(tmp_path: Path) -> None:
+    done = _slimgraph(
+        "slim", SPEC, "--input-shape", SMALL, "--out", "out", "--onnx", "out/slim.onnx",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files"]["onnx"] == "out/slim.onnx"
+    graph = onnx.load(str(tmp_path / "out" / "slim.onnx")).graph
+    first_conv = next(n for n in graph.node if n.op_type == "Conv")
+    weight = next(i for i in graph.initializer if i.name == first_conv.input[1])
+    assert list(weight.dims) == [32, 3, 3, 3]
+
+
+def test_bench_prints_original_beside_slim(tmp_path: Path) -> None:
+    done = _slimgraph(
+        "bench", SPEC, "--input-shape", SMALL, "--runs", "3", "--keep-onnx", "onnx", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert (r["original"]["params"], r["slim"]["params"]) == (1235496, 438792)
+    assert r["original"]["latency"]["runs"] == 3 and r["original"]["latency"]["threads"] == 1
+    assert r["macs_ratio"] == pytest.approx(r["slim"]["macs"] / r["original"]["macs"])
+    assert r["latency_efficiency"] == pytest.approx(r["speedup"] * r["macs_ratio"])
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["original.onnx", "slim.onnx"]
+    table = _slimgraph("bench", SPEC, "--input-shape", SMALL, "--runs", "3", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "latency (ms)" in table.stdout and "latency efficiency" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runs", "0"], "--threads and --runs must be positive integers"),
+        (["--ratio", "2"], "--ratio 2.0: "),
+        (["--keep-onnx", "file.txt"], "--keep-onnx file.txt: a file is in the way"),
+    ],
+)
+def test_bad_bench_input_exits_2(tmp_path: Path, args, message, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("")
+    assert main(["bench", SPEC, "--input-shape", SMALL, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"slimgraph: error: {message}"), err

@@ -47,14 +47,8 @@ def torch_pruning_copy(name: str, ratio: float) -> nn.Module:
 
 
 def measure(model: nn.Module, x: torch.Tensor, folder: Path, tag: str, args) -> dict:
-    path = folder / f"{tag}.onnx"
-    report = sg.export_onnx(model, (x,), path, dynamic_batch=False)
-    latency = sg.measure_latency(path, (x,), threads=args.threads, runs=args.runs)
-    return {
-        "macs": sg.count_macs(model, (x,)),
-        "onnx_bytes": report.file_size,
-        "ms": latency.median_ms,
-    }
+    f = sg.bench.figures(model, (x,), folder / f"{tag}.onnx", threads=args.threads, runs=args.runs)
+    return {"macs": f.macs, "onnx_bytes": f.onnx_bytes, "ms": f.latency.median_ms}
 
 
 def main() -> None:
@@ -92,7 +86,9 @@ def main() -> None:
                 try:
                     m = measure(slim, x, folder, f"{name}-{tool.replace(' ', '_')}", args)
                 except sg.SlimGraphError as err:  # e.g. a peer's pruned model that no longer runs
-                    rows.append({"model": name, "tool": tool, "error": str(err).splitlines()[0][:120]})
+                    rows.append(
+                        {"model": name, "tool": tool, "error": str(err).splitlines()[0][:120]}
+                    )
                     continue
                 macs, speedup = m["macs"] / base["macs"], base["ms"] / m["ms"]
                 rows.append(
