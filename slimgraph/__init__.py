@@ -28,6 +28,7 @@ from slimgraph.export import (
     ParityError,
     export_onnx,
 )
+from slimgraph.hf import load, save
 from slimgraph.importance import register as register_importance
 from slimgraph.latency import LatencyReport, measure_latency
 from slimgraph.macs import count_macs, count_params
@@ -57,6 +58,8 @@ __all__ = [
     "compare",
     "BenchReport",
     "ExportReport",
+    "save",
+    "load",
     "save_weights",
     "load_weights",
     "SlimGraphError",

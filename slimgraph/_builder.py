@@ -133,8 +133,19 @@ def tensor_values(val: Any) -> list[torch.Tensor | None]:
 class Builder:
     """Collects slots, coupling edges, frozen slots and inexact slots."""
 
-    def __init__(self, relaxed: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        relaxed: frozenset[str] = frozenset(),
+        head_dim_factors: frozenset[tuple[str, int]] = frozenset(),
+        head_dims: bool = False,
+    ) -> None:
         self.relaxed = relaxed  # split ops whose parts are re-indexed (see kinds.shape.split)
+        # Reshape factors (op, index) found to be attention head dims by an earlier pass,
+        # and whether they, rather than the heads, carry the units (see kinds.reshape).
+        self.head_dim_factors = head_dim_factors
+        self.head_dims = head_dims
+        self.head_dim_slots: set[int] = set()  # marked by attention rules
+        self.factor_keys: dict[int, tuple[str, int]] = {}  # factor slot -> (op, index)
         self.links: list[Link] = []
         self.slots: list[SlotInfo] = []
         self.edges: list[Edge] = []
@@ -172,11 +183,17 @@ class Builder:
         """Whether anything coupled with ``slot`` so far is frozen (slot-level, approximate)."""
         return self._find(slot) in self._frozen_roots
 
-    def factor(self, size: int, op: str) -> int:
-        """A virtual slot for one factor of a reshaped dim."""
-        return self.new_slot(
+    def factor(self, size: int, op: str, index: int = -1) -> int:
+        """A virtual slot for factor ``index`` of a reshape ``op`` (or an op's own atom)."""
+        slot = self.new_slot(
             op, -1, len(self.slots), size, "factor", module=self.node_module.get(op, "")
         )
+        self.factor_keys[slot] = (op, index)
+        return slot
+
+    def head_dim(self, slot: int) -> None:
+        """``slot`` is the per-head feature dim of an attention (its ``D``)."""
+        self.head_dim_slots.add(slot)
 
     def register(self, node: fx.Node) -> None:
         """Create the slots of every tensor ``node`` produces."""

@@ -36,6 +36,7 @@ def slim(
     importance: str = "l2",
     prune_residual: bool = True,
     calibration: Any = None,
+    head_dims: bool = False,
     inplace: bool = False,
     **fields: Any,
 ) -> SlimResult:
@@ -54,7 +55,7 @@ def slim(
     config = PruneConfig(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
-    graph = trace(model, example_inputs)
+    graph = trace(model, example_inputs, head_dims=head_dims)
     plan = make_plan(graph, config)
     try:
         dry_run(model, plan, graph)

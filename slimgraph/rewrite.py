@@ -12,6 +12,7 @@ Order of work, so that a plan that cannot apply never touches real weights:
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 from slimgraph._expr import Absent, evaluate
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
+from slimgraph.hf import update_configs
 from slimgraph.plan import PruningPlan
 from slimgraph.resolve import check_plan, kept_shapes
 from slimgraph.ruletable import load_rules
@@ -65,6 +67,14 @@ def apply(
         old = model
         slim = _sliced_copy(model, slices, meta=False)
     _update_attributes(slim, old, slices)
+    update = update_configs(slim, old) if slices else None
+    if update is not None and not update.exact:
+        warnings.warn(
+            f"model.config ({update.model_type}) cannot describe the slim shapes"
+            + (f" (per-layer {', '.join(update.differing)} differ)" if update.differing else "")
+            + "; save with sg.save(model, directory, plan) and reload with sg.load(directory)",
+            stacklevel=2,
+        )
     if example_inputs is not None:
         _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
     return slim
@@ -134,18 +144,28 @@ def _slice(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool) -> t
 
 
 def _sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, torch.Tensor]:
-    """id(original tensor) -> its replacement (sliced, or moved to meta)."""
-    memo: dict[int, torch.Tensor] = {}
+    """id(original tensor) -> its replacement (sliced, or moved to meta).
+
+    A tensor shared under several names (tied embeddings) is sliced once, by whichever of
+    its names the plan mentions, and the replacement serves every name.
+    """
     named = list(model.named_parameters(remove_duplicate=False)) + list(
         model.named_buffers(remove_duplicate=False)
     )
+    tensors: dict[int, torch.Tensor] = {}
+    kept: dict[int, list[tuple[int, np.ndarray]]] = {}
     for name, t in named:
-        if id(t) in memo or (not meta and name not in slices):
+        tensors.setdefault(id(t), t)
+        if name in slices:
+            kept.setdefault(id(t), slices[name])
+    memo: dict[int, torch.Tensor] = {}
+    for key, t in tensors.items():
+        if not meta and key not in kept:
             continue
-        new = _slice(t, slices.get(name, []), meta)
+        new = _slice(t, kept.get(key, []), meta)
         if isinstance(t, nn.Parameter):
             new = nn.Parameter(new, requires_grad=t.requires_grad)
-        memo[id(t)] = new
+        memo[key] = new
     return memo
 
 

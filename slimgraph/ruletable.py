@@ -81,13 +81,54 @@ class ModuleRule(BaseModel):
         return table
 
 
+class ConfigField(BaseModel):
+    """One config field: the modules it is read from (a glob) and the expression."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: str
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from slimgraph._expr import check_expression
+
+        check_expression(value, where="configs.toml")
+        return value
+
+
+class ConfigRule(BaseModel):
+    r"""The config fields of some Hugging Face ``model_type``\ s (``rules/configs.toml``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model_types: list[str]
+
+    @property
+    def fields(self) -> dict[str, ConfigField]:
+        return {k: ConfigField.model_validate(v) for k, v in (self.model_extra or {}).items()}
+
+    @field_validator("model_types")
+    @classmethod
+    def _nonempty(cls, types: list[str]) -> list[str]:
+        if not types:
+            raise ValueError("model_types must name at least one model_type")
+        return types
+
+
 class RuleTables(BaseModel):
-    """Both tables, validated against the kinds slimgraph implements."""
+    """The tables, validated against the kinds slimgraph implements."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ops: dict[str, OpRule]
     modules: dict[str, ModuleRule]
+    configs: dict[str, ConfigRule] = Field(default_factory=dict)
+
+    def config_rule(self, model_type: str) -> ConfigRule | None:
+        """The configs.toml entry that lists ``model_type``."""
+        return next((r for r in self.configs.values() if model_type in r.model_types), None)
 
     def module_rule(self, module: object) -> ModuleRule | None:
         """The rule of ``module``'s class or its nearest base class that has one."""
@@ -120,14 +161,18 @@ def _read_toml(path: Path) -> dict:
 
 @functools.cache
 def load_rules(directory: str | None = None) -> RuleTables:
-    """Read and validate ``ops.toml`` and ``modules.toml`` (cached per directory)."""
+    """Read and validate ``ops.toml``, ``modules.toml`` and ``configs.toml`` (cached)."""
     from slimgraph.kinds import KINDS
 
     root = Path(directory) if directory else rules_dir()
     ops_data = _read_toml(root / "ops.toml").get("ops", {})
     modules_data = _read_toml(root / "modules.toml")
+    configs = root / "configs.toml"
+    configs_data = _read_toml(configs) if configs.is_file() else {}
     try:
-        tables = RuleTables(ops=ops_data, modules=modules_data)
+        tables = RuleTables(ops=ops_data, modules=modules_data, configs=configs_data)
+        for rule in tables.configs.values():
+            rule.fields  # noqa: B018 -- validates every field now, not at first use
     except ValidationError as err:
         raise RuleTableError(f"rule tables in {root} are invalid:\n{err}") from err
     for name, rule in tables.ops.items():

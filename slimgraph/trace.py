@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import fx
 from torch.export import ExportedProgram
@@ -17,7 +18,7 @@ from slimgraph.errors import TraceError
 from slimgraph.kinds import KINDS
 from slimgraph.ruletable import RuleTables, load_rules
 
-__all__ = ["trace", "split_inputs", "build_graph", "preserve_modes"]
+__all__ = ["trace", "split_inputs", "build_graph", "preserve_modes", "without_kv_cache"]
 
 ExampleInputs = tuple | list | Mapping[str, Any] | torch.Tensor
 
@@ -71,8 +72,27 @@ def preserve_modes(model: torch.nn.Module) -> Iterator[None]:
             m.training = training
 
 
+@contextlib.contextmanager
+def without_kv_cache(model: torch.nn.Module) -> Iterator[None]:
+    """Switch off a Hugging Face model's key/value cache for the duration.
+
+    The cache is inference state, not computation on the weights, and its ``DynamicCache``
+    output is no tensor pytree ``torch.export`` can return. Every config in the model is
+    switched (an encoder-decoder's decoder stack holds its own copy).
+    """
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    switched = [c for c in configs.values() if getattr(c, "use_cache", None) is True]
+    for c in switched:
+        c.use_cache = False
+    try:
+        yield
+    finally:
+        for c in switched:
+            c.use_cache = True
+
+
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
-    with preserve_modes(model), _module_stack(model) as stack:
+    with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
         try:
             return torch.export.export(model, args, kwargs, strict=False)
         except Exception as err:
@@ -102,13 +122,21 @@ def _hint(message: str) -> str:
 
 
 def trace(
-    model: torch.nn.Module, example_inputs: ExampleInputs, *, rules: RuleTables | None = None
+    model: torch.nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    rules: RuleTables | None = None,
+    head_dims: bool = False,
 ) -> DependencyGraph:
     """Trace ``model`` on ``example_inputs`` into a :class:`DependencyGraph`.
 
     Works on the meta device (shapes only). The model is traced in its current mode, so
     training-only branches (auxiliary heads) are slimmed with the rest in train mode;
     the mode of every submodule is restored afterwards.
+
+    Attention projections ``H*D`` viewed as ``(H, D)`` give whole-head units (under
+    grouped-query attention, a key/value head with its query heads); ``head_dims=True``
+    gives head-dim units instead (the same offsets in every head; rotary pairs together).
 
     >>> import torch, slimgraph as sg
     >>> graph = sg.trace(torch.nn.Linear(4, 3), (torch.randn(2, 4),))
@@ -119,7 +147,7 @@ def trace(
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
     ep = _export(model, args, kwargs)
-    graph = build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs))
+    graph = build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims)
     graph.modes = {name: m.training for name, m in model.named_modules()}
     return graph
 
@@ -133,28 +161,53 @@ def _module_of(node: fx.Node) -> str:
 
 
 def build_graph(
-    ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, inputs
+    ep: ExportedProgram,
+    model: torch.nn.Module,
+    rules: RuleTables,
+    inputs,
+    head_dims: bool = False,
 ) -> DependencyGraph:
     """Run every op's rule over the exported graph.
 
-    Splits whose equal parts the resulting units cannot shrink equally are relaxed and
-    the rules run again (see :func:`slimgraph.kinds.shape.split`).
+    The rules run again while a pass learns something that changes them: splits whose
+    equal parts the resulting units cannot shrink equally are relaxed (see
+    :func:`slimgraph.kinds.shape.split`), and reshape factors found coupled with an
+    attention's head dim stop carrying units (see :mod:`slimgraph.kinds.reshape`).
     """
     relaxed: frozenset[str] = frozenset()
-    for _ in range(8):
-        b, lines, ops, output_shapes = _run_rules(ep, model, rules, relaxed)
+    heads: frozenset[tuple[str, int]] = frozenset()
+    for _ in range(12):
+        b, lines, ops, output_shapes = _run_rules(ep, model, rules, relaxed, heads, head_dims)
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
         unbalanced = graph.unbalanced - relaxed
-        if not unbalanced:
+        found = heads | _head_dim_factors(graph, b)
+        if not unbalanced and found == heads:
             return graph
-        relaxed |= unbalanced
+        relaxed, heads = relaxed | unbalanced, found
     raise TraceError("splits kept needing relaxation; please report this model")
 
 
+def _head_dim_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
+    """Reshape factors coupled with an attention's head dim: the ``D`` of ``H*D -> (H, D)``."""
+    if not b.head_dim_slots:
+        return frozenset()
+    marked = np.unique(np.concatenate([graph.slot_labels(s) for s in b.head_dim_slots]))
+    return frozenset(
+        key
+        for slot, key in b.factor_keys.items()
+        if np.isin(graph.slot_labels(slot), marked).any()
+    )
+
+
 def _run_rules(
-    ep: ExportedProgram, model: torch.nn.Module, rules: RuleTables, relaxed: frozenset[str]
+    ep: ExportedProgram,
+    model: torch.nn.Module,
+    rules: RuleTables,
+    relaxed: frozenset[str],
+    heads: frozenset[tuple[str, int]],
+    head_dims: bool,
 ):
-    b = Builder(relaxed)
+    b = Builder(relaxed, heads, head_dims)
     roles = {
         InputKind.PARAMETER: "param",
         InputKind.BUFFER: "buffer",

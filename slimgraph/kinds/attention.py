@@ -16,6 +16,8 @@ def attention(ctx: OpContext) -> None:
     b = ctx.builder
     q, k, v, out = ctx.tensor("query"), ctx.tensor("key"), ctx.tensor("value"), ctx.out
     b.couple(q.dim(-1), k.dim(-1), ctx.name)
+    b.head_dim(q.dim(-1))
+    b.head_dim(v.dim(-1))
     b.inexact(q.dim(-1), "attention scale depends on the head dim")
     b.couple(q.dim(-2), out.dim(-2), ctx.name)
     b.couple(k.dim(-2), v.dim(-2), ctx.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from torch import fx
 
 from slimgraph._builder import OpContext, TensorSlots
 from slimgraph.kinds import kind
@@ -94,12 +95,55 @@ def matmul(ctx: OpContext) -> None:
         bld.freeze_all([a, m, out], "matmul with a 1-D operand is not pruned through")
         return
     bld.couple(a.dim(-1), m.dim(-2), ctx.name)
+    if _is_attention(ctx):  # q @ k^T contracts the head dim; softmax(..) @ v keeps v's
+        bld.head_dim(m.dim(-1) if _after_softmax(ctx.arg("input")) else a.dim(-1))
     bld.couple(a.dim(-2), out.dim(-2), ctx.name)
     bld.couple(m.dim(-1), out.dim(-1), ctx.name)
     for t in (a, m):
         for k in range(3, min(t.ndim, out.ndim) + 1):
             if t.shape[-k] == out.shape[-k] and t.shape[-k] > 1:
                 bld.couple(t.dim(-k), out.dim(-k), ctx.name)
+
+
+@kind("addmm", input=0, mat1=1, mat2=2)
+def addmm(ctx: OpContext) -> None:
+    """out = input + mat1 @ mat2: a linear layer whose weight is stored (in, out), as in
+    GPT-2's ``Conv1D``; ``input`` (the bias) broadcasts over the rows."""
+    b = ctx.builder
+    bias, x, w, out = ctx.tensor("input"), ctx.tensor("mat1"), ctx.tensor("mat2"), ctx.out
+    b.couple(x.dim(-1), w.dim(0), ctx.name)
+    b.couple(w.dim(1), out.dim(-1), ctx.name)
+    if x.shape[0] > 1:
+        b.couple(x.dim(0), out.dim(0), ctx.name)
+    if bias is not None:
+        b.broadcast(bias, out, ctx.name)
+
+
+def _is_attention(ctx: OpContext) -> bool:
+    """A batched product of two activations (no weights), as attention computes."""
+    b = ctx.builder
+    tensors = [ctx.tensor("input"), ctx.tensor("other")]
+    return all(
+        t.ndim >= 3 and b.slots[t.slots[0]].role not in ("param", "buffer", "constant")
+        for t in tensors
+    )
+
+
+# Ops between softmax and the product with v that keep the attention weights' meaning.
+_PASS_THROUGH = ("dropout", "to", "_to_copy", "type_as", "clone", "contiguous", "expand", "view")
+
+
+def _after_softmax(node: object) -> bool:
+    for _ in range(6):
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return False
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if "softmax" in name:
+            return True
+        if name not in _PASS_THROUGH or not node.args:
+            return False
+        node = node.args[0]
+    return False
 
 
 @kind("einsum", equation=0, operands=1)

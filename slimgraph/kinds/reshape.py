@@ -5,8 +5,10 @@ input dim and every output dim is a row-major product of consecutive factors. A 
 of one factor is that factor. A dim made of several carries channels through one factor
 only, its *carrier*: a factor that is a whole input dim not frozen so far (the ``C`` of a
 flattened ``C×H×W`` after a conv, whose H and W are frozen), else the largest (a channel
-shuffle's ``(2, C/2)`` carries ``C/2``). Index ``f`` of the dim belongs to unit
-``f // stride % n``.
+shuffle's ``(2, C/2)`` carries ``C/2``). A factor that an earlier pass found to be an
+attention head dim ``D`` is passed over, so that ``H*D -> (H, D)`` carries whole heads
+(or, traced with ``head_dims=True``, only such factors carry: head-dim offsets shared by
+every head). Index ``f`` of the dim belongs to unit ``f // stride % n``.
 Every other factor keeps its size, so it is frozen, and anything that would need it to
 shrink freezes with it. No guessing: an inconsistent reading freezes, it never corrupts.
 """
@@ -74,13 +76,24 @@ def _carry(
         if not ids:
             continue
         candidates = [f for f in ids if f in free] or ids
+        if len(ids) > 1:
+            head = [f for f in ids if (op, f) in b.head_dim_factors]
+            wanted = head if b.head_dims else [f for f in candidates if f not in head]
+            candidates = [f for f in candidates if f in wanted] or wanted or candidates
         carrier = max(candidates, key=lambda f: (sizes[f], -ids.index(f)))
         stride = int(np.prod([sizes[f] for f in ids[ids.index(carrier) + 1 :]], dtype=np.int64))
         index = np.arange(t.shape[d]) // stride % sizes[carrier]
         how = "identity" if len(ids) == 1 else "factor"
         b.couple(t.dim(d), factors[carrier], op, how, b_idx=index)
         for f in ids:
-            if f != carrier:
+            if f == carrier:
+                continue
+            if (op, f) in b.head_dim_factors:
+                why = "heads are the units (trace with head_dims=True to prune head dims)"
+                if b.head_dims:
+                    why = "head dims are the units (traced with head_dims=True)"
+                b.freeze(factors[f], f"attention {why}")
+            else:
                 b.freeze(factors[f], f"reshape factor {sizes[f]} of a {t.shape[d]}-wide dim")
 
 
@@ -103,7 +116,7 @@ def reshape(ctx: OpContext) -> None:
             b.couple(x.dim(whole_a[f]), out.dim(whole_b[f]), ctx.name)
             factors.append(-1)
         else:
-            factors.append(b.factor(n, ctx.name))
+            factors.append(b.factor(n, ctx.name, f))
     # A factor that is a whole input dim not frozen so far is preferred as a carrier: the
     # C of a flattened (C, H, W) whose H and W are frozen spatial sizes, however small C is.
     free = {ids[0] for d, ids in enumerate(fa) if len(ids) == 1 and not b.is_frozen(x.dim(d))}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -56,13 +58,14 @@ def assert_dead_units_drop_exactly(
     model: nn.Module,
     x: torch.Tensor,
     kills: Mapping[str, tuple[Sequence[int], Sequence[str]]],
+    **trace_options: Any,
 ) -> nn.Module:
     """Dead-channel oracle: zero the producers of some units, drop exactly those units,
     and the slim model's output equals the original's. ``kills`` is group id ->
     (units, producer "param:dim" keys). Returns the slim model."""
     model.eval()
     randomize_norm_stats(model)
-    graph = sg.trace(model, (x,))
+    graph = sg.trace(model, (x,), **trace_options)
     for gid, (units, producers) in kills.items():
         kill_units(model, graph, gid, units, producers)
     with torch.no_grad():

@@ -69,8 +69,16 @@ EMBED_MAP = {
 }
 
 
-def test_head_dim_units_couple_q_with_k_and_v_with_the_output() -> None:
+def test_whole_heads_are_the_units_by_default_even_when_heads_are_fewer() -> None:
     graph = sg.trace(Attention(heads=2, head_dim=4), (X,))
+    assert prunable(graph) == {"embed.weight:0": 8, "q.weight:0": 2, "o.weight:0": 8}
+    assert graph.unit_map("q.weight:0")["o.weight:1"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    reasons = set(graph.frozen_slots.values())
+    assert "attention heads are the units (trace with head_dims=True to prune head dims)" in reasons
+
+
+def test_head_dim_units_couple_q_with_k_and_v_with_the_output() -> None:
+    graph = sg.trace(Attention(heads=2, head_dim=4), (X,), head_dims=True)
     assert prunable(graph) == {
         "embed.weight:0": 8,
         "q.weight:0": 4,
@@ -124,7 +132,10 @@ def test_head_units_couple_q_k_v_and_the_output() -> None:
 def test_dead_value_units_drop_exactly(heads: int, head_dim: int, group: str) -> None:
     torch.manual_seed(0)
     slim = assert_dead_units_drop_exactly(
-        Attention(heads, head_dim), X, {group: ([1, 2], ["v.weight:0", "v.bias:0"])}
+        Attention(heads, head_dim),
+        X,
+        {group: ([1, 2], ["v.weight:0", "v.bias:0"])},
+        head_dims=group == "v.weight:0",
     )
     assert (slim.v.out_features, slim.o.in_features) == (4, 4)
     assert slim.q.out_features == (8 if group == "v.weight:0" else 4)

@@ -1,0 +1,181 @@
+"""Hugging Face models: a config that describes the slim model, and saving that reloads.
+
+After :func:`slimgraph.apply`, :func:`update_configs` writes the slim widths into
+``model.config`` (and every copy of it inside the model, such as T5's decoder config) from
+the table in ``rules/configs.toml``, and checks the result: a model built afresh from the
+new config must have exactly the slim model's parameter shapes. When it does, plain
+``save_pretrained`` / ``from_pretrained`` reload the slim model. When it cannot (layers
+slimmed differently under global scope; heads pruned in a family whose config derives the
+head size from the hidden size), :func:`save` and :func:`load` reload it instead: the
+original model is rebuilt from the config it was slimmed from (kept in ``config.json``),
+the saved plan is applied, and the safetensors weights are loaded. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from slimgraph._expr import Absent, evaluate
+from slimgraph.errors import SlimGraphError
+from slimgraph.ruletable import RuleTables, load_rules
+
+__all__ = ["ConfigUpdate", "update_configs", "save", "load", "PLAN_FILE"]
+
+PLAN_FILE = "slimgraph_plan.json"
+SOURCE = "slimgraph_source_config"  # config attribute: the config the model was slimmed from
+EXACT = "slimgraph_config_exact"  # config attribute: a fresh model from it has our shapes
+
+
+class ConfigUpdate(BaseModel):
+    """What :func:`update_configs` wrote: ``fields`` set, ``differing`` per-layer values
+    that no single field can hold, and whether the config now builds the slim shapes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_type: str
+    fields: dict[str, Any]
+    differing: dict[str, list[Any]]
+    exact: bool
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """Every distinct config object held by the model's modules, the root's first."""
+    found: dict[int, Any] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            found.setdefault(id(config), config)
+    return list(found.values())
+
+
+def update_configs(
+    model: nn.Module, original: nn.Module | None = None, rules: RuleTables | None = None
+) -> ConfigUpdate | None:
+    """Write the slim widths into ``model.config``; ``None`` for a model without one.
+
+    ``original`` is the model before slimming: its config is kept in the new one (as
+    ``slimgraph_source_config``) so that :func:`load` can rebuild it.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    rule = (rules or load_rules()).config_rule(model_type) if model_type else None
+    if rule is None:
+        return None
+    modules = dict(model.named_modules())
+    fields: dict[str, Any] = {}
+    differing: dict[str, list[Any]] = {}
+    for field, spec in rule.fields.items():
+        values = []
+        for name, module in modules.items():
+            if fnmatch.fnmatchcase(name, spec.at):
+                try:
+                    values.append(evaluate(spec.value, module, module))
+                except Absent:
+                    continue
+        if len(set(values)) == 1:
+            fields[field] = values[0]
+        elif values:
+            differing[field] = values
+    source = getattr(getattr(original, "config", None), "to_dict", None)
+    for c in _configs(model):
+        if getattr(c, "model_type", None) != model_type:
+            continue
+        for field, value in fields.items():
+            setattr(c, field, value)
+    exact = not differing and _fresh_shapes_match(model)
+    if source is not None and not hasattr(config, SOURCE):
+        setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
+    setattr(config, EXACT, exact)
+    return ConfigUpdate(model_type=model_type, fields=fields, differing=differing, exact=exact)
+
+
+def _fresh_shapes_match(model: nn.Module) -> bool:
+    """Whether ``type(model)(model.config)`` has exactly ``model``'s parameter shapes."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fresh = type(model)(copy.deepcopy(model.config))
+    except Exception:  # the config no longer builds a model at all: not a description
+        return False
+    shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Path:
+    """Save a slim model so that :func:`load` rebuilds it: weights, config and plan.
+
+    Hugging Face models go through their own ``save_pretrained`` (``config.json`` and
+    ``model.safetensors``); any other module's weights are written with
+    :func:`slimgraph.save_weights`. ``plan`` (the :class:`~slimgraph.PruningPlan` that made
+    the model) is written as ``slimgraph_plan.json``.
+    """
+    from slimgraph.weights import save_weights
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(directory)
+    else:
+        save_weights(model, directory / "model.safetensors")
+    if plan is not None:
+        (directory / PLAN_FILE).write_text(plan.model_dump_json(indent=2))
+    return directory
+
+
+def load(directory: str | os.PathLike) -> nn.Module:
+    """Reload a slim Hugging Face model saved with :func:`save` (or ``save_pretrained``).
+
+    When its config describes it exactly, this is ``from_pretrained``. Otherwise the
+    original architecture is built from the source config recorded at slimming time, the
+    saved plan is applied to it, and the weights are loaded from ``model.safetensors``.
+    The model comes back in eval mode.
+    """
+    import transformers
+    from safetensors.torch import load_file
+
+    from slimgraph.plan import PruningPlan
+    from slimgraph.rewrite import apply
+
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise SlimGraphError(f"{directory} has no config.json; save the model with sg.save")
+    data = json.loads(config_path.read_text())
+    arch = getattr(transformers, (data.get("architectures") or [""])[0], None)
+    if arch is None:
+        raise SlimGraphError(f"{config_path}: unknown architectures {data.get('architectures')}")
+    if data.get(EXACT, True) or SOURCE not in data:
+        return arch.from_pretrained(directory).eval()
+    plan_path = directory / PLAN_FILE
+    if not plan_path.is_file():
+        raise SlimGraphError(
+            f"{directory}: the config cannot describe this slim model and {PLAN_FILE} is "
+            "missing; save it with sg.save(model, directory, plan)"
+        )
+    source = transformers.AutoConfig.for_model(**data[SOURCE])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = arch(source).eval()
+    plan = PruningPlan.model_validate_json(plan_path.read_text())
+    slim = apply(model, plan, inplace=True)
+    state = load_file(directory / "model.safetensors")
+    missing, unexpected = slim.load_state_dict(state, strict=False)
+    tensors = slim.state_dict(keep_vars=True)
+    loaded = {id(tensors[k]) for k in state if k in tensors}
+    untied = [k for k in missing if id(tensors[k]) not in loaded]  # tied names are not saved
+    if unexpected or untied:
+        raise SlimGraphError(
+            f"{directory}: the weights do not fit the rebuilt model (missing {untied[:3]}, "
+            f"unexpected {list(unexpected)[:3]})"
+        )
+    return slim.eval()
