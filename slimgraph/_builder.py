@@ -52,11 +52,16 @@ class Link:
 
 @dataclass(frozen=True)
 class Balance:
-    """``slot`` is cut into ``parts`` equal ranges that must lose equally many indices."""
+    """``slot`` is cut into consecutive ranges of ``sizes`` that must each keep the same
+    fraction of their indices (equal parts lose equally many)."""
 
     slot: int
-    parts: int
+    sizes: tuple[int, ...]
     op: str
+
+    @property
+    def parts(self) -> int:
+        return len(self.sizes)
 
 
 @dataclass
@@ -138,13 +143,16 @@ class Builder:
         relaxed: frozenset[str] = frozenset(),
         head_dim_factors: frozenset[tuple[str, int]] = frozenset(),
         head_dims: bool = False,
+        pinned_factors: frozenset[tuple[str, int]] = frozenset(),
     ) -> None:
         self.relaxed = relaxed  # split ops whose parts are re-indexed (see kinds.shape.split)
         # Reshape factors (op, index) found to be attention head dims by an earlier pass,
         # and whether they, rather than the heads, carry the units (see kinds.reshape).
         self.head_dim_factors = head_dim_factors
         self.head_dims = head_dims
+        self.pinned_factors = pinned_factors  # frozen by another op in an earlier pass
         self.head_dim_slots: set[int] = set()  # marked by attention rules
+        self.pinned_slots: set[int] = set()  # dims taken apart index by index
         self.factor_keys: dict[int, tuple[str, int]] = {}  # factor slot -> (op, index)
         self.links: list[Link] = []
         self.slots: list[SlotInfo] = []
@@ -179,6 +187,10 @@ class Builder:
             slot = self._parent[slot]
         return slot
 
+    def connected(self, a: int, b: int) -> bool:
+        """Whether slots ``a`` and ``b`` are already coupled (slot-level)."""
+        return self._find(a) == self._find(b)
+
     def is_frozen(self, slot: int) -> bool:
         """Whether anything coupled with ``slot`` so far is frozen (slot-level, approximate)."""
         return self._find(slot) in self._frozen_roots
@@ -190,6 +202,11 @@ class Builder:
         )
         self.factor_keys[slot] = (op, index)
         return slot
+
+    def pin(self, slot: int, reason: str) -> None:
+        """Freeze ``slot``, whose indices are read one by one (``select``, ``unbind``)."""
+        self.freeze(slot, reason)
+        self.pinned_slots.add(slot)
 
     def head_dim(self, slot: int) -> None:
         """``slot`` is the per-head feature dim of an attention (its ``D``)."""
@@ -271,9 +288,12 @@ class Builder:
             for s in t.slots:
                 self.freeze(s, reason)
 
-    def balance(self, slot: int, parts: int, op: str) -> None:
-        """``slot`` is read in ``parts`` equal ranges that must lose equally many indices."""
-        self.balances.append(Balance(slot, parts, op))
+    def balance(self, slot: int, sizes: int | tuple[int, ...], op: str) -> None:
+        """``slot`` is read in ranges of ``sizes`` (or that many equal ranges) that must
+        each keep the same fraction of their indices."""
+        if isinstance(sizes, int):
+            sizes = (self.slots[slot].size // sizes,) * sizes
+        self.balances.append(Balance(slot, tuple(sizes), op))
 
     def link(self, a: int, b: int, op: str, why: str) -> None:
         """``a`` and ``b`` keep the same fraction of indices, whichever they are."""

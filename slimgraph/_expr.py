@@ -109,15 +109,20 @@ class _ObjectScope(Mapping):
         return len(self._extra)
 
 
-def evaluate(expr: str, obj: Any, old: Any) -> Any:
-    """Evaluate ``expr`` with ``obj``'s attributes as names and ``old`` as ``old``.
+def evaluate(expr: str, obj: Any, old: Any, names: Mapping[str, Any] | None = None) -> Any:
+    """Evaluate ``expr`` with ``obj``'s attributes as names, ``old`` as ``old`` and the
+    extra ``names`` (such as ``head_dims``, how the plan's graph was traced).
 
     Raises :class:`Absent` when it reads an attribute that is None on this instance.
     """
     tree = check_expression(expr, where="modules.toml")
     code = compile(tree, "<modules.toml>", "eval")
     try:
-        return eval(code, {"__builtins__": {}}, _ObjectScope(obj, {"old": _Old(old), **_CALLS}))
+        return eval(
+            code,
+            {"__builtins__": {}},
+            _ObjectScope(obj, {"old": _Old(old), **_CALLS, **(names or {})}),
+        )
     except Absent:
         raise
     except Exception as err:  # the rule does not fit this module instance

@@ -48,7 +48,7 @@ class Group:
     frozen: dict[str, str] = field(default_factory=dict)  # where -> why, for frozen units
     inexact: dict[str, str] = field(default_factory=dict)  # where -> why
     params: list[tuple[str, int]] = field(default_factory=list)  # (parameter, dim)
-    balances: list[Balance] = field(default_factory=list)  # equal parts of splits
+    balances: list[Balance] = field(default_factory=list)  # proportional parts of splits
     residual: bool = False  # two streams are summed in it (a residual add)
 
     @property
@@ -101,6 +101,7 @@ class DependencyGraph:
         self.node_ops = node_ops
         self.output_shapes = output_shapes
         self.modes: dict[str, bool] = {}  # module name -> training flag when traced
+        self.head_dims = builder.head_dims  # head-dim units instead of whole heads
         a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
         self.labels = components(builder.num_elements, a, b)
@@ -213,14 +214,16 @@ class DependencyGraph:
                     self.unbalanced.update(op for op, x in zip(ops[group.id], v) if x)
 
     def imbalance(self, group: Group, balances: list[Balance]) -> np.ndarray:
-        """Per unit of ``group``: indices held in part k minus part 0, for every split."""
+        """Per unit of ``group``, for every split: indices held in part k against part 0,
+        weighed by the parts' sizes (``n_k * size_0 - n_0 * size_k``; zero when the unit
+        takes from every part in proportion)."""
         columns = []
         for bal in balances:
             idx = self.unit_index(group, bal.slot)
-            counts = [
-                np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, bal.parts)
-            ]
-            columns += [c - counts[0] for c in counts[1:]]
+            ends = np.cumsum(bal.sizes)[:-1]
+            counts = [np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, ends)]
+            s0 = bal.sizes[0]
+            columns += [c * s0 - counts[0] * s for c, s in zip(counts[1:], bal.sizes[1:])]
         return np.stack(columns, axis=1) if columns else np.zeros((group.size, 0), np.int64)
 
     def unit_index(self, group: Group, slot: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import fnmatch
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,20 @@ def _configs(model: nn.Module) -> list[Any]:
 
 
 def update_configs(
-    model: nn.Module, original: nn.Module | None = None, rules: RuleTables | None = None
+    model: nn.Module,
+    original: nn.Module | None = None,
+    rules: RuleTables | None = None,
+    sliced: Iterable[str] = (),
+    verify: bool = True,
 ) -> ConfigUpdate | None:
     """Write the slim widths into ``model.config``; ``None`` for a model without one.
 
     ``original`` is the model before slimming: its config is kept in the new one (as
-    ``slimgraph_source_config``) so that :func:`load` can rebuild it.
+    ``slimgraph_source_config``) so that :func:`load` can rebuild it. ``sliced`` names the
+    tensors the plan sliced: a sliced buffer that is not saved (rotary ``inv_freq``) is
+    recomputed from the config at load, with other values, so the config is then not exact.
+    ``verify=False`` skips building a fresh model to compare shapes (``exact`` is then
+    False): for dry runs, where only the forward pass matters.
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
@@ -87,16 +96,43 @@ def update_configs(
         elif values:
             differing[field] = values
     source = getattr(getattr(original, "config", None), "to_dict", None)
+    valid = True
     for c in _configs(model):
-        if getattr(c, "model_type", None) != model_type:
-            continue
-        for field, value in fields.items():
-            setattr(c, field, value)
-    exact = not differing and _fresh_shapes_match(model)
-    if source is not None and not hasattr(config, SOURCE):
+        if getattr(c, "model_type", None) == model_type:
+            valid &= _set_fields(c, fields)
+    computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    exact = (
+        verify
+        and valid
+        and not differing
+        and not computed & set(sliced)
+        and _fresh_shapes_match(model)
+    )
+    if verify and source is not None and not hasattr(config, SOURCE):
         setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
     setattr(config, EXACT, exact)
-    return ConfigUpdate(model_type=model_type, fields=fields, differing=differing, exact=exact)
+    return ConfigUpdate(
+        model_type=model_type, fields=fields if valid else {}, differing=differing, exact=exact
+    )
+
+
+def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
+    """Set ``fields`` unless the config class rejects the result (then leave it as it was)."""
+    before = {f: getattr(config, f) for f in fields if hasattr(config, f)}
+    for field, value in fields.items():
+        setattr(config, field, value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            type(config).from_dict(config.to_dict())
+    except Exception:  # e.g. "hidden size is not a multiple of the number of heads"
+        for field in fields:
+            if field in before:
+                setattr(config, field, before[field])
+            else:
+                delattr(config, field)
+        return False
+    return True
 
 
 def _fresh_shapes_match(model: nn.Module) -> bool:

@@ -77,6 +77,7 @@ class PruningPlan(BaseModel):
     config: PruneConfig | None = None
     inputs: tuple[InputShape, ...] = ()
     training: bool = Field(False, description="the model was traced in train mode")
+    head_dims: bool = Field(False, description="traced with head-dim units, not whole heads")
     cuts: tuple[GroupCut, ...] = ()
     skipped: dict[str, str] = Field(
         default_factory=dict, description="group id -> why it was left alone"

@@ -75,6 +75,7 @@ def plan(
         config=config,
         inputs=tuple(InputShape(shape=s.shape, dtype=s.dtype, name=s.name) for s in graph.inputs),
         training=graph.modes.get("", False),
+        head_dims=graph.head_dims,
         cuts=cuts,
         skipped=skip,
     )

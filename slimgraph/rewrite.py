@@ -66,8 +66,8 @@ def apply(
     else:
         old = model
         slim = _sliced_copy(model, slices, meta=False)
-    _update_attributes(slim, old, slices)
-    update = update_configs(slim, old) if slices else None
+    _update_attributes(slim, old, slices, plan.head_dims)
+    update = update_configs(slim, old, sliced=slices) if slices else None
     if update is not None and not update.exact:
         warnings.warn(
             f"model.config ({update.model_type}) cannot describe the slim shapes"
@@ -88,10 +88,40 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     check_plan(graph, plan)
     slices = kept_shapes(graph, plan)
     dry = _sliced_copy(model, slices, meta=True)
-    _update_attributes(dry, model, slices)
-    inputs = _meta_inputs(plan.inputs or graph.inputs)
-    _check_forward(dry, inputs, graph.output_shapes, "meta dry run", graph.modes)
+    _update_attributes(dry, model, slices, plan.head_dims)
+    update_configs(dry, sliced=slices, verify=False)  # code may read widths from the config
+    specs = plan.inputs or graph.inputs
+    try:
+        _check_forward(dry, _meta_inputs(specs), graph.output_shapes, "meta dry run", graph.modes)
+    except RewriteError as err:
+        # Code that branches on values (an attention mask's ``.all()``) cannot run on the
+        # meta device: dry-run on a real sliced copy instead, when the weights are real.
+        if not _reads_values(err) or any(p.is_meta for p in model.parameters()):
+            raise
+        real = _sliced_copy(model, slices, meta=False)
+        _update_attributes(real, model, slices, plan.head_dims)
+        update_configs(real, sliced=slices, verify=False)
+        _check_forward(real, _real_inputs(specs), graph.output_shapes, "dry run", graph.modes)
     return slices
+
+
+def _reads_values(err: BaseException) -> bool:
+    """Whether a meta forward failed because the model reads tensor values."""
+    cause = str(err.__cause__ or "")
+    return any(mark in cause for mark in ("on meta tensors", "data-dependent", "meta tensor.item"))
+
+
+def _real_inputs(specs) -> Any:
+    """CPU inputs of the recorded shapes: random floats, zero integers (token ids, masks)."""
+
+    def make(s) -> torch.Tensor:
+        dtype = getattr(torch, s.dtype)
+        if dtype.is_floating_point:
+            return torch.randn(s.shape, dtype=dtype)
+        return torch.zeros(s.shape, dtype=dtype)
+
+    kwargs = {s.name: make(s) for s in specs if s.name}
+    return kwargs or tuple(make(s) for s in specs if not s.name)
 
 
 def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> dict[str, str]:
@@ -121,7 +151,7 @@ def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
     """Trace a weightless copy in the mode the plan was made in, on its input shapes."""
     copy_ = meta_copy(model).train(plan.training)
-    graph = trace(copy_, _meta_inputs(plan.inputs))
+    graph = trace(copy_, _meta_inputs(plan.inputs), head_dims=plan.head_dims)
     graph.model = model
     return graph
 
@@ -182,11 +212,14 @@ def _assign(model: nn.Module, replacements: dict[int, torch.Tensor]) -> None:
                     store[name] = replacements[id(t)]
 
 
-def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
+def _update_attributes(
+    slim: nn.Module, old: nn.Module, slices: Slices, head_dims: bool = False
+) -> None:
     """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
     old_modules = dict(old.named_modules())
     touched = {name.rpartition(".")[0] for name in slices}
-    for name, module in slim.named_modules():
+    # children first: a parent's identity may read its children's new attributes
+    for name, module in reversed(list(slim.named_modules())):
         prefix = f"{name}." if name else ""
         if not any(t == name or t.startswith(prefix) or not name for t in touched):
             continue
@@ -196,7 +229,11 @@ def _update_attributes(slim: nn.Module, old: nn.Module, slices: Slices) -> None:
         for attr, alternatives in rule.attrs.items():
             for expr in alternatives:  # the first that this instance can evaluate
                 try:
-                    setattr(module, attr, evaluate(expr, module, old_modules[name]))
+                    setattr(
+                        module,
+                        attr,
+                        evaluate(expr, module, old_modules[name], {"head_dims": head_dims}),
+                    )
                     break
                 except Absent:
                     continue  # reads an optional tensor (bias, affine weight) it lacks

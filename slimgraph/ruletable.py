@@ -56,6 +56,7 @@ class ModuleRule(BaseModel):
     attrs: dict[str, str | list[str]] = Field(default_factory=dict)
     freeze: dict[str, str] = Field(default_factory=dict)
     link: dict[str, LinkRule] = Field(default_factory=dict)
+    same_as: str | None = None  # a class whose rule this one shares (copied code)
 
     @field_validator("attrs")
     @classmethod
@@ -135,7 +136,7 @@ class RuleTables(BaseModel):
         for cls in type(module).__mro__:
             rule = self.modules.get(f"{cls.__module__}.{cls.__qualname__}")
             if rule is not None:
-                return rule
+                return self.modules[rule.same_as] if rule.same_as else rule
         return None
 
 
@@ -173,6 +174,13 @@ def load_rules(directory: str | None = None) -> RuleTables:
         tables = RuleTables(ops=ops_data, modules=modules_data, configs=configs_data)
         for rule in tables.configs.values():
             rule.fields  # noqa: B018 -- validates every field now, not at first use
+        for name, rule in tables.modules.items():
+            target = tables.modules.get(rule.same_as) if rule.same_as else None
+            if rule.same_as and (target is None or target.same_as or rule.attrs or rule.link):
+                raise RuleTableError(
+                    f"modules.toml: {name} has same_as {rule.same_as!r}, which must name "
+                    "another entry that has no same_as itself, and nothing else"
+                )
     except ValidationError as err:
         raise RuleTableError(f"rule tables in {root} are invalid:\n{err}") from err
     for name, rule in tables.ops.items():

@@ -20,6 +20,10 @@ from slimgraph.ruletable import RuleTables, load_rules
 
 __all__ = ["trace", "split_inputs", "build_graph", "preserve_modes", "without_kv_cache"]
 
+# Ops that change memory layout only, which some code emits on one device and not another
+# (HF attention calls .contiguous() off the CPU): not part of the fingerprint.
+LAYOUT_ONLY = frozenset({"aten.contiguous.default", "aten.clone.default", "aten.alias.default"})
+
 ExampleInputs = tuple | list | Mapping[str, Any] | torch.Tensor
 
 
@@ -176,15 +180,30 @@ def build_graph(
     """
     relaxed: frozenset[str] = frozenset()
     heads: frozenset[tuple[str, int]] = frozenset()
+    pinned: frozenset[tuple[str, int]] = frozenset()
     for _ in range(12):
-        b, lines, ops, output_shapes = _run_rules(ep, model, rules, relaxed, heads, head_dims)
+        b, lines, ops, output_shapes = _run_rules(
+            ep, model, rules, relaxed, heads, head_dims, pinned
+        )
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
         unbalanced = graph.unbalanced - relaxed
         found = heads | _head_dim_factors(graph, b)
-        if not unbalanced and found == heads:
+        held = pinned | _pinned_factors(graph, b)
+        if not unbalanced and found == heads and held == pinned:
             return graph
-        relaxed, heads = relaxed | unbalanced, found
+        relaxed, heads, pinned = relaxed | unbalanced, found, held
     raise TraceError("splits kept needing relaxation; please report this model")
+
+
+def _pinned_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
+    """Reshape factors taken apart index by index (the ``3`` of a fused ``(3, H, D)`` that
+    ``select`` or ``unbind`` splits into q, k, v): they cannot carry units, another should."""
+    if not b.pinned_slots:
+        return frozenset()
+    frozen = np.unique(np.concatenate([graph.slot_labels(s) for s in b.pinned_slots]))
+    return frozenset(
+        key for slot, key in b.factor_keys.items() if np.isin(graph.slot_labels(slot), frozen).any()
+    )
 
 
 def _head_dim_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
@@ -193,9 +212,7 @@ def _head_dim_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str
         return frozenset()
     marked = np.unique(np.concatenate([graph.slot_labels(s) for s in b.head_dim_slots]))
     return frozenset(
-        key
-        for slot, key in b.factor_keys.items()
-        if np.isin(graph.slot_labels(slot), marked).any()
+        key for slot, key in b.factor_keys.items() if np.isin(graph.slot_labels(slot), marked).any()
     )
 
 
@@ -206,8 +223,9 @@ def _run_rules(
     relaxed: frozenset[str],
     heads: frozenset[tuple[str, int]],
     head_dims: bool,
+    pinned: frozenset[tuple[str, int]],
 ):
-    b = Builder(relaxed, heads, head_dims)
+    b = Builder(relaxed, heads, head_dims, pinned)
     roles = {
         InputKind.PARAMETER: "param",
         InputKind.BUFFER: "buffer",
@@ -227,7 +245,8 @@ def _run_rules(
         if node.op in ("placeholder", "call_function"):
             b.register(node)
             shapes = [tuple(t.shape) for t in b.outputs(node)]
-            lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
+            if str(node.target) not in LAYOUT_ONLY:
+                lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             role, _ = b.node_roles.get(node.name, ("input", None))

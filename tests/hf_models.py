@@ -1,8 +1,9 @@
 """Tiny random Hugging Face models, one per family, with example inputs (no downloads).
 
-Hidden 64, 2 layers, 8 query heads (4 for the families without grouped-query attention),
-2 key/value heads where the family has them, head dim 8 (16 for Qwen3 and Gemma, which
-set it apart from hidden / heads).
+Hidden 64, 2 layers, MLP 128, 8 query heads and 2 key/value heads where the family has
+grouped-query attention (4 heads otherwise), head dim 8 (16 where the config sets it apart
+from hidden / heads: Qwen3, Gemma, T5). Task heads (sequence classification, LM, image
+classification) where the family has one, so the hidden size is not a model output.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ FAMILIES: dict[str, tuple[Any, dict[str, Any], Any, str]] = {
     "qwen3": (T.Qwen3Config, {**DECODER, "head_dim": 16}, T.Qwen3ForCausalLM, "ids"),
     "phi3": (T.Phi3Config, {**DECODER, "pad_token_id": 0}, T.Phi3ForCausalLM, "ids"),
     "gemma": (T.GemmaConfig, {**DECODER, "head_dim": 16}, T.GemmaForCausalLM, "ids"),
-    "bert": (T.BertConfig, ENCODER, T.BertModel, "ids"),
-    "roberta": (T.RobertaConfig, ENCODER, T.RobertaModel, "ids"),
+    "bert": (T.BertConfig, ENCODER, T.BertForSequenceClassification, "ids"),
+    "roberta": (T.RobertaConfig, ENCODER, T.RobertaForSequenceClassification, "ids"),
     "distilbert": (
         T.DistilBertConfig,
         {"vocab_size": VOCAB, "dim": HIDDEN, "hidden_dim": MLP, "n_layers": LAYERS, "n_heads": 4},
-        T.DistilBertModel,
+        T.DistilBertForSequenceClassification,
         "ids",
     ),
     "gpt2": (
@@ -81,7 +82,7 @@ FAMILIES: dict[str, tuple[Any, dict[str, Any], Any, str]] = {
     "vit": (
         T.ViTConfig,
         {**ENCODER, "image_size": 32, "patch_size": 8},
-        T.ViTModel,
+        T.ViTForImageClassification,
         "pixels",
     ),
     "clip_vision": (

@@ -118,14 +118,18 @@ def test_multihead_attention_attributes() -> None:
 
     model = Encoder().eval()
     x = torch.randn(2, 5, 6)
-    result = sg.slim(model, (x,), ratio=0.5)
+    result = sg.slim(model, (x,), ratio=0.5)  # whole heads go
     attn = result.model.attn
     assert (attn.embed_dim, attn.num_heads, attn.head_dim, attn.in_proj_weight.shape) == (
         8,
-        4,
         2,
+        4,
         (24, 8),
     )
+    assert result.model(x).shape == (2, 5, 3)
+    result = sg.slim(model, (x,), ratio=0.5, head_dims=True)  # every head narrows
+    attn = result.model.attn
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (8, 4, 2)
     assert result.model(x).shape == (2, 5, 3)
 
 

@@ -12,6 +12,19 @@ def creation(ctx: OpContext) -> None:
     ctx.builder.freeze_all(ctx.outs, f"created with constant shape by {ctx.node.target}")
 
 
+@kind("filled")
+def filled(ctx: OpContext) -> None:
+    """A tensor of one repeated value (zeros, ones, full, empty): any sub-block of it is the
+    same tensor made smaller, so its dims follow whatever they meet. The code must size it
+    from attributes the rewrite updates (T5's ``zeros((1, n_heads, q, k))``); a size
+    hard-coded as a number fails the meta dry run and that group is left alone."""
+    b = ctx.builder
+    for t in ctx.outs:
+        for d, size in enumerate(t.shape):
+            if size > 1:
+                b.couple(t.dim(d), b.factor(size, ctx.name), ctx.name, "filled")
+
+
 @kind("frozen")
 def frozen(ctx: OpContext) -> None:
     """A known op that slimgraph does not prune through (the table says why)."""

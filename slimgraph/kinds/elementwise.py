@@ -20,15 +20,17 @@ def elementwise(ctx: OpContext) -> None:
 
 @kind("add")
 def add(ctx: OpContext) -> None:
-    """``x + y``, elementwise; a dim fed by two computed tensors is a residual stream
-    (adding a parameter, such as a position embedding, is not)."""
-    elementwise(ctx)
+    """``x + y``, elementwise; a dim fed by two computed tensors that were not coupled
+    before is a residual stream (adding a parameter, such as a position embedding, is not;
+    nor is rotary embedding's ``q * cos + rotate_half(q) * sin``, two terms of one stream)."""
     b = ctx.builder
     args = [t for t in ctx.tensor_args() if t.slots and b.slots[t.slots[0]].role == "tensor"]
-    if len(args) < 2 or not ctx.outs:
-        return
-    out = ctx.out
-    for k in range(1, out.ndim + 1):
-        fed = [t for t in args if t.ndim >= k and t.shape[-k] == out.shape[-k] > 1]
-        if len(fed) >= 2:
-            b.residual.add(out.dim(-k))
+    merges = []
+    if len(args) >= 2 and ctx.outs:
+        out = ctx.out
+        for k in range(1, out.ndim + 1):
+            fed = [t.dim(-k) for t in args if t.ndim >= k and t.shape[-k] == out.shape[-k] > 1]
+            if len(fed) >= 2 and not all(b.connected(fed[0], s) for s in fed[1:]):
+                merges.append(out.dim(-k))
+    elementwise(ctx)
+    b.residual.update(merges)

@@ -119,14 +119,35 @@ def addmm(ctx: OpContext) -> None:
         b.broadcast(bias, out, ctx.name)
 
 
+def _activation(b, t: TensorSlots | None) -> bool:
+    """A batched tensor computed from the input (not a weight)."""
+    return (
+        t is not None
+        and t.ndim >= 3
+        and b.slots[t.slots[0]].role not in ("param", "buffer", "constant")
+    )
+
+
 def _is_attention(ctx: OpContext) -> bool:
     """A batched product of two activations (no weights), as attention computes."""
-    b = ctx.builder
-    tensors = [ctx.tensor("input"), ctx.tensor("other")]
-    return all(
-        t.ndim >= 3 and b.slots[t.slots[0]].role not in ("param", "buffer", "constant")
-        for t in tensors
+    return _activation(ctx.builder, ctx.tensor("input")) and _activation(
+        ctx.builder, ctx.tensor("other")
     )
+
+
+def _mark_einsum_head_dim(ctx: OpContext, terms: list[list[str]], rhs: str) -> None:
+    """Attention written as einsum: ``q k`` contracts the head dim; ``softmax(..) v`` keeps
+    v's head dim, the letter of v that reaches the output without being in the weights."""
+    b = ctx.builder
+    operands = [b.tensor(n) for n in ctx.arg("operands")]
+    out_letters = set(re.findall(r"[a-zA-Z]", rhs))
+    if _after_softmax(ctx.arg("operands")[0]):
+        marked = [(1, d) for d, c in enumerate(terms[1]) if c in out_letters - set(terms[0])]
+    else:
+        shared = (set(terms[0]) & set(terms[1])) - out_letters
+        marked = [(0, d) for d, c in enumerate(terms[0]) if c in shared]
+    for i, d in marked:
+        b.head_dim(operands[i].dim(d))
 
 
 # Ops between softmax and the product with v that keep the attention weights' meaning.
@@ -167,6 +188,8 @@ def einsum(ctx: OpContext) -> None:
             named = named[:i] + [f"...{j - n_ell}" for j in range(n_ell)] + named[i + 1 :]
         return named
 
+    if len(operands) == 2 and all(_activation(b, t) for t in operands):
+        _mark_einsum_head_dim(ctx, [letters(t, o.ndim) for t, o in zip(terms, operands)], rhs)
     first: dict[str, int] = {}
     for term, t in [*zip(terms, operands), (rhs, out)]:
         for letter, slot in zip(letters(term, t.ndim), t.slots):

@@ -6,7 +6,8 @@ of one factor is that factor. A dim made of several carries channels through one
 only, its *carrier*: a factor that is a whole input dim not frozen so far (the ``C`` of a
 flattened ``C×H×W`` after a conv, whose H and W are frozen), else the largest (a channel
 shuffle's ``(2, C/2)`` carries ``C/2``). A factor that an earlier pass found to be an
-attention head dim ``D`` is passed over, so that ``H*D -> (H, D)`` carries whole heads
+attention head dim ``D``, or that another op froze (the ``3`` of a fused
+``(3, H, D)`` read by ``select``), is passed over, so that ``H*D -> (H, D)`` carries whole heads
 (or, traced with ``head_dims=True``, only such factors carry: head-dim offsets shared by
 every head). Index ``f`` of the dim belongs to unit ``f // stride % n``.
 Every other factor keeps its size, so it is frozen, and anything that would need it to
@@ -77,6 +78,8 @@ def _carry(
             continue
         candidates = [f for f in ids if f in free] or ids
         if len(ids) > 1:
+            unpinned = [f for f in candidates if (op, f) not in b.pinned_factors]
+            candidates = unpinned or candidates
             head = [f for f in ids if (op, f) in b.head_dim_factors]
             wanted = head if b.head_dims else [f for f in candidates if f not in head]
             candidates = [f for f in candidates if f in wanted] or wanted or candidates

@@ -84,7 +84,7 @@ def unbind(ctx: OpContext) -> None:
     """Each output drops ``dim``; the remaining dims pass through."""
     b, x = ctx.builder, ctx.tensor("input")
     dim = int(ctx.arg("dim", 0)) % x.ndim
-    b.freeze(x.dim(dim), "unbind yields one tensor per index")
+    b.pin(x.dim(dim), "unbind yields one tensor per index")
     for t in ctx.outs:
         for k, d in enumerate(d for d in range(x.ndim) if d != dim):
             b.couple(x.dim(d), t.dim(k), ctx.name)
@@ -92,9 +92,11 @@ def unbind(ctx: OpContext) -> None:
 
 @kind("slice", input=0, dim=1, start=2, end=3, step=4)
 def slice_(ctx: OpContext) -> None:
-    """A full slice is the identity. A slice that is part k of n equal parts (``x[L:2L]``
-    of a ``3L``-wide qkv bias) couples by offset and keeps the n parts balanced, as the
-    bounds are then computed from the width. Any other bounds are fixed: that dim freezes.
+    """A full slice is the identity. A slice at step 1 couples by offset and keeps the
+    parts before, inside and after it proportional: its bounds are then a fixed fraction of
+    the width (``x[L:2L]`` of a ``3L``-wide qkv bias; Phi-3's fused qkv read at offsets the
+    code computes from the config, ``H*D`` and ``H*D + H_kv*D``). Where the units cannot
+    keep that proportion the slice is relaxed, and then, like any other step, it freezes.
     """
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -106,10 +108,10 @@ def slice_(ctx: OpContext) -> None:
         n, width = x.shape[d], out.shape[d]
         start = int(ctx.arg("start", 0) or 0) % max(n, 1)
         step = int(ctx.arg("step", 1) or 1)
-        proportional = width and n % width == 0 and start % width == 0 and 2 <= n // width <= 8
-        if step == 1 and proportional and ctx.name not in b.relaxed:
+        parts = tuple(p for p in (start, width, n - start - width) if p > 0)
+        if step == 1 and width and start + width <= n and ctx.name not in b.relaxed:
             b.couple(out.dim(d), x.dim(d), ctx.name, "offset", b_idx=np.arange(width) + start)
-            b.balance(x.dim(d), n // width, ctx.name)
+            b.balance(x.dim(d), parts, ctx.name)
         else:
             b.freeze(x.dim(d), "sliced with constant bounds")
             b.freeze(out.dim(d), "sliced with constant bounds")
@@ -120,9 +122,36 @@ def select(ctx: OpContext) -> None:
     """Picks one constant index of ``dim``, which therefore cannot lose indices."""
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
-    b.freeze(x.dim(dim), "indexed with a constant by select")
+    b.pin(x.dim(dim), "indexed with a constant by select")
     for k, d in enumerate(d for d in range(x.ndim) if d != dim):
         b.couple(x.dim(d), out.dim(k), ctx.name)
+
+
+@kind("index", input=0, indices=1)
+def index(ctx: OpContext) -> None:
+    """``x[..., idx, ...]`` with index tensors on consecutive dims: those dims are gathered
+    by computed positions (frozen, as are the indices); the dims before and after pass
+    through (a relative-position table ``table[index]`` keeps its heads dim)."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    indices = list(ctx.arg("indices") or [])
+    used = [d for d, i in enumerate(indices) if i is not None]
+    tensors = [b.tensor(indices[d]) for d in used]
+    if not used or used != list(range(used[0], used[-1] + 1)) or None in tensors:
+        b.freeze_all(ctx.tensor_args() + ctx.outs, "indexing not understood")
+        return
+    gathered = max(t.ndim for t in tensors)
+    for d in used:
+        b.freeze(x.dim(d), "gathered by computed indices")
+    b.freeze_all(tensors, "index tensor")
+    before, after = range(used[0]), range(used[-1] + 1, x.ndim)
+    for d in before:
+        if x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+    for k, d in enumerate(after):
+        if x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(used[0] + gathered + k), ctx.name)
+    for k in range(gathered):
+        b.freeze(out.dim(used[0] + k), "gathered by computed indices")
 
 
 @kind("getitem", source=0, index=1)
