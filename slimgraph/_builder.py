@@ -144,6 +144,7 @@ class Builder:
         head_dim_factors: frozenset[tuple[str, int]] = frozenset(),
         head_dims: bool = False,
         pinned_factors: frozenset[tuple[str, int]] = frozenset(),
+        query_heads: bool = False,
     ) -> None:
         self.relaxed = relaxed  # split ops whose parts are re-indexed (see kinds.shape.split)
         # Reshape factors (op, index) found to be attention head dims by an earlier pass,
@@ -151,6 +152,9 @@ class Builder:
         self.head_dim_factors = head_dim_factors
         self.head_dims = head_dims
         self.pinned_factors = pinned_factors  # frozen by another op in an earlier pass
+        # grouped-query attention: query heads inside each KV group carry units, rather
+        # than whole KV groups (see kinds.reshape)
+        self.query_heads = query_heads
         self.head_dim_slots: set[int] = set()  # marked by attention rules
         self.pinned_slots: set[int] = set()  # dims taken apart index by index
         self.factor_keys: dict[int, tuple[str, int]] = {}  # factor slot -> (op, index)
@@ -166,6 +170,7 @@ class Builder:
         self._tensors: dict[tuple[str, int], TensorSlots] = {}
         self._parent: list[int] = []  # slot-level union-find, for is_frozen()
         self._frozen_roots: set[int] = set()
+        self._repeat_roots: set[int] = set()  # components holding a broadcast repeat
         self._size = 0
         self.node_module: dict[str, str] = {}
         self.node_roles: dict[str, tuple[str, str | None]] = {}
@@ -202,6 +207,15 @@ class Builder:
         )
         self.factor_keys[slot] = (op, index)
         return slot
+
+    def repeat(self, slot: int, op: str) -> None:
+        """``slot`` repeats one value along itself (an expanded size-1 dim)."""
+        self.couple(slot, self.factor(self.slots[slot].size, op), op, "repeat")
+        self._repeat_roots.add(self._find(slot))
+
+    def is_repeat(self, slot: int) -> bool:
+        """Whether ``slot`` is coupled with an expanded, repeated dim (slot-level)."""
+        return self._find(slot) in self._repeat_roots
 
     def pin(self, slot: int, reason: str) -> None:
         """Freeze ``slot``, whose indices are read one by one (``select``, ``unbind``)."""
@@ -273,6 +287,8 @@ class Builder:
             self._parent[rb] = ra
             if rb in self._frozen_roots:
                 self._frozen_roots.add(ra)
+            if rb in self._repeat_roots:
+                self._repeat_roots.add(ra)
         self.pairs_a.append(np.asarray(a_idx, dtype=np.int64) + sa.offset)
         self.pairs_b.append(np.asarray(b_idx, dtype=np.int64) + sb.offset)
         self.edges.append(Edge(a, b, op, how))

@@ -37,12 +37,16 @@ def slim(
     prune_residual: bool = True,
     calibration: Any = None,
     head_dims: bool = False,
+    query_heads: bool = False,
     inplace: bool = False,
     **fields: Any,
 ) -> SlimResult:
     """Trace ``model``, plan the cuts and return a smaller dense copy.
 
     ``fields`` are further :class:`PruneConfig` fields (scope, round_to, ignore, ...).
+    ``head_dims`` and ``query_heads`` choose the attention units, as for
+    :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
+    attention) by default.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -55,7 +59,7 @@ def slim(
     config = PruneConfig(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
-    graph = trace(model, example_inputs, head_dims=head_dims)
+    graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
     plan = make_plan(graph, config)
     try:
         dry_run(model, plan, graph)

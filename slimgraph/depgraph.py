@@ -102,6 +102,7 @@ class DependencyGraph:
         self.output_shapes = output_shapes
         self.modes: dict[str, bool] = {}  # module name -> training flag when traced
         self.head_dims = builder.head_dims  # head-dim units instead of whole heads
+        self.query_heads = builder.query_heads  # GQA: query heads inside each KV group
         a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
         b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
         self.labels = components(builder.num_elements, a, b)

@@ -18,7 +18,6 @@ import fnmatch
 import json
 import os
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +62,12 @@ def update_configs(
     model: nn.Module,
     original: nn.Module | None = None,
     rules: RuleTables | None = None,
-    sliced: Iterable[str] = (),
     verify: bool = True,
 ) -> ConfigUpdate | None:
     """Write the slim widths into ``model.config``; ``None`` for a model without one.
 
     ``original`` is the model before slimming: its config is kept in the new one (as
-    ``slimgraph_source_config``) so that :func:`load` can rebuild it. ``sliced`` names the
-    tensors the plan sliced: a sliced buffer that is not saved (rotary ``inv_freq``) is
-    recomputed from the config at load, with other values, so the config is then not exact.
-    ``verify=False`` skips building a fresh model to compare shapes (``exact`` is then
+    ``slimgraph_source_config``) so that :func:`load` can rebuild it. ``verify=False`` skips building a fresh model to compare shapes (``exact`` is then
     False): for dry runs, where only the forward pass matters.
     """
     config = getattr(model, "config", None)
@@ -100,14 +95,7 @@ def update_configs(
     for c in _configs(model):
         if getattr(c, "model_type", None) == model_type:
             valid &= _set_fields(c, fields)
-    computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
-    exact = (
-        verify
-        and valid
-        and not differing
-        and not computed & set(sliced)
-        and _fresh_shapes_match(model)
-    )
+    exact = verify and valid and not differing and _fresh_shapes_match(model)
     if verify and source is not None and not hasattr(config, SOURCE):
         setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
     setattr(config, EXACT, exact)
@@ -136,15 +124,46 @@ def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
 
 
 def _fresh_shapes_match(model: nn.Module) -> bool:
-    """Whether ``type(model)(model.config)`` has exactly ``model``'s parameter shapes."""
+    """Whether ``type(model)(model.config)`` rebuilds ``model``: the same parameter and
+    buffer shapes, and the same values in the buffers that are not saved but computed from
+    the config (rotary ``inv_freq``, Gemma's ``embed_scale``), which a reload recomputes.
+
+    The fresh model is built on the meta device; only the modules that own such buffers
+    are materialised and initialised by the model's own ``_init_weights``.
+    """
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fresh = type(model)(copy.deepcopy(model.config))
     except Exception:  # the config no longer builds a model at all: not a description
         return False
-    shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    return shapes == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if shapes(fresh) != shapes(model):
+        return False
+    computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    if not computed:
+        return True
+    init = getattr(fresh, "_init_weights", None)
+    owners = {name.rpartition(".")[0] for name in computed}
+    modules = dict(fresh.named_modules())
+    try:
+        with torch.no_grad():
+            for owner in owners:
+                modules[owner].to_empty(device="cpu", recurse=False)
+                if init is not None:
+                    init(modules[owner])
+    except Exception:  # cannot recompute them: do not promise a reload
+        return False
+    mine, theirs = dict(model.named_buffers()), dict(fresh.named_buffers())
+    return all(
+        not theirs[n].is_meta and torch.equal(theirs[n].to(mine[n].device), mine[n])
+        for n in computed
+    )
+
+
+def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter and buffer (saved or not)."""
+    found = {n: tuple(t.shape) for n, t in model.named_parameters()}
+    return found | {n: tuple(t.shape) for n, t in model.named_buffers()}
 
 
 def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Path:

@@ -78,6 +78,9 @@ class PruningPlan(BaseModel):
     inputs: tuple[InputShape, ...] = ()
     training: bool = Field(False, description="the model was traced in train mode")
     head_dims: bool = Field(False, description="traced with head-dim units, not whole heads")
+    query_heads: bool = Field(
+        False, description="traced with query heads inside KV groups, not whole KV groups"
+    )
     cuts: tuple[GroupCut, ...] = ()
     skipped: dict[str, str] = Field(
         default_factory=dict, description="group id -> why it was left alone"

@@ -76,6 +76,7 @@ def plan(
         inputs=tuple(InputShape(shape=s.shape, dtype=s.dtype, name=s.name) for s in graph.inputs),
         training=graph.modes.get("", False),
         head_dims=graph.head_dims,
+        query_heads=graph.query_heads,
         cuts=cuts,
         skipped=skip,
     )

@@ -67,7 +67,7 @@ def apply(
         old = model
         slim = _sliced_copy(model, slices, meta=False)
     _update_attributes(slim, old, slices, plan.head_dims)
-    update = update_configs(slim, old, sliced=slices) if slices else None
+    update = update_configs(slim, old) if slices else None
     if update is not None and not update.exact:
         warnings.warn(
             f"model.config ({update.model_type}) cannot describe the slim shapes"
@@ -89,7 +89,7 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     slices = kept_shapes(graph, plan)
     dry = _sliced_copy(model, slices, meta=True)
     _update_attributes(dry, model, slices, plan.head_dims)
-    update_configs(dry, sliced=slices, verify=False)  # code may read widths from the config
+    update_configs(dry, verify=False)  # code may read widths from the config
     specs = plan.inputs or graph.inputs
     try:
         _check_forward(dry, _meta_inputs(specs), graph.output_shapes, "meta dry run", graph.modes)
@@ -100,7 +100,7 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
             raise
         real = _sliced_copy(model, slices, meta=False)
         _update_attributes(real, model, slices, plan.head_dims)
-        update_configs(real, sliced=slices, verify=False)
+        update_configs(real, verify=False)
         _check_forward(real, _real_inputs(specs), graph.output_shapes, "dry run", graph.modes)
     return slices
 
@@ -151,7 +151,9 @@ def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
     """Trace a weightless copy in the mode the plan was made in, on its input shapes."""
     copy_ = meta_copy(model).train(plan.training)
-    graph = trace(copy_, _meta_inputs(plan.inputs), head_dims=plan.head_dims)
+    graph = trace(
+        copy_, _meta_inputs(plan.inputs), head_dims=plan.head_dims, query_heads=plan.query_heads
+    )
     graph.model = model
     return graph
 

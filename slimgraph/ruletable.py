@@ -46,6 +46,7 @@ class LinkRule(BaseModel):
 
     to: str
     why: str
+    only_with_head_dims: bool = False  # holds for head-dim units only (see modules.toml)
 
 
 class ModuleRule(BaseModel):

@@ -131,6 +131,7 @@ def trace(
     *,
     rules: RuleTables | None = None,
     head_dims: bool = False,
+    query_heads: bool = False,
 ) -> DependencyGraph:
     """Trace ``model`` on ``example_inputs`` into a :class:`DependencyGraph`.
 
@@ -139,8 +140,10 @@ def trace(
     the mode of every submodule is restored afterwards.
 
     Attention projections ``H*D`` viewed as ``(H, D)`` give whole-head units (under
-    grouped-query attention, a key/value head with its query heads); ``head_dims=True``
-    gives head-dim units instead (the same offsets in every head; rotary pairs together).
+    grouped-query attention, a key/value head with all its query heads); ``head_dims=True``
+    gives head-dim units instead (the same offsets in every head; rotary pairs together),
+    and ``query_heads=True`` makes grouped-query attention drop query heads evenly inside
+    every key/value group (the key/value heads stay).
 
     >>> import torch, slimgraph as sg
     >>> graph = sg.trace(torch.nn.Linear(4, 3), (torch.randn(2, 4),))
@@ -151,7 +154,9 @@ def trace(
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
     ep = _export(model, args, kwargs)
-    graph = build_graph(ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims)
+    graph = build_graph(
+        ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
+    )
     graph.modes = {name: m.training for name, m in model.named_modules()}
     return graph
 
@@ -170,6 +175,7 @@ def build_graph(
     rules: RuleTables,
     inputs,
     head_dims: bool = False,
+    query_heads: bool = False,
 ) -> DependencyGraph:
     """Run every op's rule over the exported graph.
 
@@ -183,7 +189,7 @@ def build_graph(
     pinned: frozenset[tuple[str, int]] = frozenset()
     for _ in range(12):
         b, lines, ops, output_shapes = _run_rules(
-            ep, model, rules, relaxed, heads, head_dims, pinned
+            ep, model, rules, relaxed, heads, head_dims, pinned, query_heads
         )
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
         unbalanced = graph.unbalanced - relaxed
@@ -224,8 +230,9 @@ def _run_rules(
     heads: frozenset[tuple[str, int]],
     head_dims: bool,
     pinned: frozenset[tuple[str, int]],
+    query_heads: bool,
 ):
-    b = Builder(relaxed, heads, head_dims, pinned)
+    b = Builder(relaxed, heads, head_dims, pinned, query_heads)
     roles = {
         InputKind.PARAMETER: "param",
         InputKind.BUFFER: "buffer",
@@ -286,6 +293,8 @@ def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -
             if slot is not None:
                 b.freeze(slot, f"{label}: {why}")
         for key, link in rule.link.items():
+            if link.only_with_head_dims and not b.head_dims:
+                continue
             a, c = slot_of(name, key), slot_of(name, link.to)
             if a is not None and c is not None:
                 b.link(a, c, name or "<root>", f"{label}: {link.why}")

@@ -18,6 +18,20 @@ def elementwise(ctx: OpContext) -> None:
                     b.inexact(s, ctx.why or f"{ctx.node.target} mixes channels")
 
 
+@kind("expand", input=0)
+def expand(ctx: OpContext) -> None:
+    """``x.expand(shape)``: equal dims couple; a dim broadcast from size 1 repeats one
+    value, so like a filled tensor it may shrink when the code sizes it from an attribute
+    (the ``n_rep`` of grouped-query attention's ``repeat_kv``, from
+    ``num_key_value_groups``). It is marked as a repeat: under grouped-query attention it
+    carries query heads inside each key/value group (see kinds.reshape)."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    b.broadcast(x, out, ctx.name)
+    for k in range(1, out.ndim + 1):
+        if out.shape[-k] > 1 and (k > x.ndim or x.shape[-k] == 1):
+            b.repeat(out.dim(-k), ctx.name)
+
+
 @kind("add")
 def add(ctx: OpContext) -> None:
     """``x + y``, elementwise; a dim fed by two computed tensors that were not coupled

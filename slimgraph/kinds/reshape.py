@@ -71,15 +71,26 @@ def _carry(
     sizes: list[int],
     op: str,
     free: set[int],
+    repeats: set[int],
 ) -> None:
-    """Couple each dim of ``t`` to its carrier factor; freeze the other factors."""
+    """Couple each dim of ``t`` to its carrier factor; freeze the other factors.
+
+    The carrier is chosen by narrowing the factors step by step, each step skipped when it
+    would leave none: not pinned; (H_kv, n_rep) -> H carries whole KV groups, or with
+    ``query_heads`` the repeats; free whole input dims; not a head dim (or, with
+    ``head_dims``, only head dims); then the largest, the first on ties.
+    """
+
+    def narrow(candidates: list[int], keep) -> list[int]:
+        return [f for f in candidates if keep(f)] or candidates
+
     for d, ids in enumerate(dims):
         if not ids:
             continue
-        candidates = [f for f in ids if f in free] or ids
+        candidates = narrow(ids, lambda f: (op, f) not in b.pinned_factors)
+        candidates = narrow(candidates, lambda f: (f in repeats) == b.query_heads)
+        candidates = narrow(candidates, lambda f: f in free)
         if len(ids) > 1:
-            unpinned = [f for f in candidates if (op, f) not in b.pinned_factors]
-            candidates = unpinned or candidates
             head = [f for f in ids if (op, f) in b.head_dim_factors]
             wanted = head if b.head_dims else [f for f in candidates if f not in head]
             candidates = [f for f in candidates if f in wanted] or wanted or candidates
@@ -123,7 +134,8 @@ def reshape(ctx: OpContext) -> None:
     # A factor that is a whole input dim not frozen so far is preferred as a carrier: the
     # C of a flattened (C, H, W) whose H and W are frozen spatial sizes, however small C is.
     free = {ids[0] for d, ids in enumerate(fa) if len(ids) == 1 and not b.is_frozen(x.dim(d))}
+    repeats = {ids[0] for d, ids in enumerate(fa) if len(ids) == 1 and b.is_repeat(x.dim(d))}
     keep_a = [ids if not (len(ids) == 1 and factors[ids[0]] < 0) else [] for ids in fa]
     keep_b = [ids if not (len(ids) == 1 and factors[ids[0]] < 0) else [] for ids in fb]
-    _carry(b, x, keep_a, factors, sizes, ctx.name, free)
-    _carry(b, out, keep_b, factors, sizes, ctx.name, free)
+    _carry(b, x, keep_a, factors, sizes, ctx.name, free, repeats)
+    _carry(b, out, keep_b, factors, sizes, ctx.name, free, repeats)
