@@ -33,6 +33,7 @@ _NODES = (
     ast.FloorDiv,
     ast.Div,
     ast.Mod,
+    ast.Pow,
     ast.USub,
     ast.IfExp,
     ast.Compare,

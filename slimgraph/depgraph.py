@@ -128,9 +128,20 @@ class DependencyGraph:
         return g
 
     def _freeze_uncoupled_params(self, builder: Builder) -> None:
+        # a tied tensor (input and output embeddings) is used under one of its names
+        names: dict[int, list[str]] = {}
+        for name, t in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(t), []).append(name)
+        alias = {n: ns for ns in names.values() if len(ns) > 1 for n in ns}
         for i, s in enumerate(self.slots):
             if s.role in ("param", "buffer") and self.nx.degree(i) == 0:
-                builder.freeze(i, "not coupled to any channel by the rules")
+                others = [n for n in alias.get(s.target, []) if n != s.target]
+                why = (
+                    f"the same tensor as {others[0]}, which is sliced under that name"
+                    if others
+                    else "not coupled to any channel by the rules"
+                )
+                builder.freeze(i, why)
 
     def slot_labels(self, slot: int) -> np.ndarray:
         s = self.slots[slot]

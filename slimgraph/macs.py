@@ -30,7 +30,7 @@ def count_macs(model: torch.nn.Module, example_inputs: Any) -> int:
 
     args, kwargs = split_inputs(example_inputs)
     to_meta = lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t  # noqa: E731
-    meta = meta_copy(model).eval()
+    meta = meta_copy(model).eval().requires_grad_(False)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         meta(*[to_meta(a) for a in args], **{k: to_meta(v) for k, v in kwargs.items()})

@@ -95,7 +95,18 @@ def without_kv_cache(model: torch.nn.Module) -> Iterator[None]:
             c.use_cache = True
 
 
+def _refresh_caches(model: torch.nn.Module) -> None:
+    """Call each module's ``train()`` with its own mode: modules that cache tensors during
+    eval forward passes (timm LeViT's attention biases) drop the caches there, which
+    ``torch.export`` would otherwise lift as constants and freeze."""
+    for module in model.modules():
+        if type(module).train is not torch.nn.Module.train:
+            module.train(module.training)
+
+
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+    with preserve_modes(model):
+        _refresh_caches(model)
     with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
         try:
             return torch.export.export(model, args, kwargs, strict=False)

@@ -153,7 +153,9 @@ def test_grouped_query_attention_drops_whole_kv_groups() -> None:
 def test_grouped_query_attention_can_drop_query_heads_inside_groups(family: str, tmp_path) -> None:
     model, x = build(family)  # 8 query heads in 2 groups of 4
     graph = sg.trace(model, x, query_heads=True)
-    group = next(g for g in graph.groups if ("model.layers.0.self_attn.q_proj.weight", 0) in g.params)
+    group = next(
+        g for g in graph.groups if ("model.layers.0.self_attn.q_proj.weight", 0) in g.params
+    )
     assert group.size == 4 and group.exact  # the offset of a query head inside its group
     assert ("model.layers.0.self_attn.k_proj.weight", 0) not in group.params
     head = model.config.head_dim if family != "llama" else 8

@@ -32,6 +32,25 @@ def expand(ctx: OpContext) -> None:
             b.repeat(out.dim(-k), ctx.name)
 
 
+@kind("repeat", input=0, repeats=1)
+def repeat(ctx: OpContext) -> None:
+    """``x.repeat(*repeats)``: a dim repeated once passes through; a size-1 dim repeated
+    is a broadcast (as in expand); a dim tiled several times freezes (its copies are
+    read by position)."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    repeats = list(ctx.arg("repeats"))
+    for k in range(1, out.ndim + 1):
+        if out.shape[-k] <= 1:
+            continue
+        if k > x.ndim or x.shape[-k] == 1:
+            b.repeat(out.dim(-k), ctx.name)
+        elif repeats[-k] == 1:
+            b.couple(x.dim(-k), out.dim(-k), ctx.name)
+        else:
+            b.freeze(x.dim(-k), f"tiled {repeats[-k]} times by repeat")
+            b.freeze(out.dim(-k), f"tiled {repeats[-k]} times by repeat")
+
+
 @kind("add")
 def add(ctx: OpContext) -> None:
     """``x + y``, elementwise; a dim fed by two computed tensors that were not coupled

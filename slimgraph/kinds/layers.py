@@ -154,16 +154,22 @@ def _mark_einsum_head_dim(ctx: OpContext, terms: list[list[str]], rhs: str) -> N
 _PASS_THROUGH = ("dropout", "to", "_to_copy", "type_as", "clone", "contiguous", "expand", "view")
 
 
-def _after_softmax(node: object) -> bool:
-    for _ in range(6):
-        if not isinstance(node, fx.Node) or node.op != "call_function":
-            return False
-        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-        if "softmax" in name:
-            return True
-        if name not in _PASS_THROUGH or not node.args:
-            return False
-        node = node.args[0]
+# Ops through which attention weights stay attention weights (renormalised, masked, cast).
+_RESHAPING = ("div", "mul", "add", "sub", "masked_fill", "where", "sigmoid")
+
+
+def _after_softmax(node: object, depth: int = 6) -> bool:
+    """Whether ``node`` is attention weights: a softmax, a few pass-through or
+    renormalising steps back along any argument (ConViT's gated, renormalised mix)."""
+    if depth == 0 or not isinstance(node, fx.Node) or node.op != "call_function":
+        return False
+    name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+    if "softmax" in name:
+        return True
+    if name in _PASS_THROUGH:
+        return bool(node.args) and _after_softmax(node.args[0], depth - 1)
+    if name in _RESHAPING:
+        return any(_after_softmax(a, depth - 1) for a in node.args)
     return False
 
 

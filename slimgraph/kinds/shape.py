@@ -46,6 +46,22 @@ def cat(ctx: OpContext) -> None:
         offset += n
 
 
+@kind("stack", tensors=0, dim=1)
+def stack(ctx: OpContext) -> None:
+    """Inputs of one shape side by side along a new dim (frozen: one index per input);
+    every other dim of every input couples with the output's."""
+    b, out = ctx.builder, ctx.out
+    dim = int(ctx.arg("dim", 0)) % out.ndim
+    b.freeze(out.dim(dim), "stack makes one index per input")
+    for node in ctx.arg("tensors"):
+        t = b.tensor(node)
+        if t is None:
+            continue
+        for k in range(t.ndim):
+            if t.shape[k] > 1:
+                b.couple(t.dim(k), out.dim(k if k < dim else k + 1), ctx.name)
+
+
 @kind("split", input=0, split=1, dim=2)
 def split(ctx: OpContext) -> None:
     """Output k is the input's [offset_k, offset_k + n_k) along ``dim``.
