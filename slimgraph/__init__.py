@@ -7,6 +7,7 @@
 8
 """
 
+from slimgraph import viz
 from slimgraph.api import SlimResult, slim
 from slimgraph.bench import BenchReport, compare
 from slimgraph.config import PruneConfig
@@ -34,6 +35,7 @@ from slimgraph.latency import LatencyReport, measure_latency
 from slimgraph.macs import count_macs, count_params
 from slimgraph.plan import GroupCut, PruningPlan
 from slimgraph.planner import plan
+from slimgraph.review import PlanSummary
 from slimgraph.rewrite import apply
 from slimgraph.trace import trace
 from slimgraph.weights import load_weights, save_weights
@@ -44,6 +46,8 @@ __all__ = [
     "apply",
     "slim",
     "SlimResult",
+    "PlanSummary",
+    "viz",
     "PruneConfig",
     "PruningPlan",
     "GroupCut",

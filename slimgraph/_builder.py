@@ -156,6 +156,7 @@ class Builder:
         # than whole KV groups (see kinds.reshape)
         self.query_heads = query_heads
         self.head_dim_slots: set[int] = set()  # marked by attention rules
+        self.head_slots: set[int] = set()  # the heads dim of attention queries
         self.pinned_slots: set[int] = set()  # dims taken apart index by index
         self.factor_keys: dict[int, tuple[str, int]] = {}  # factor slot -> (op, index)
         self.links: list[Link] = []

@@ -111,6 +111,8 @@ class DependencyGraph:
         self.frozen_slots = dict(builder.frozen)
         self.inexact_slots = dict(builder.inexact_reasons)
         self.residual_slots = builder.residual
+        self.head_slots = builder.head_slots
+        self.head_dim_slots = builder.head_dim_slots
         self.balances = builder.balances
         self.links = builder.links
         self.frozen_labels = self._frozen_labels()
@@ -325,7 +327,8 @@ class DependencyGraph:
         >>> import torch, slimgraph as sg
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
         >>> print(sg.trace(net, (torch.randn(1, 4),)).explain("0.weight:0"))
-        group 0.weight:0: 6 units, prunable, exact
+        group 0.weight:0: 6 channels, prunable, exact
+          layers: 0, 2
           members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
         """
         if what in self._by_id:
@@ -339,16 +342,51 @@ class DependencyGraph:
         return "\n".join(lines)
 
     def _explain_group(self, g: Group) -> str:
+        from slimgraph.viz import unit_kind
+
+        kind = unit_kind(self, g)
+        units = f"{g.size} {kind}" + ("" if g.size == 1 else "s" if kind[-1] != "s" else "")
+        if kind.startswith("block of"):
+            units = f"{g.size} blocks of {kind.removeprefix('block of ')} indices"
         state = "prunable" if g.prunable else "frozen"
-        head = f"group {g.id}: {g.size} units, {state}, {'exact' if g.exact else 'not exact'}"
-        if g.residual:
-            head += ", residual stream"
-        lines = [head, "  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params)]
+        head = f"group {g.id}: {units}, {state}, {'exact' if g.exact else 'not exact'}"
+        lines = [head, f"  layers: {', '.join(m or '<model>' for m in g.modules)}"]
+        adds = sorted(
+            {self.slots[s].module or "<model>" for s in g.slots if s in self.residual_slots}
+        )
+        if adds:
+            lines.append(f"  coupled through the residual add in {', '.join(adds)}")
+        lines.append("  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params))
         for where, why in g.frozen.items():
             lines.append(f"  frozen by {where}: {why}")
         for where, why in g.inexact.items():
             lines.append(f"  not exact at {where}: {why}")
         return "\n".join(lines)
+
+    # -- seeing it (slimgraph.viz) ------------------------------------------------------
+    def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
+        """Draw the layer-level coupling graph with matplotlib (see :func:`slimgraph.viz.draw`);
+        ``focus`` is a group id or a module name."""
+        from slimgraph import viz
+
+        return viz.draw(self, focus, ax, **options)
+
+    def to_dot(self, focus: str | None = None) -> str:
+        """The layer-level coupling graph as Graphviz DOT text."""
+        from slimgraph import viz
+
+        return viz.to_dot(self, focus)
+
+    def to_graphml(self, path: Any = None, focus: str | None = None) -> str | None:
+        """Write the layer-level coupling graph as GraphML (returns the text without a path)."""
+        from slimgraph import viz
+
+        return viz.to_graphml(self, path, focus)
+
+    def _repr_html_(self) -> str:
+        from slimgraph import viz
+
+        return viz.groups_html(self)
 
     def __repr__(self) -> str:
         n = len(self.prunable_groups())

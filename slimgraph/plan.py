@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from slimgraph.config import PruneConfig
 from slimgraph.errors import PlanError
 
 if TYPE_CHECKING:
     from slimgraph.depgraph import DependencyGraph
+    from slimgraph.review import PlanSummary
 
 __all__ = ["GroupCut", "InputShape", "PruningPlan"]
 
@@ -100,6 +109,43 @@ class PruningPlan(BaseModel):
             self.check(graph)
         return self
 
+    _graph: DependencyGraph | None = PrivateAttr(default=None)  # set by sg.plan
+
+    def __eq__(self, other: object) -> bool:
+        """Plans are equal when their data is: the remembered graph does not count."""
+        if not isinstance(other, PruningPlan):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # (its dict fields never hashed anyway)
+
+    def summary(self, graph: DependencyGraph | None = None) -> PlanSummary:
+        """Per layer: shapes, params and MACs before -> after, and the groups left alone
+        with the reason (see :mod:`slimgraph.review`). ``graph`` is the traced graph the
+        plan fits; a plan made by :func:`slimgraph.plan` remembers its own."""
+        from slimgraph.review import summarize
+
+        graph = graph or self._graph
+        if graph is None:
+            raise PlanError(
+                "summary() needs the traced graph of the model: plan.summary(sg.trace(model, inputs))"
+            )
+        return summarize(graph, self)
+
+    def _repr_html_(self) -> str:
+        if self._graph is not None:
+            return self.summary()._repr_html_()
+        rows = "".join(
+            f"<tr><td><code>{c.group}</code></td><td>{len(c.drop)} of {c.size}</td></tr>"
+            for c in self.cuts
+            if c.drop
+        )
+        return (
+            f"<p><b>PruningPlan</b> ({self.criterion}): params {self.params_before:,} → "
+            f"{self.params_after:,}</p><table><thead><tr><th>group</th><th>dropped</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+
     def check(self, graph: DependencyGraph) -> None:
         """Raise :class:`PlanError` unless this plan fits ``graph`` exactly."""
         if self.fingerprint != graph.fingerprint:
@@ -123,8 +169,8 @@ class PruningPlan(BaseModel):
     def cut(self, group: str) -> GroupCut | None:
         return next((c for c in self.cuts if c.group == group), None)
 
-    def summary(self) -> str:
-        """One line per group that loses units."""
+    def describe(self) -> str:
+        """One line per group that loses units (no graph needed; see also :meth:`summary`)."""
         lines = [
             f"plan {self.fingerprint} by {self.criterion}: {self.dropped} units dropped, "
             f"params {self.params_before:,} -> {self.params_after:,}"

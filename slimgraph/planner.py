@@ -81,7 +81,9 @@ def plan(
         skipped=skip,
     )
     before, after = param_counts(graph, result)
-    return result.model_copy(update={"params_before": before, "params_after": after})
+    final = result.model_copy(update={"params_before": before, "params_after": after})
+    final._graph = graph  # for plan.summary() and the notebook view; not serialised
+    return final
 
 
 class _Chooser:

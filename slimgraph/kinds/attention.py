@@ -18,6 +18,8 @@ def attention(ctx: OpContext) -> None:
     b.couple(q.dim(-1), k.dim(-1), ctx.name)
     b.head_dim(q.dim(-1))
     b.head_dim(v.dim(-1))
+    if q.ndim >= 3:
+        b.head_slots.add(q.dim(-3))
     b.inexact(q.dim(-1), "attention scale depends on the head dim")
     b.couple(q.dim(-2), out.dim(-2), ctx.name)
     b.couple(k.dim(-2), v.dim(-2), ctx.name)

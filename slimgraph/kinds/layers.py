@@ -97,6 +97,8 @@ def matmul(ctx: OpContext) -> None:
     bld.couple(a.dim(-1), m.dim(-2), ctx.name)
     if _is_attention(ctx):  # q @ k^T contracts the head dim; softmax(..) @ v keeps v's
         bld.head_dim(m.dim(-1) if _after_softmax(ctx.arg("input")) else a.dim(-1))
+        if a.ndim >= 4:
+            bld.head_slots.add(a.dim(-3))
     bld.couple(a.dim(-2), out.dim(-2), ctx.name)
     bld.couple(m.dim(-1), out.dim(-1), ctx.name)
     for t in (a, m):

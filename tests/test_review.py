@@ -1,0 +1,130 @@
+"""Seeing a graph and reviewing a plan: explain, draw, DOT, GraphML, HTML, plan.summary."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+import networkx as nx
+import pytest
+import torch
+import torchvision
+
+import slimgraph as sg
+from tests.hf_models import build
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> sg.DependencyGraph:
+    torch.manual_seed(0)
+    return sg.trace(torchvision.models.resnet50().eval(), (torch.randn(1, 3, 64, 64),))
+
+
+@pytest.fixture(scope="module")
+def llama() -> sg.DependencyGraph:
+    model, x = build("llama")
+    return sg.trace(model, x)
+
+
+def test_explain_answers_for_every_group(resnet50, llama) -> None:
+    for graph in (resnet50, llama):
+        for group in graph.groups:
+            text = graph.explain(group.id)
+            assert text.startswith(f"group {group.id}: {group.size} ")
+        for module in {m for g in graph.groups for m in g.modules}:
+            assert graph.explain(module)
+
+
+def test_explain_a_bottleneck_conv(resnet50) -> None:
+    assert resnet50.explain("layer1.0.conv1.weight:0") == (
+        "group layer1.0.conv1.weight:0: 64 channels, prunable, exact\n"
+        "  layers: layer1.0.conv1, layer1.0.bn1, layer1.0.conv2\n"
+        "  members: layer1.0.conv1.weight dim 0, layer1.0.bn1.weight dim 0, "
+        "layer1.0.bn1.bias dim 0, layer1.0.conv2.weight dim 1"
+    )
+
+
+def test_explain_the_classifier_frozen_by_the_output(resnet50) -> None:
+    assert resnet50.explain("fc.weight:0") == (
+        "group fc.weight:0: 0 channels, frozen, exact\n"
+        "  layers: fc\n"
+        "  members: fc.weight dim 0, fc.bias dim 0\n"
+        "  frozen by output linear dim 1 (aten.linear.default in fc): "
+        "model output: its shape is part of the model's contract"
+    )
+
+
+def test_explain_a_residual_stream(resnet50) -> None:
+    text = resnet50.explain("layer1.0.conv3.weight:0")
+    assert text.splitlines()[0] == "group layer1.0.conv3.weight:0: 256 channels, prunable, exact"
+    assert text.splitlines()[2] == (
+        "  coupled through the residual add in layer1.0, layer1.1, layer1.2"
+    )
+
+
+def test_explain_grouped_query_heads(llama) -> None:
+    assert llama.explain("model.layers.0.self_attn.q_proj.weight:0") == (
+        "group model.layers.0.self_attn.q_proj.weight:0: 2 heads, prunable, exact\n"
+        "  layers: model.layers.0.self_attn.q_proj, model.layers.0.self_attn.k_proj, "
+        "model.layers.0.self_attn.v_proj, model.layers.0.self_attn.o_proj\n"
+        "  members: model.layers.0.self_attn.q_proj.weight dim 0, "
+        "model.layers.0.self_attn.k_proj.weight dim 0, "
+        "model.layers.0.self_attn.v_proj.weight dim 0, "
+        "model.layers.0.self_attn.o_proj.weight dim 1"
+    )
+
+
+def test_layer_graph_around_a_residual_add(resnet50) -> None:
+    lg = sg.viz.layer_graph(resnet50, focus="layer1.0.conv3.weight:0")
+    assert {"layer1.0.conv3", "layer1.0.bn3", "layer1.0.downsample.0", "layer1.0"} <= set(lg)
+    assert lg.edges["layer1.0.bn3", "layer1.0"]["group"] == "layer1.0.conv3.weight:0"
+    assert nx.is_connected(lg)
+
+
+def test_dot_and_graphml_describe_the_same_layers(resnet50) -> None:
+    focus = "layer2.0.conv1"
+    dot = resnet50.to_dot(focus)
+    graphml = nx.read_graphml(io.StringIO(resnet50.to_graphml(focus=focus)))
+    lg = sg.viz.layer_graph(resnet50, focus)
+    assert set(graphml) == set(lg)
+    assert dot.count(" -- ") == lg.number_of_edges() == graphml.number_of_edges()
+    assert all(f'"{node}" [' in dot for node in lg)
+
+
+def test_draw_puts_every_layer_on_the_axes(resnet50) -> None:
+    ax = resnet50.draw(focus="layer1.0.conv2.weight:0")
+    lg = sg.viz.layer_graph(resnet50, "layer1.0.conv2.weight:0")
+    assert len(ax.collections) == len(lg)  # one marker per layer
+    assert len(ax.lines) == lg.number_of_edges()
+    matplotlib.pyplot.close("all")
+
+
+def test_html_table_has_a_row_per_group(llama) -> None:
+    html = llama._repr_html_()
+    assert html.count("<tr><td><code>") == len(llama.groups)
+    assert "<td>head</td>" in html and "<td>channel</td>" in html
+
+
+def test_plan_summary_adds_up() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    graph = sg.trace(model, (x,))
+    plan = sg.plan(graph, ratio=0.5)
+    summary = plan.summary()
+    slim = sg.apply(model, plan, graph=graph)
+    assert summary.params_after == plan.params_after == sg.count_params(slim)
+    assert summary.macs_before == sg.count_macs(model, (x,))
+    assert summary.macs_after == sg.count_macs(slim, (x,))
+    conv1 = next(r for r in summary.layers if r.layer == "conv1")
+    assert conv1.shapes == {"weight": ((64, 3, 7, 7), (32, 3, 7, 7))}
+    assert summary.untouched["fc.weight:0"] == (
+        "model output: its shape is part of the model's contract"
+    )
+    text = str(summary)
+    assert re.search(r"^conv1 +Conv2d +64×3×7×7 -> 32×3×7×7 +9,408 -> 4,704 ", text, re.M)
+    assert "model output: its shape is part of the model's contract: fc.weight:0" in text
+    assert plan._repr_html_().count("<tr><td><code>") == len(summary.changed())
