@@ -28,6 +28,26 @@ class SlimResult:
     graph: DependencyGraph
 
 
+def plan_that_applies(model: nn.Module, graph, config: PruneConfig) -> PruningPlan:
+    """``sg.plan``, then leave alone the groups whose cut fails the meta dry run: code
+    that hard-codes a width the graph cannot see (``x.split(4, 1)``). Warns, and records
+    why in ``plan.skipped``."""
+    plan = make_plan(graph, config)
+    try:
+        dry_run(model, plan, graph)
+    except RewriteError:
+        skip = failing_groups(model, plan, graph)
+        if not skip:
+            raise
+        warnings.warn(
+            f"slimgraph left {len(skip)} group(s) alone because the model hard-codes their "
+            f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
+            stacklevel=3,
+        )
+        plan = make_plan(graph, config, skip=skip)
+    return plan
+
+
 def slim(
     model: nn.Module,
     example_inputs: Any,
@@ -60,19 +80,6 @@ def slim(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
-    plan = make_plan(graph, config)
-    try:
-        dry_run(model, plan, graph)
-    except RewriteError:
-        # Code that hard-codes a width the graph cannot see: leave those groups alone.
-        skip = failing_groups(model, plan, graph)
-        if not skip:
-            raise
-        warnings.warn(
-            f"slimgraph left {len(skip)} group(s) alone because the model hard-codes their "
-            f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
-            stacklevel=2,
-        )
-        plan = make_plan(graph, config, skip=skip)
+    plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)

@@ -1,4 +1,5 @@
-"""The ``slimgraph`` command: slim a model into a directory, or inspect its groups.
+"""The ``slimgraph`` command: slim a model into a directory, inspect its groups, plan
+and apply in two steps, compare plans, export to ONNX and benchmark.
 
 Run ``slimgraph --help`` for the commands, ``slimgraph slim --help`` for one command.
 Bad input exits with status 2 and one line on stderr that says what to fix; any other
@@ -28,14 +29,21 @@ from torch import nn
 
 import slimgraph as sg
 from slimgraph import _render as render
+from slimgraph.api import plan_that_applies
 from slimgraph.errors import ModelSpecError, SlimGraphError, UsageError
-from slimgraph.specs import default_input, load_model, parse_shape
+from slimgraph.specs import build, parse_shape
 from slimgraph.weights import save_weights
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_SPEC = "torchvision:resnet18"
 DEFAULT_OUT = "slim-out"
+SPEC_HELP = (
+    "SPEC is torchvision:NAME, timm:NAME, hf:DIRECTORY (a local Hugging Face model folder\n"
+    "with config.json), PATH.pt2 (saved by torch.export.save) or package.module:factory\n"
+    "(called with no arguments); torchvision and timm weights are random, nothing is\n"
+    "downloaded."
+)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # PruneConfig field -> (flag, what a valid value looks like), to word validation errors.
@@ -74,40 +82,49 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  slimgraph slim                                  # resnet18 at ratio 0.5 into slim-out/\n"
-            "  slimgraph slim timm:resnet50 --ratio 0.3 --out r50-slim\n"
             "  slimgraph inspect torchvision:mobilenet_v3_small --all\n"
+            "  slimgraph plan timm:resnet50 --ratio 0.3 --out r50-plan.json --show\n"
+            "  slimgraph apply timm:resnet50 --plan r50-plan.json --out r50-slim\n"
+            "  slimgraph diff r50-plan.json slim-out/plan.json\n"
             "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json --out r18.onnx\n"
             "  slimgraph bench torchvision:mobilenet_v2 --ratio 0.5 --round-to 16\n\n"
-            "SPEC is torchvision:NAME, timm:NAME or package.module:factory (called with no\n"
-            "arguments); weights are random, nothing is downloaded."
+            f"{SPEC_HELP}"
         ),
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"slimgraph {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show warnings and tracebacks")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    # -v and --json, which every command takes.
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument(
         "-v",
         "--verbose",
         action="store_true",
         default=argparse.SUPPRESS,
         help="show warnings and tracebacks",
     )
-    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    common.add_argument(
-        "--input-shape",
-        type=_shape_arg,
-        metavar="N,C,H,W",
-        help="shape of the random example input (default: what the model expects, "
-        "e.g. 1,3,224,224; 1,3,299,299 for inception_v3)",
-    )
-    common.add_argument(
+    output.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    # The model, for every command but diff.
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument(
         "spec",
         nargs="?",
         default=DEFAULT_SPEC,
         metavar="SPEC",
-        help=f"model to build (default: {DEFAULT_SPEC})",
+        help=f"model to build (default: {DEFAULT_SPEC}): torchvision:NAME, timm:NAME, "
+        "hf:DIRECTORY, PATH.pt2 or package.module:factory",
     )
+    # Its example input, for every command that traces it at a shape of the user's choice.
+    shaped = argparse.ArgumentParser(add_help=False)
+    shaped.add_argument(
+        "--input-shape",
+        type=_shape_arg,
+        metavar="N,C,H,W",
+        help="shape of the random example input (default: what the model expects, "
+        "e.g. 1,3,224,224; 1,3,299,299 for inception_v3; BATCH,LENGTH of the token ids "
+        "of an hf: text model)",
+    )
+    common = [output, shaped, model]
     # The planning flags slim and bench share.
     planning = argparse.ArgumentParser(add_help=False)
     planning.add_argument(
@@ -162,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     slim = commands.add_parser(
         "slim",
-        parents=[common, planning],
+        parents=[*common, planning],
         formatter_class=fmt,
         help="trace, plan and apply; write plan.json and model.safetensors",
         description="Trace a model, plan which units to drop, apply the plan, and write\n"
@@ -197,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        parents=[common],
+        parents=common,
         formatter_class=fmt,
         help="list the coupled groups of a model and why some are frozen",
         description="Trace a model and list its groups: id, prunable units, parameter dims,\n"
@@ -219,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        parents=[common],
+        parents=common,
         formatter_class=fmt,
         help="write simplified, checked ONNX of a model or of its slimmed copy",
         description="Build a model (slimmed by --plan, with --weights if given), export it to\n"
@@ -254,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        parents=[common, planning],
+        parents=[*common, planning],
         formatter_class=fmt,
         help="original vs slim: params, MACs, ONNX size, ONNX Runtime latency",
         description="Slim a model, export the original and the slim copy to ONNX, and time\n"
@@ -277,6 +294,87 @@ def build_parser() -> argparse.ArgumentParser:
         help="write original.onnx and slim.onnx here (default: a temporary directory)",
     )
     bench.set_defaults(run=_run_bench)
+
+    plan = commands.add_parser(
+        "plan",
+        parents=[*common, planning],
+        formatter_class=fmt,
+        help="trace and plan only; write the plan JSON",
+        description="Trace a model and plan which units to drop, leaving the model as it is:\n"
+        "write the plan as JSON and print what it cuts and the params it leaves.\n"
+        "Review or edit it, compare it with 'slimgraph diff', apply it with 'slimgraph apply'.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph plan torchvision:resnet18 --ratio 0.5 --out plan.json\n"
+            "  slimgraph plan timm:resnet50 --scope global --round-to 8 --out r50.json --show\n"
+            "  slimgraph plan hf:./tiny-llama --keep-residual --out llama-plan.json --json"
+        ),
+    )
+    plan.add_argument(
+        "--out",
+        type=Path,
+        default=Path("plan.json"),
+        metavar="FILE.json",
+        help="where to write the plan (default: plan.json)",
+    )
+    plan.add_argument(
+        "--show", action="store_true", help="also list every group: units kept/total, modules"
+    )
+    plan.set_defaults(run=_run_plan)
+
+    apply = commands.add_parser(
+        "apply",
+        parents=[output, model],
+        formatter_class=fmt,
+        help="apply a plan to a model; write model.safetensors and the plan",
+        description="Build a model, check that the plan was made for it, apply the plan,\n"
+        "and write OUT/model.safetensors and OUT/plan.json. The model is traced at the\n"
+        "input shapes the plan records. Prints params, MACs and stage widths before and\n"
+        "after.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph apply torchvision:resnet18 --plan plan.json --out slim-out\n"
+            "  slimgraph apply torchvision:resnet18 --plan plan.json --weights trained.safetensors "
+            "--out slim-out\n"
+            "  slimgraph apply hf:./tiny-llama --plan llama-plan.json --out llama-slim --json\n\n"
+            "make the plan with: slimgraph plan torchvision:resnet18 --out plan.json"
+        ),
+    )
+    apply.add_argument(
+        "--plan", type=Path, required=True, metavar="PLAN.json", help="the plan to apply"
+    )
+    apply.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="load these safetensors weights into the model before it is slimmed",
+    )
+    apply.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
+        help=f"output directory (default: {DEFAULT_OUT})",
+    )
+    apply.set_defaults(run=_run_apply)
+
+    diff = commands.add_parser(
+        "diff",
+        parents=[output],
+        formatter_class=fmt,
+        help="compare two plans: config, and units dropped per group",
+        description="Compare two plan files: whether they were made for the same model\n"
+        "(fingerprint), the config fields that differ, and per group the units each drops\n"
+        "and how many only one of them drops.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph diff plan-l1.json plan-l2.json\n"
+            "  slimgraph diff slim-out/plan.json plan.json --json"
+        ),
+    )
+    diff.add_argument("a", type=Path, metavar="A.json", help="the first plan")
+    diff.add_argument("b", type=Path, metavar="B.json", help="the second plan")
+    diff.set_defaults(run=_run_diff)
     return parser
 
 
@@ -373,11 +471,16 @@ def _config_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _check_out(out: Path, flag: str = "--out") -> None:
-    """Refuse a ``flag`` path that cannot become a writable directory, before any work."""
-    if out.exists() and not out.is_dir():
+def _check_out(out: Path, flag: str = "--out", file: bool = False) -> None:
+    """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
+    file in a writable directory), before any work."""
+    if file and out.is_dir():
+        raise UsageError(
+            f"{flag} {out}: a directory is in the way; pass a file path, e.g. {out / 'plan.json'}"
+        )
+    if not file and out.exists() and not out.is_dir():
         raise UsageError(f"{flag} {out}: a file is in the way; pass a directory path")
-    parent = out
+    parent = out.parent if file else out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
@@ -410,16 +513,27 @@ def _build(
     progress: render.Progress,
     check: Callable[[nn.Module], None] | None = None,
 ):
-    """Build the model in eval mode and its example input, check it, then trace it."""
+    """Build the model in eval mode and its example inputs, check it, then trace it.
+
+    The example inputs are what ``sg.trace`` takes: a tuple of positional tensors, or a
+    dict of keyword tensors (``hf:`` specs).
+    """
     torch.manual_seed(seed)
     with progress.step("load", f"building {spec}…"):
-        model = load_model(spec).eval()  # deployment mode: dropout off, BatchNorm frozen
-        example = default_input(spec, model, shape)
+        model, example = build(spec, shape)
+        model.eval()  # deployment mode: dropout off, BatchNorm frozen
     if check is not None:
         check(model)
     with progress.step("trace", "tracing…"):
-        graph = sg.trace(model, (example,))
+        graph = sg.trace(model, example)
     return model, example, graph
+
+
+def _inputs(example: Any) -> dict[str, Any]:
+    """The example inputs in a report: the first one's shape, and every one's name,
+    shape and dtype."""
+    inputs = render.inputs_json(example)
+    return {"input_shape": inputs[0]["shape"] if inputs else [], "inputs": inputs}
 
 
 def _run_slim(args: argparse.Namespace) -> int:
@@ -433,20 +547,20 @@ def _run_slim(args: argparse.Namespace) -> int:
         args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
     )
     with progress.step("plan", "planning…"):
-        plan = sg.plan(graph, config)
+        plan = plan_that_applies(model, graph, config)
     with progress.step("apply", "applying…"):
-        slim = sg.apply(model, plan, graph=graph, example_inputs=(example,))
+        slim = sg.apply(model, plan, graph=graph, example_inputs=example)
     with progress.step("measure", "counting params and MACs…"):
         report = render.measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
         files = _write(args.out, plan, slim)
     if args.onnx:
         with progress.step("export", f"exporting {args.onnx}…"):
-            files["onnx"] = str(sg.export_onnx(slim, (example,), args.onnx).path)
+            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx).path)
     progress.seconds["total"] = time.perf_counter() - start
     result = {
         "spec": args.spec,
-        "input_shape": list(example.shape),
+        **_inputs(example),
         "config": config.model_dump(mode="json"),
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
@@ -475,15 +589,19 @@ def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
     return {k: str(v) for k, v in files.items()}
 
 
-def _read_plan(path: Path) -> sg.PruningPlan:
+def _read_plan(path: Path, flag: str = "--plan") -> sg.PruningPlan:
+    """The validated plan in ``path``; a bad file is one line naming ``flag`` and the path."""
+    named = f"{flag} {path}" if flag else str(path)
     try:
         return sg.PruningPlan.model_validate_json(path.read_text())
     except OSError as err:
-        raise UsageError(f"--plan {path}: cannot read it ({err.strerror or err})") from err
-    except ValidationError as err:
+        raise UsageError(f"{named}: cannot read it ({err.strerror or err})") from err
+    except (ValidationError, ValueError) as err:
+        if not isinstance(err, ValidationError):  # not text: bytes that are not UTF-8
+            raise UsageError(f"{named}: not a valid plan (not UTF-8 text)") from err
         first = err.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "the file"
-        raise UsageError(f"--plan {path}: not a valid plan ({where}: {first['msg']})") from err
+        raise UsageError(f"{named}: not a valid plan ({where}: {first['msg']})") from err
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -494,8 +612,8 @@ def _run_export(args: argparse.Namespace) -> int:
     progress = render.Progress(enabled=not args.json)
     torch.manual_seed(0)
     with progress.step("load", f"building {args.spec}…"):
-        model = load_model(args.spec).eval()
-        example = default_input(args.spec, model, args.input_shape)
+        model, example = build(args.spec, args.input_shape)
+        model.eval()
     if plan is not None:
         with progress.step("apply", "applying the plan…"):
             try:
@@ -510,7 +628,7 @@ def _run_export(args: argparse.Namespace) -> int:
     with progress.step("export", f"exporting {args.out}…"):
         report = sg.export_onnx(
             model,
-            (example,),
+            example,
             args.out,
             simplify=not args.no_simplify,
             quantize="int8" if args.int8 else None,
@@ -540,14 +658,16 @@ def _run_bench(args: argparse.Namespace) -> int:
         args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
     )
     with progress.step("slim", "planning and applying…"):
-        slim = sg.apply(model, sg.plan(graph, config), graph=graph, example_inputs=(example,))
+        slim = sg.apply(
+            model, plan_that_applies(model, graph, config), graph=graph, example_inputs=example
+        )
     with progress.step("bench", f"exporting and timing both ({args.runs} runs each)…"):
         report = sg.compare(
-            model, slim, (example,), threads=args.threads, runs=args.runs, folder=args.keep_onnx
+            model, slim, example, threads=args.threads, runs=args.runs, folder=args.keep_onnx
         )
     result = {
         "spec": args.spec,
-        "input_shape": list(example.shape),
+        **_inputs(example),
         "config": config.model_dump(mode="json"),
         **report.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 3),
@@ -574,7 +694,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
     }
     result = {
         "spec": args.spec,
-        "input_shape": list(example.shape),
+        **_inputs(example),
         "fingerprint": graph.fingerprint,
         "counts": counts,
         "groups": [render.group_json(g) for g in shown],
@@ -584,6 +704,158 @@ def _run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         render.print_inspect(result, args.all)
+    return EXIT_OK
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = _config(args)
+    _check_out(args.out, file=True)
+    progress = render.Progress(enabled=not args.json)
+    model, example, graph = _build(
+        args.spec, args.input_shape, args.seed, progress, lambda m: _check_patterns(m, config)
+    )
+    with progress.step("plan", "planning…"):
+        plan = plan_that_applies(model, graph, config)
+    with progress.step("save", f"writing {args.out}…"):
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(plan.model_dump_json(indent=2))
+        except OSError as err:
+            raise UsageError(
+                f"--out {args.out}: cannot write ({err.strerror or err}); choose another path"
+            ) from err
+    progress.seconds["total"] = time.perf_counter() - start
+    result = {
+        "spec": args.spec,
+        **_inputs(example),
+        "config": config.model_dump(mode="json"),
+        "fingerprint": plan.fingerprint,
+        "groups_cut": sum(1 for c in plan.cuts if c.drop),
+        "units_dropped": plan.dropped,
+        "params": render.pair(plan.params_before, plan.params_after),
+        "groups": render.plan_groups(plan),
+        "skipped": dict(plan.skipped),
+        "file": str(args.out),
+        "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render.print_plan(result, args.show)
+    return EXIT_OK
+
+
+def _run_apply(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    plan = _read_plan(args.plan)
+    if args.weights and not args.weights.is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    _check_out(args.out)
+    progress = render.Progress(enabled=not args.json)
+    model, example, graph = _build_for_plan(args, plan, progress)
+    with progress.step("apply", "applying…"):
+        try:
+            slim = sg.apply(model, plan, graph=graph, example_inputs=example)
+        except sg.PlanError as err:
+            raise UsageError(f"--plan {args.plan}: {err}") from err
+    with progress.step("measure", "counting params and MACs…"):
+        report = render.measure(model, slim, example)
+    with progress.step("save", f"writing {args.out}…"):
+        files = _write(args.out, plan, slim)
+    progress.seconds["total"] = time.perf_counter() - start
+    result = {
+        "spec": args.spec,
+        "plan": str(args.plan),
+        **_inputs(example),
+        "config": plan.config.model_dump(mode="json") if plan.config else None,
+        "fingerprint": plan.fingerprint,
+        "groups_cut": sum(1 for c in plan.cuts if c.drop),
+        "units_dropped": plan.dropped,
+        **report,
+        "files": files,
+        "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render.print_slim(result)
+    return EXIT_OK
+
+
+def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: render.Progress):
+    """Build the model (with ``--weights``), trace it at the plan's input shapes, and
+    refuse a plan that was made for another model."""
+    torch.manual_seed(plan.config.seed if plan.config else 0)
+    with progress.step("load", f"building {args.spec}…"):
+        model, own = build(args.spec)
+        model.train(plan.training)
+        example = _plan_inputs(plan, own, args)
+    if args.weights:
+        try:
+            sg.load_weights(model, args.weights)
+        except (RuntimeError, OSError) as err:
+            raise UsageError(
+                f"--weights {args.weights}: {str(err).splitlines()[0]} (pass the weights of "
+                "the model before slimming)"
+            ) from err
+    with progress.step("trace", "tracing…"):
+        try:
+            graph = sg.trace(model, example, head_dims=plan.head_dims, query_heads=plan.query_heads)
+        except sg.TraceError as err:
+            if own is example:  # the model's own inputs: not the plan's fault
+                raise
+            shapes = render.inputs_text(render.inputs_json(example))
+            raise _another_model(
+                args, f"it records input {shapes}, at which {args.spec} does not trace"
+            ) from err
+    if plan.fingerprint != graph.fingerprint:
+        raise _another_model(
+            args, f"fingerprint {plan.fingerprint}; {args.spec} has {graph.fingerprint}"
+        )
+    return model, example, graph
+
+
+def _plan_inputs(plan: sg.PruningPlan, example: Any, args: argparse.Namespace) -> Any:
+    """``example`` if it has the names, shapes and dtypes the plan records, else random
+    inputs of those (floats normal, integers zero): the model is traced as planned.
+    Inputs of other names or dtypes mean the plan was made for another model."""
+    recorded = [s.model_dump(mode="json") for s in plan.inputs]
+    built = render.inputs_json(example)
+    if not recorded or built == recorded:
+        return example
+    kinds = [[(i["name"], i["dtype"]) for i in inputs] for inputs in (recorded, built)]
+    if kinds[0] != kinds[1]:
+        raise _another_model(
+            args,
+            f"it records input {render.inputs_text(recorded)}, {args.spec} takes "
+            f"{render.inputs_text(built)}",
+        )
+    named = {s.name: _random(s.shape, s.dtype) for s in plan.inputs if s.name}
+    return named or tuple(_random(s.shape, s.dtype) for s in plan.inputs)
+
+
+def _another_model(args: argparse.Namespace, detail: str) -> UsageError:
+    return UsageError(
+        f"--plan {args.plan} was made for another model ({detail}); make a plan for this "
+        f"model with 'slimgraph plan {args.spec} --out plan.json'"
+    )
+
+
+def _random(shape: tuple[int, ...], dtype_name: str) -> torch.Tensor:
+    dtype = getattr(torch, dtype_name)
+    if dtype.is_floating_point:
+        return torch.randn(shape, dtype=dtype)
+    return torch.zeros(shape, dtype=dtype)
+
+
+def _run_diff(args: argparse.Namespace) -> int:
+    a, b = _read_plan(args.a, flag=""), _read_plan(args.b, flag="")
+    result = {"a": str(args.a), "b": str(args.b), **render.diff_plans(a, b)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render.print_diff(result)
     return EXIT_OK
 
 

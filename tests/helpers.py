@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 import torchvision
 
@@ -51,3 +57,42 @@ def kill_units(graph, plan) -> None:
                 gone = torch.ones(p.shape[dim], dtype=torch.bool)
                 gone[torch.as_tensor(keep)] = False
                 p.index_fill_(dim, gone.nonzero().flatten(), 0.0)
+
+
+# -- the slimgraph executable ----------------------------------------------------------
+
+
+def slimgraph_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("slimgraph")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("slimgraph", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "slimgraph.cli"]
+
+
+def slimgraph_env() -> dict[str, str]:
+    """Wide, plain tables regardless of the terminal pytest runs in; one torch thread."""
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+
+
+def start_slimgraph(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``slimgraph ARGS`` in ``cwd``; :func:`finish` waits for it."""
+    return subprocess.Popen(
+        slimgraph_command() + list(args),
+        cwd=cwd,
+        env=slimgraph_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_slimgraph(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``slimgraph ARGS`` in ``cwd`` to the end."""
+    return finish(start_slimgraph(list(args), cwd), timeout)

@@ -8,11 +8,8 @@ tested in ``test_weights.py``.
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,39 +20,10 @@ import slimgraph as sg
 from slimgraph._render import stage_widths
 from slimgraph.cli import main
 from slimgraph.specs import load_model
+from tests.helpers import finish, start_slimgraph
 
 SPEC = "torchvision:resnet18"
 SMALL = "1,3,64,64"
-
-
-def _command() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m``."""
-    script = Path(sys.executable).with_name("slimgraph")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    found = shutil.which("slimgraph", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-m", "slimgraph.cli"]
-
-
-def _env() -> dict[str, str]:
-    # Wide, plain tables regardless of the terminal pytest runs in.
-    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        _command() + args,
-        cwd=cwd,
-        env=_env(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=180)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 BAD_INPUTS = {
@@ -101,8 +69,8 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]
         cwd = tmp_path_factory.mktemp(re.sub(r"\W+", "-", name))
         if name in BAD_INPUTS:
             (cwd / "a-file").write_text("not a directory")
-        started[name] = (_start(args, cwd), cwd)
-    return {name: (_finish(proc), cwd) for name, (proc, cwd) in started.items()}
+        started[name] = (start_slimgraph(args, cwd), cwd)
+    return {name: (finish(proc, timeout=180), cwd) for name, (proc, cwd) in started.items()}
 
 
 # -- slim ---------------------------------------------------------------------------------
@@ -346,7 +314,10 @@ def test_verbose_adds_the_traceback(capsys, tmp_path, monkeypatch):
     assert err.splitlines()[-1].startswith("slimgraph: error: torchvision has no model")
 
 
-@pytest.mark.parametrize("command", ["slim", "inspect", "export", "bench"])
+COMMAND_NAMES = ["slim", "inspect", "export", "bench", "plan", "apply", "diff"]
+
+
+@pytest.mark.parametrize("command", COMMAND_NAMES)
 def test_help_shows_an_example_per_command(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -354,11 +325,13 @@ def test_help_shows_an_example_per_command(command, capsys):
     assert f"examples:\n  slimgraph {command} " in out
 
 
-def test_top_level_help_names_both_commands(capsys):
+def test_top_level_help_lists_every_command_with_an_example(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(f"{command} " in out for command in ("slim", "inspect", "export", "bench"))
-    assert "examples:\n  slimgraph slim" in out
+    commands, examples = out.split("\nexamples:\n", 1)
+    assert all(re.search(rf"^    {command} ", commands, re.M) for command in COMMAND_NAMES)
+    assert all(f"\n  slimgraph {command} " in f"\n{examples}" for command in COMMAND_NAMES)
+    assert "hf:DIRECTORY" in examples and "PATH.pt2" in examples
 
 
 def test_stage_widths_measure_top_level_children_on_meta():

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
 from slimgraph.cli import main
+from tests.helpers import run_slimgraph
 
 SPEC = "torchvision:squeezenet1_1"
 SMALL = "1,3,64,64"
-
-
-def _slimgraph(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).with_name("slimgraph")
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "slimgraph.cli"]
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        command + list(args), cwd=cwd, env=env, text=True, capture_output=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +23,7 @@ def slimmed(tmp_path_factory) -> Path:
 
 
 def test_export_of_a_slimmed_model(slimmed: Path) -> None:
-    done = _slimgraph(
+    done = run_slimgraph(
         "export", SPEC, "--input-shape", SMALL, "--plan", "plan.json",
         "--weights", "model.safetensors", "--out", "slim.onnx", "--json", cwd=slimmed,
     )  # fmt: skip
@@ -82,7 +71,7 @@ def test_plan_for_another_model_exits_2(slimmed: Path, capsys, monkeypatch) -> N
 
 
 def test_slim_writes_onnx_too(tmp_path: Path) -> None:
-    done = _slimgraph(
+    done = run_slimgraph(
         "slim", SPEC, "--input-shape", SMALL, "--out", "out", "--onnx", "out/slim.onnx",
         "--json", cwd=tmp_path,
     )  # fmt: skip
@@ -95,7 +84,7 @@ def test_slim_writes_onnx_too(tmp_path: Path) -> None:
 
 
 def test_bench_prints_original_beside_slim(tmp_path: Path) -> None:
-    done = _slimgraph(
+    done = run_slimgraph(
         "bench", SPEC, "--input-shape", SMALL, "--runs", "3", "--keep-onnx", "onnx", "--json",
         cwd=tmp_path,
     )  # fmt: skip
@@ -106,7 +95,7 @@ def test_bench_prints_original_beside_slim(tmp_path: Path) -> None:
     assert r["macs_ratio"] == pytest.approx(r["slim"]["macs"] / r["original"]["macs"])
     assert r["latency_efficiency"] == pytest.approx(r["speedup"] * r["macs_ratio"])
     assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == ["original.onnx", "slim.onnx"]
-    table = _slimgraph("bench", SPEC, "--input-shape", SMALL, "--runs", "3", cwd=tmp_path)
+    table = run_slimgraph("bench", SPEC, "--input-shape", SMALL, "--runs", "3", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "latency (ms)" in table.stdout and "latency efficiency" in table.stdout
 
