@@ -439,9 +439,34 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
         for g in r["groups"]:
             groups.add_row(Text(g["id"]), f"{g['kept']}/{g['units']}", Text(_modules(g["modules"])))
         console.print(groups)
+        console.print(_layers_table(r["layers"], r["macs"]))
+        for why, ids in r["untouched"].items():
+            console.print(Text(f"left whole, {why}: {_modules(ids)} ({len(ids)} groups)"))
     lines = [f"{group}: left alone, {why}" for group, why in r["skipped"].items()]
     lines += [f"wrote {r['file']}", _elapsed(r["seconds"])]
     console.print(Text("\n".join(lines)))
+
+
+def _layers_table(layers: list[dict[str, Any]], macs: dict[str, Any]) -> Any:
+    """Per layer whose shapes change: shapes, params and MACs before → after."""
+    from rich.table import Table
+    from rich.text import Text
+
+    dims = lambda shape: "×".join(map(str, shape)) or "scalar"  # noqa: E731
+    table = Table(title=f"layers (MACs {macs['before']:,} → {macs['after']:,})")
+    for col, justify in (("layer", "left"), ("type", "left"), ("shapes", "left"),
+                         ("params", "right"), ("MACs", "right")):  # fmt: skip
+        table.add_column(col, justify=justify)
+    for r in layers:
+        shapes = "; ".join(f"{dims(a)} → {dims(b)}" for a, b in r["shapes"].values() if a != b)
+        table.add_row(
+            Text(r["layer"]),
+            r["kind"],
+            shapes,
+            f"{r['params_before']:,} → {r['params_after']:,}",
+            f"{r['macs_before']:,} → {r['macs_after']:,}",
+        )
+    return table
 
 
 def _modules(names: list[str]) -> str:

@@ -736,6 +736,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         "params": render.pair(plan.params_before, plan.params_after),
         "groups": render.plan_groups(plan),
         "skipped": dict(plan.skipped),
+        **(_review(graph, plan) if args.show else {}),
         "file": str(args.out),
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
     }
@@ -744,6 +745,16 @@ def _run_plan(args: argparse.Namespace) -> int:
     else:
         render.print_plan(result, args.show)
     return EXIT_OK
+
+
+def _review(graph: sg.DependencyGraph, plan: sg.PruningPlan) -> dict[str, Any]:
+    """``--show``: every layer whose shapes change, and the groups left whole by reason."""
+    summary = plan.summary(graph)
+    return {
+        "layers": [r.model_dump(mode="json") for r in summary.changed()],
+        "macs": render.pair(summary.macs_before, summary.macs_after),
+        "untouched": summary.untouched_by_reason(),
+    }
 
 
 def _run_apply(args: argparse.Namespace) -> int:

@@ -155,6 +155,11 @@ def test_plan_show_prints_the_summary_and_every_group(runs, work):
     assert f"│ params        │ 11,689,512 → {plan.params_after:,} ({ratio}) │" in text
     assert re.search(r"│ conv1\.weight:0\s+│\s+48/64 │ conv1, bn1, layer1\.0\.conv1, …\s+│", text)
     assert re.search(r"│ layer4\.1\.conv1\.weight:0\s+│\s+384/512 │", text)
+    # per layer: shapes, params and MACs before -> after; the groups left whole, by reason
+    assert re.search(r"│ conv1\s+│ Conv2d\s+│ 64×3×7×7 → 48×3×7×7\s+│\s+9,408 → 7,056 │", text)
+    assert (
+        "left whole, model output: its shape is part of the model's contract: fc.weight:0" in text
+    )
     assert "wrote plans/b.json\n" in text
 
 
