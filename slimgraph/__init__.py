@@ -9,6 +9,7 @@
 
 from slimgraph import viz
 from slimgraph.api import SlimResult, slim
+from slimgraph.batchnorm import recalibrate_bn
 from slimgraph.bench import BenchReport, compare
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
@@ -60,6 +61,7 @@ __all__ = [
     "measure_latency",
     "LatencyReport",
     "compare",
+    "recalibrate_bn",
     "BenchReport",
     "ExportReport",
     "save",

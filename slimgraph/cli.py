@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
     )
     planning.add_argument(
-        "--importance", default="l2", help="criterion: l1, l2, random (default l2)"
+        "--importance", default="l2", help="criterion: l1, l2, bn_scale, random (default l2)"
     )
     planning.add_argument(
         "--scope",

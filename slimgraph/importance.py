@@ -112,3 +112,29 @@ def random(
     """Uniform scores from ``config.seed``: the floor any criterion must beat."""
     rng = np.random.default_rng(config.seed)
     return {g.id: rng.random(g.size) for g in groups}
+
+
+@register("bn_scale")
+def bn_scale(
+    graph: DependencyGraph, groups: list[Group], config: PruneConfig
+) -> dict[str, np.ndarray]:
+    """Network slimming (Liu et al., 2017): mean |gamma| of the BatchNorm scales a unit
+    passes through; a channel that every BatchNorm scales towards zero contributes little.
+    Groups without a BatchNorm scale (attention heads, a plain MLP) fall back to ``l2``."""
+    norms = {
+        f"{name}.weight"
+        for name, m in graph.model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    }
+    per_index = _sum_except(torch.abs)
+    found = {}
+    fallback = [g for g in groups if not any(t in norms for t, _ in g.params)]
+    plain = {g.id for g in fallback}
+    for g in groups:
+        if g.id in plain:
+            continue
+        scaled = Group(
+            g.id, [s for s in g.slots if graph.slots[s].target in norms], g.units, g.frozen
+        )
+        found[g.id] = unit_means(graph, scaled, per_index)
+    return found | l2(graph, fallback, config)
