@@ -56,6 +56,7 @@ CONFIG_FLAGS = {
     "ignore": ("--ignore", ""),
     "overrides": ("--override", "use GLOB=RATIO with RATIO in [0, 1)"),
     "seed": ("--seed", "use an integer"),
+    "target_macs": ("--target-macs", "use a fraction in (0, 1], e.g. 0.5"),
 }
 
 
@@ -168,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="GLOB=RATIO",
         help="another ratio for matching modules",
+    )
+    planning.add_argument(
+        "--target-macs",
+        type=float,
+        metavar="FRACTION",
+        help="keep this fraction of the MACs (e.g. 0.5); the ratio is searched for",
     )
     planning.add_argument(
         "--keep-residual",
@@ -452,6 +459,7 @@ def _config(args: argparse.Namespace) -> sg.PruneConfig:
             ignore=tuple(args.ignore),
             overrides=dict(args.override),
             prune_residual=not args.keep_residual,
+            target_macs=args.target_macs,
             seed=args.seed,
         )
     except ValidationError as err:
@@ -561,7 +569,7 @@ def _run_slim(args: argparse.Namespace) -> int:
     result = {
         "spec": args.spec,
         **_inputs(example),
-        "config": config.model_dump(mode="json"),
+        "config": (plan.config or config).model_dump(mode="json"),  # with a searched ratio
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
@@ -729,7 +737,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     result = {
         "spec": args.spec,
         **_inputs(example),
-        "config": config.model_dump(mode="json"),
+        "config": (plan.config or config).model_dump(mode="json"),  # with a searched ratio
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,

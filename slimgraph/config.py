@@ -37,6 +37,12 @@ class PruneConfig(BaseModel):
         default_factory=dict, description="glob pattern over module names -> ratio for its groups"
     )
     prune_residual: bool = Field(True, description="False leaves residual-stream groups alone")
+    target_macs: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="fraction of the model's MACs to keep; the planner then finds the ratio",
+    )
     seed: int = 0
 
     @field_validator("importance")

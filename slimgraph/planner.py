@@ -41,6 +41,8 @@ def plan(
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
+    if config.target_macs is not None:
+        return _plan_for_macs(graph, config, skip)
     skip = dict(skip or {})
     if not config.prune_residual:
         skip.update(
@@ -83,6 +85,38 @@ def plan(
     before, after = param_counts(graph, result)
     final = result.model_copy(update={"params_before": before, "params_after": after})
     final._graph = graph  # for plan.summary() and the notebook view; not serialised
+    return final
+
+
+def _plan_for_macs(
+    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+) -> PruningPlan:
+    """The plan whose ratio keeps ``config.target_macs`` of the MACs: a bisection over the
+    ratio, each candidate measured on a sliced meta-device copy (no compute). Overrides
+    keep their own ratios; the result is the candidate closest to the target."""
+    from slimgraph.review import plan_macs
+
+    target = config.target_macs
+    total = plan_macs(
+        graph, plan(graph, config.model_copy(update={"ratio": 0.0, "target_macs": None}), skip=skip)
+    )
+    lo, hi = 0.0, 0.99
+    best: tuple[float, PruningPlan] | None = None
+    for _ in range(14):
+        ratio = (lo + hi) / 2
+        candidate = plan(
+            graph, config.model_copy(update={"ratio": ratio, "target_macs": None}), skip=skip
+        )
+        kept = plan_macs(graph, candidate) / total
+        if best is None or abs(kept - target) < best[0]:
+            best = (abs(kept - target), candidate)
+        if abs(kept - target) <= 0.002 * target:
+            break
+        lo, hi = (ratio, hi) if kept > target else (lo, ratio)
+    chosen = best[1]
+    found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
+    final = chosen.model_copy(update={"config": found})
+    final._graph = graph
     return final
 
 

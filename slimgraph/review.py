@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from slimgraph.depgraph import DependencyGraph
     from slimgraph.plan import PruningPlan
 
-__all__ = ["LayerChange", "PlanSummary", "summarize"]
+__all__ = ["LayerChange", "PlanSummary", "plan_macs", "summarize"]
 
 
 class LayerChange(BaseModel):
@@ -180,6 +180,17 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
         macs_before=macs_before.get("", 0),
         macs_after=macs_after.get("", 0),
     )
+
+
+def plan_macs(graph: DependencyGraph, plan: PruningPlan) -> int:
+    """Multiply-accumulates of the model ``plan`` would make, on a meta-device copy."""
+    from slimgraph.resolve import kept_shapes
+    from slimgraph.rewrite import _meta_inputs, _sliced_copy, _update_attributes
+
+    slices = kept_shapes(graph, plan)
+    after = _sliced_copy(graph.model, slices, meta=True)
+    _update_attributes(after, graph.model, slices, plan.head_dims)
+    return _module_macs(after, _meta_inputs(plan.inputs or graph.inputs))[""]
 
 
 def _module_macs(model: torch.nn.Module, inputs) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import slimgraph as sg
@@ -158,3 +159,24 @@ def test_a_parameter_added_to_a_stream_is_not_a_residual() -> None:
 
     graph = sg.trace(Biased(), (torch.randn(1, 4),))
     assert [(g.id, g.residual) for g in graph.prunable_groups()] == [("a.weight:0", False)]
+
+
+@pytest.mark.parametrize("target", [0.5, 0.3])
+def test_target_macs_lands_within_one_percent(target: float) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    result = sg.slim(model, (x,), target_macs=target)
+    kept = sg.count_macs(result.model, (x,)) / sg.count_macs(model, (x,))
+    assert abs(kept - target) <= 0.01 * target
+    assert result.plan.config.target_macs == target
+    assert 0.0 < result.plan.config.ratio < 1.0  # the ratio the search settled on
+
+
+def test_target_macs_on_a_tiny_llama() -> None:
+    from tests.hf_models import build
+
+    model, x = build("llama")
+    result = sg.slim(model, x, target_macs=0.5)
+    kept = sg.count_macs(result.model, x) / sg.count_macs(model, x)
+    assert abs(kept - 0.5) <= 0.005
