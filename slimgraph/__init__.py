@@ -38,6 +38,7 @@ from slimgraph.plan import GroupCut, PruningPlan
 from slimgraph.planner import plan
 from slimgraph.review import PlanSummary
 from slimgraph.rewrite import apply
+from slimgraph.sparsify import SparsityReport, sparsify
 from slimgraph.trace import trace
 from slimgraph.weights import load_weights, save_weights
 
@@ -62,6 +63,8 @@ __all__ = [
     "LatencyReport",
     "compare",
     "recalibrate_bn",
+    "sparsify",
+    "SparsityReport",
     "BenchReport",
     "ExportReport",
     "save",

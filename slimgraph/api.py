@@ -6,11 +6,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph
-from slimgraph.errors import RewriteError
+from slimgraph.errors import PlanError, RewriteError
 from slimgraph.plan import PruningPlan
 from slimgraph.planner import plan as make_plan
 from slimgraph.rewrite import apply, dry_run, failing_groups
@@ -26,6 +27,25 @@ class SlimResult:
     model: nn.Module
     plan: PruningPlan
     graph: DependencyGraph
+
+
+def accumulate_gradients(model: nn.Module, batches: Any, loss_fn: Any) -> int:
+    """Zero the gradients, then sum ``loss_fn(model, batch).backward()`` over ``batches``
+    (the model's train/eval modes are kept). Returns the number of batches."""
+    from slimgraph.trace import preserve_modes
+
+    model.zero_grad(set_to_none=True)
+    used = 0
+    with preserve_modes(model), torch.enable_grad():
+        for batch in batches:
+            loss = loss_fn(model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise PlanError("loss_fn(model, batch) must return a scalar tensor")
+            loss.backward()
+            used += 1
+    if not used:
+        raise PlanError("calibration gave no batches")
+    return used
 
 
 def plan_that_applies(model: nn.Module, graph, config: PruneConfig) -> PruningPlan:
@@ -56,6 +76,7 @@ def slim(
     importance: str = "l2",
     prune_residual: bool = True,
     calibration: Any = None,
+    loss_fn: Any = None,
     head_dims: bool = False,
     query_heads: bool = False,
     inplace: bool = False,
@@ -64,6 +85,9 @@ def slim(
     """Trace ``model``, plan the cuts and return a smaller dense copy.
 
     ``fields`` are further :class:`PruneConfig` fields (scope, round_to, ignore, ...).
+    ``calibration`` (an iterable of batches) with ``loss_fn(model, batch) -> loss`` first
+    accumulates gradients for ``importance="taylor"``; without them, taylor reads the
+    ``.grad`` the caller has accumulated.
     ``head_dims`` and ``query_heads`` choose the attention units, as for
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
     attention) by default.
@@ -74,12 +98,14 @@ def slim(
     >>> r.model[0].out_features, r.plan.params_after
     (8, 58)
     """
-    if calibration is not None:
-        raise NotImplementedError("data-aware criteria (calibration) are not available yet")
     config = PruneConfig(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
+    if calibration is not None:
+        if loss_fn is None:
+            raise PlanError("calibration batches need a loss_fn(model, batch) -> loss")
+        accumulate_gradients(model, calibration, loss_fn)
     plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)

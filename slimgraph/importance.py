@@ -138,3 +138,31 @@ def bn_scale(
         )
         found[g.id] = unit_means(graph, scaled, per_index)
     return found | l2(graph, fallback, config)
+
+
+@register("taylor")
+def taylor(
+    graph: DependencyGraph, groups: list[Group], config: PruneConfig
+) -> dict[str, np.ndarray]:
+    """First-order Taylor (Molchanov et al., 2019): mean |w · ∂L/∂w| over every parameter
+    slice of the unit, the loss change its removal would cause to first order. Reads the
+    ``.grad`` of the parameters: accumulated by the caller, or by :func:`slimgraph.slim`
+    from ``calibration`` batches and a ``loss_fn``."""
+    params = graph.named_parameters()
+    missing = [t for g in groups for t, _ in g.params if t in params and params[t].grad is None]
+    if missing:
+        raise PlanError(
+            f"importance='taylor' needs gradients, and {missing[0]} has none: call "
+            "loss.backward() on a few batches first, or pass calibration=batches and "
+            "loss_fn=lambda model, batch: loss to sg.slim"
+        )
+    cache: dict[str, torch.Tensor] = {}
+
+    def per_index(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
+        if name not in cache:
+            cache[name] = (p.float() * params[name].grad.float()).abs()
+        t = cache[name]
+        others = [i for i in range(t.ndim) if i != dim]
+        return t.sum(dim=others) if others else t
+
+    return {g.id: unit_means(graph, g, per_index) for g in groups}
