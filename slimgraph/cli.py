@@ -566,10 +566,27 @@ def _run_slim(args: argparse.Namespace) -> int:
         with progress.step("export", f"exporting {args.onnx}…"):
             files["onnx"] = str(sg.export_onnx(slim, example, args.onnx).path)
     progress.seconds["total"] = time.perf_counter() - start
+    # the plan's config holds the ratio a --target-macs search settled on
+    return _slim_report(args, example, plan, plan.config or config, report, files, progress)
+
+
+def _slim_report(
+    args: argparse.Namespace,
+    example: Any,
+    plan: sg.PruningPlan,
+    config: sg.PruneConfig | None,
+    report: dict[str, Any],
+    files: dict[str, str],
+    progress: render.Progress,
+    source: dict[str, Any] | None = None,
+) -> int:
+    """The report ``slim`` and ``apply`` print: a table, or the same data as JSON;
+    ``source`` (apply's plan file) follows the spec."""
     result = {
         "spec": args.spec,
+        **(source or {}),
         **_inputs(example),
-        "config": (plan.config or config).model_dump(mode="json"),  # with a searched ratio
+        "config": config.model_dump(mode="json") if config else None,
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
@@ -783,23 +800,8 @@ def _run_apply(args: argparse.Namespace) -> int:
     with progress.step("save", f"writing {args.out}…"):
         files = _write(args.out, plan, slim)
     progress.seconds["total"] = time.perf_counter() - start
-    result = {
-        "spec": args.spec,
-        "plan": str(args.plan),
-        **_inputs(example),
-        "config": plan.config.model_dump(mode="json") if plan.config else None,
-        "fingerprint": plan.fingerprint,
-        "groups_cut": sum(1 for c in plan.cuts if c.drop),
-        "units_dropped": plan.dropped,
-        **report,
-        "files": files,
-        "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
-    }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_slim(result)
-    return EXIT_OK
+    source = {"plan": str(args.plan)}
+    return _slim_report(args, example, plan, plan.config, report, files, progress, source)
 
 
 def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: render.Progress):
