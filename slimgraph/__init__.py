@@ -8,6 +8,7 @@
 """
 
 from slimgraph import viz
+from slimgraph.activation import calibrate
 from slimgraph.api import SlimResult, slim
 from slimgraph.batchnorm import recalibrate_bn
 from slimgraph.bench import BenchReport, compare
@@ -16,6 +17,7 @@ from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import (
     ModelSpecError,
     PlanError,
+    RecoverError,
     RewriteError,
     RuleTableError,
     SlimGraphError,
@@ -34,10 +36,13 @@ from slimgraph.hf import load, save
 from slimgraph.importance import register as register_importance
 from slimgraph.latency import LatencyReport, measure_latency
 from slimgraph.macs import count_macs, count_params
-from slimgraph.plan import GroupCut, PruningPlan
+from slimgraph.penalty import group_penalty
+from slimgraph.plan import Fold, GroupCut, PruningPlan
 from slimgraph.planner import plan
+from slimgraph.recover import RecoverReport, recover
 from slimgraph.review import PlanSummary
 from slimgraph.rewrite import apply
+from slimgraph.schedule import IterativeResult, prune_iteratively
 from slimgraph.sparsify import SparsityReport, sparsify
 from slimgraph.trace import trace
 from slimgraph.weights import load_weights, save_weights
@@ -52,6 +57,7 @@ __all__ = [
     "viz",
     "PruneConfig",
     "PruningPlan",
+    "Fold",
     "GroupCut",
     "DependencyGraph",
     "Group",
@@ -63,6 +69,12 @@ __all__ = [
     "LatencyReport",
     "compare",
     "recalibrate_bn",
+    "prune_iteratively",
+    "IterativeResult",
+    "recover",
+    "RecoverReport",
+    "group_penalty",
+    "calibrate",
     "sparsify",
     "SparsityReport",
     "BenchReport",
@@ -78,6 +90,7 @@ __all__ = [
     "RewriteError",
     "ModelSpecError",
     "UsageError",
+    "RecoverError",
     "ExportError",
     "ExportArgumentError",
     "ModelCallError",

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimgraph.activation import calibrate
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError
@@ -85,9 +86,11 @@ def slim(
     """Trace ``model``, plan the cuts and return a smaller dense copy.
 
     ``fields`` are further :class:`PruneConfig` fields (scope, round_to, ignore, ...).
-    ``calibration`` (an iterable of batches) with ``loss_fn(model, batch) -> loss`` first
-    accumulates gradients for ``importance="taylor"``; without them, taylor reads the
-    ``.grad`` the caller has accumulated.
+    ``calibration`` (an iterable of batches) feeds the data-aware criteria: input
+    statistics for ``importance="activation"`` / ``"fluctuation"`` and
+    ``bias_compensation=True``; gradients of ``loss_fn(model, batch) -> loss`` for
+    ``importance="taylor"`` (without them, taylor reads the ``.grad`` the caller has
+    accumulated). The plan's ``provenance`` says which.
     ``head_dims`` and ``query_heads`` choose the attention units, as for
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
     attention) by default.
@@ -103,9 +106,7 @@ def slim(
     )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
     if calibration is not None:
-        if loss_fn is None:
-            raise PlanError("calibration batches need a loss_fn(model, batch) -> loss")
-        accumulate_gradients(model, calibration, loss_fn)
+        calibrate(graph, calibration, loss_fn, config)
     plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)

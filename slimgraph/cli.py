@@ -50,7 +50,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONFIG_FLAGS = {
     "ratio": ("--ratio", "use a fraction in [0, 1), e.g. 0.5"),
     "importance": ("--importance", ""),
-    "scope": ("--scope", "use local or global"),
+    "scope": ("--scope", "use local, global or isomorphic"),
     "round_to": ("--round-to", "use a positive integer, e.g. 8"),
     "min_keep": ("--min-keep", "use a positive integer"),
     "ignore": ("--ignore", ""),
@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     planning.add_argument(
         "--scope",
-        choices=["local", "global"],
+        choices=["local", "global", "isomorphic"],
         default="local",
-        help="rank units per group (local) or across groups (global)",
+        help="rank units per group (local), across groups (global) or across groups of the "
+        "same structure (isomorphic)",
     )
     planning.add_argument(
         "--round-to",

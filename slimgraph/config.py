@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["PruneConfig"]
 
@@ -23,13 +23,43 @@ class PruneConfig(BaseModel):
     ratio
       Input should be less than 1 [type=less_than, input_value=1.0, input_type=float]
         For further information visit https://errors.pydantic.dev/.../v/less_than
+    >>> PruneConfig(scope="global", ratio=0.5, max_ratio=0.3)
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for PruneConfig
+      Value error, max_ratio=0.3 is below ratio=0.5: no group may drop more than ...
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of units dropped per group")
     importance: str = Field("l2", description="criterion name: l1, l2, random, ...")
-    scope: Literal["local", "global"] = "local"
+    scope: Literal["local", "global", "isomorphic"] = Field(
+        "local",
+        description="local: every group drops ratio of its channels; global: the units of all "
+        "groups are ranked together, one budget of ratio of all channels; isomorphic: ranked "
+        "together only among groups of the same structure, each such class losing ratio of "
+        "its channels",
+    )
+    reduction: Literal["mean", "sum", "max"] = Field(
+        "mean",
+        description="how a unit's score combines the group's parameter slices (l1, l2, "
+        "bn_scale, taylor): the mean over all their weights, or the sum or max of each "
+        "slice's mean",
+    )
+    normalize: Literal["mean", "max", "sum", "standard", "none"] = Field(
+        "mean",
+        description="global and isomorphic scope: each group's scores are divided by their "
+        "mean, max or sum, standardised ((s - mean) / std) or left as they are (none) before "
+        "they are ranked with other groups'",
+    )
+    max_ratio: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="global and isomorphic scope: no group drops more than this fraction of "
+        "its channels; with target_macs, also the largest ratio the search may choose",
+    )
     round_to: int = Field(1, ge=1, description="kept units per group are a multiple of this")
     min_keep: int = Field(1, ge=1, description="never keep fewer units than this in a group")
     ignore: tuple[str, ...] = Field((), description="glob patterns over module names left alone")
@@ -42,6 +72,11 @@ class PruneConfig(BaseModel):
         gt=0.0,
         le=1.0,
         description="fraction of the model's MACs to keep; the planner then finds the ratio",
+    )
+    bias_compensation: bool = Field(
+        False,
+        description="fold the calibration mean of every dropped input channel into the bias "
+        "of the layers that read it (needs calibration inputs)",
     )
     seed: int = 0
 
@@ -61,6 +96,16 @@ class PruneConfig(BaseModel):
             if not 0.0 <= ratio < 1.0:
                 raise ValueError(f"override {pattern!r}: ratio {ratio} is not in [0, 1)")
         return overrides
+
+    @model_validator(mode="after")
+    def _max_ratio_reachable(self) -> PruneConfig:
+        # With target_macs the planner chooses the ratio, below max_ratio.
+        if self.max_ratio is not None and self.target_macs is None and self.max_ratio < self.ratio:
+            raise ValueError(
+                f"max_ratio={self.max_ratio} is below ratio={self.ratio}: no group may drop "
+                "more than max_ratio, so ratio cannot be reached; raise max_ratio or lower ratio"
+            )
+        return self
 
     def is_ignored(self, module: str) -> bool:
         return any(fnmatch.fnmatchcase(module, p) for p in self.ignore)

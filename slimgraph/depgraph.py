@@ -101,6 +101,8 @@ class DependencyGraph:
         self.node_ops = node_ops
         self.output_shapes = output_shapes
         self.modes: dict[str, bool] = {}  # module name -> training flag when traced
+        self.activations: dict[str, Any] | None = None  # consumer -> ChannelStats (calibrate)
+        self.provenance: dict[str, str] = {}  # "gradients"/"activations" -> where from
         self.head_dims = builder.head_dims  # head-dim units instead of whole heads
         self.query_heads = builder.query_heads  # GQA: query heads inside each KV group
         a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)

@@ -8,6 +8,7 @@ __all__ = [
     "RewriteError",
     "ModelSpecError",
     "UsageError",
+    "RecoverError",
 ]
 
 
@@ -37,3 +38,7 @@ class ModelSpecError(SlimGraphError):
 
 class UsageError(SlimGraphError):
     """The command line asks for something impossible (a bad flag, value or path)."""
+
+
+class RecoverError(SlimGraphError):
+    """Fine-tuning cannot run: no data, or outputs that the distillation cannot compare."""

@@ -31,10 +31,14 @@ Criterion = Callable[[DependencyGraph, list[Group], PruneConfig], dict[str, np.n
 CRITERIA: dict[str, Criterion] = {}
 
 
-def register(name: str) -> Callable[[Criterion], Criterion]:
-    """Register a criterion under ``name`` (a later registration replaces an earlier one)."""
+def register(name: str, needs: tuple[str, ...] = ()) -> Callable[[Criterion], Criterion]:
+    """Register a criterion under ``name`` (a later registration replaces an earlier one).
+    ``needs`` says what it reads besides the weights: ``"gradients"`` (``.grad`` on the
+    parameters) and/or ``"activations"`` (``graph.activations``, see
+    :func:`slimgraph.calibrate`)."""
 
     def wrap(fn: Criterion) -> Criterion:
+        fn.needs = needs
         CRITERIA[name] = fn
         return fn
 
@@ -45,17 +49,36 @@ def unit_means(
     graph: DependencyGraph,
     group: Group,
     per_index: Callable[[str, torch.Tensor, int], torch.Tensor],
+    config: PruneConfig,
 ) -> np.ndarray:
-    """Per unit: the mean over all its weights of ``per_index(name, param, dim)`` (which
-    gives one sum per index of ``dim``).
+    """Per unit: the mean of ``per_index(name, param, dim)`` (which gives one sum per index
+    of ``dim``) over its weights, combined across the group's parameter slices (slots) as
+    ``config.reduction`` says:
 
-    Every parameter slice of the group contributes, not just the producer's. The mean, not
-    the sum, lets units that touch different numbers of weights compare: a DenseNet
-    channel made early in a block is read by every later layer, one made late by few.
+    * ``"mean"``: over all its weights in every slice taken together. Units that touch
+      different numbers of weights compare: a DenseNet channel made early in a block is
+      read by every later layer, one made late by few.
+    * ``"sum"``: the sum of each slice's mean, so a unit read by more layers scores higher.
+    * ``"max"``: the largest slice's mean, so one strong slice is enough to keep a unit.
+
+    A slice that does not hold a unit contributes nothing to it. Unit 1 below has the
+    weights 3 and 4 in ``0.weight``, a zero bias and a 2 in ``1.weight``:
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
+    ...     _ = net[0].bias.zero_(), net[1].weight.fill_(2.0)
+    >>> graph = sg.trace(net, (torch.randn(1, 2),))
+    >>> group, l1 = graph.group("0.weight:0"), _sum_except(torch.abs)
+    >>> for r in ("mean", "sum", "max"):
+    ...     print(r, unit_means(graph, group, l1, sg.PruneConfig(reduction=r))[1])
+    mean 2.25
+    sum 5.5
+    max 3.5
     """
     params = graph.named_parameters()
-    total = np.zeros(group.size, dtype=np.float64)
-    count = np.zeros(group.size, dtype=np.float64)
+    slices = []  # per parameter slot: (unit of each index, its value, weights per index)
     for slot in group.slots:
         info = graph.slots[slot]
         if info.role != "param":
@@ -69,9 +92,20 @@ def unit_means(
         unit = graph.unit_index(group, slot)
         hit = unit >= 0
         values = per_index(info.target, p.detach(), info.dim).double().cpu().numpy()
-        np.add.at(total, unit[hit], values[hit])
-        np.add.at(count, unit[hit], p.numel() // max(p.shape[info.dim], 1))
-    return total / np.maximum(count, 1)
+        per_weight = np.full(hit.sum(), p.numel() // max(p.shape[info.dim], 1), np.float64)
+        slices.append((unit[hit], values[hit], per_weight))
+
+    def mean(parts: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+        unit, value, weights = (np.concatenate(column) for column in zip(*parts, strict=True))
+        count = np.bincount(unit, weights=weights, minlength=group.size)
+        return np.bincount(unit, weights=value, minlength=group.size) / np.maximum(count, 1)
+
+    if not slices:
+        return np.zeros(group.size)
+    if config.reduction == "mean":
+        return mean(slices)
+    per_slice = np.stack([mean([s]) for s in slices])
+    return per_slice.sum(axis=0) if config.reduction == "sum" else per_slice.max(axis=0)
 
 
 def _sum_except(
@@ -93,16 +127,18 @@ def _sum_except(
 
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
-    """Mean |w| over every parameter slice of the unit."""
+    """Mean |w| over every parameter slice of the unit (``config.reduction``)."""
     per_index = _sum_except(torch.abs)
-    return {g.id: unit_means(graph, g, per_index) for g in groups}
+    return {g.id: unit_means(graph, g, per_index, config) for g in groups}
 
 
 @register("l2")
 def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
-    """Root mean square of every parameter slice of the unit, taken together."""
+    """Root of the mean w² over the unit's parameter slices, reduced before the root: the
+    RMS of all its weights together (``reduction="mean"``), the norm of the slices' RMS
+    values (``"sum"``) or the largest slice's RMS (``"max"``)."""
     per_index = _sum_except(torch.square)
-    return {g.id: np.sqrt(unit_means(graph, g, per_index)) for g in groups}
+    return {g.id: np.sqrt(unit_means(graph, g, per_index, config)) for g in groups}
 
 
 @register("random")
@@ -136,11 +172,11 @@ def bn_scale(
         scaled = Group(
             g.id, [s for s in g.slots if graph.slots[s].target in norms], g.units, g.frozen
         )
-        found[g.id] = unit_means(graph, scaled, per_index)
+        found[g.id] = unit_means(graph, scaled, per_index, config)
     return found | l2(graph, fallback, config)
 
 
-@register("taylor")
+@register("taylor", needs=("gradients",))
 def taylor(
     graph: DependencyGraph, groups: list[Group], config: PruneConfig
 ) -> dict[str, np.ndarray]:
@@ -165,4 +201,4 @@ def taylor(
         others = [i for i in range(t.ndim) if i != dim]
         return t.sum(dim=others) if others else t
 
-    return {g.id: unit_means(graph, g, per_index) for g in groups}
+    return {g.id: unit_means(graph, g, per_index, config) for g in groups}

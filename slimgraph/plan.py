@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from slimgraph.depgraph import DependencyGraph
     from slimgraph.review import PlanSummary
 
-__all__ = ["GroupCut", "InputShape", "PruningPlan"]
+__all__ = ["Fold", "GroupCut", "InputShape", "PruningPlan"]
 
 
 class GroupCut(BaseModel):
@@ -69,6 +69,20 @@ class InputShape(BaseModel):
         return shape
 
 
+class Fold(BaseModel):
+    """The calibration means of the input channels one layer loses, folded where its
+    output keeps their average contribution (``PruneConfig.bias_compensation``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reads: str = Field(description='"weight:dim": the layer and the dim that loses inputs')
+    into: str = Field(
+        description="its bias (added), or the running_mean of the BatchNorm reading a "
+        "bias-free layer (subtracted)"
+    )
+    means: tuple[float, ...] = Field(description="one per dropped input index, in order")
+
+
 class PruningPlan(BaseModel):
     """The resolved list of units to drop, with what it was computed from.
 
@@ -96,6 +110,13 @@ class PruningPlan(BaseModel):
     )
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
+    provenance: dict[str, str] = Field(
+        default_factory=dict,
+        description='where data-aware scores came from: "gradients", "activations" -> source',
+    )
+    compensation: tuple[Fold, ...] = Field(
+        (), description="means of dropped channels folded into biases (bias_compensation)"
+    )
 
     @model_validator(mode="after")
     def _unique_groups(self, info: ValidationInfo) -> PruningPlan:

@@ -4,19 +4,28 @@ Ratios, ``round_to`` and ``min_keep`` count *channels*: the indices of the wides
 parameter dim in a group. A unit usually is one channel; it is a whole group of a
 depthwise convolution, one offset of every group of a grouped one, and two channels
 paired by a channel shuffle.
+
+In local scope every group drops ``ratio`` of its channels. Global scope ranks the units
+of all groups together, isomorphic scope those of groups with the same structure; each
+group's scores are first normalised (``normalize``), and no group loses more than
+``max_ratio`` of its channels.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import networkx as nx
 import numpy as np
 
+from slimgraph.activation import calibrate, compensation, needs_of
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
+from slimgraph.errors import PlanError
 from slimgraph.importance import CRITERIA
-from slimgraph.plan import GroupCut, InputShape, PruningPlan
+from slimgraph.plan import Fold, GroupCut, InputShape, PruningPlan
 from slimgraph.resolve import param_counts
 
 __all__ = ["plan"]
@@ -27,12 +36,16 @@ def plan(
     config: PruneConfig | None = None,
     *,
     skip: dict[str, str] | None = None,
+    calibration: Any = None,
+    loss_fn: Any = None,
     **fields,
 ) -> PruningPlan:
     """Decide which units every prunable group drops.
 
     ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``; ``skip``
     maps group ids to leave alone to the reason, which the plan records.
+    ``calibration`` batches (and ``loss_fn(model, batch) -> loss`` for criteria that read
+    gradients) first measure what data-aware criteria need, as :func:`slimgraph.calibrate`.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -41,6 +54,8 @@ def plan(
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
+    if calibration is not None:
+        calibrate(graph, calibration, loss_fn, config)
     if config.target_macs is not None:
         return _plan_for_macs(graph, config, skip)
     skip = dict(skip or {})
@@ -59,13 +74,13 @@ def plan(
     ]
     scores = CRITERIA[config.importance](graph, groups, config) if groups else {}
     choosers = {g.id: _Chooser(graph, g, scores[g.id]) for g in groups}
-    if config.scope == "global":
-        drops = _global(groups, choosers, config)
-    else:
-        drops = {}
+    drops: dict[str, list[int]] = {}
+    if config.scope == "local":
         for g in groups:
-            chooser = choosers[g.id]
-            drops[g.id] = chooser.local(config.ratio_for(g.modules), config)
+            drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
+    else:
+        for together in _ranked_together(graph, groups, config.scope):
+            drops |= _global(together, choosers, config)
     _enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
@@ -81,6 +96,8 @@ def plan(
         query_heads=graph.query_heads,
         cuts=cuts,
         skipped=skip,
+        provenance=_provenance(graph, config),
+        compensation=_compensation(graph, groups, drops) if config.bias_compensation else (),
     )
     before, after = param_counts(graph, result)
     final = result.model_copy(update={"params_before": before, "params_after": after})
@@ -88,19 +105,49 @@ def plan(
     return final
 
 
+def _provenance(graph: DependencyGraph, config: PruneConfig) -> dict[str, str]:
+    """Where the data the plan's scores read came from."""
+    found = {}
+    for need in sorted(needs_of(config)):
+        default = "the .grad already on the parameters" if need == "gradients" else None
+        if need in graph.provenance or default:
+            found[need] = graph.provenance.get(need, default)
+    return found
+
+
+def _compensation(
+    graph: DependencyGraph, groups: list[Group], drops: dict[str, list[int]]
+) -> tuple[Fold, ...]:
+    if graph.activations is None:
+        raise PlanError(
+            "bias_compensation needs calibration inputs: pass calibration=batches to "
+            "sg.slim / sg.plan, or call sg.calibrate(graph, batches) first"
+        )
+    found, unbiased = compensation(graph, groups, drops)
+    if unbiased:
+        warnings.warn(
+            f"bias_compensation: {len(unbiased)} layer(s) reading dropped channels have no "
+            f"bias or BatchNorm to fold their means into ({', '.join(unbiased[:3])}"
+            f"{', …' if len(unbiased) > 3 else ''}); they lose those channels uncompensated",
+            stacklevel=3,
+        )
+    return tuple(found)
+
+
 def _plan_for_macs(
     graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
 ) -> PruningPlan:
     """The plan whose ratio keeps ``config.target_macs`` of the MACs: a bisection over the
     ratio, each candidate measured on a sliced meta-device copy (no compute). Overrides
-    keep their own ratios; the result is the candidate closest to the target."""
+    keep their own ratios, and the ratio stays within ``max_ratio``; the result is the
+    candidate closest to the target."""
     from slimgraph.review import plan_macs
 
     target = config.target_macs
     total = plan_macs(
         graph, plan(graph, config.model_copy(update={"ratio": 0.0, "target_macs": None}), skip=skip)
     )
-    lo, hi = 0.0, 0.99
+    lo, hi = 0.0, min(0.99, config.max_ratio or 1.0)
     best: tuple[float, PruningPlan] | None = None
     for _ in range(14):
         ratio = (lo + hi) / 2
@@ -220,25 +267,67 @@ class _Chooser:
         return sorted(picked)
 
 
+def _ranked_together(graph: DependencyGraph, groups: list[Group], scope: str) -> list[list[Group]]:
+    """The sets of groups whose units compete for one budget: all of them in global scope;
+    in isomorphic scope, each class of groups with the same :func:`_structure`."""
+    if scope == "global":
+        return [groups]
+    classes: dict[tuple, list[Group]] = {}
+    for g in groups:
+        classes.setdefault(_structure(graph, g), []).append(g)
+    return list(classes.values())
+
+
+def _structure(graph: DependencyGraph, group: Group) -> tuple:
+    """What makes groups interchangeable in isomorphic scope: the number of units and, for
+    every parameter slice, the class of its module, the parameter's shape and the dim the
+    group cuts. Names and positions are left out, so the MLPs of ``layers.3`` and
+    ``layers.7`` match, while the first block of a ResNet stage, whose conv reads the
+    narrower input, differs from the others."""
+    params = graph.named_parameters()
+    slices = []
+    for name, dim in group.params:
+        cls = type(graph.model.get_submodule(name.rpartition(".")[0]))
+        slices.append((f"{cls.__module__}.{cls.__qualname__}", tuple(params[name].shape), dim))
+    return group.size, tuple(sorted(slices))
+
+
+def _normalized(scores: np.ndarray, how: str) -> np.ndarray:
+    """A group's scores on a scale it shares with other groups (``PruneConfig.normalize``).
+
+    >>> scores = np.array([1.0, 2.0, 3.0])
+    >>> _normalized(scores, "mean").tolist(), _normalized(scores, "standard").round(3).tolist()
+    ([0.5, 1.0, 1.5], [-1.225, 0.0, 1.225])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if how == "none":
+        return scores
+    if how == "standard":
+        return (scores - scores.mean()) / (float(scores.std()) or 1.0)
+    scale = {"mean": np.mean, "max": np.max, "sum": np.sum}[how](scores)
+    return scores / (float(scale) or 1.0)
+
+
 def _global(
     groups: list[Group], choosers: dict[str, _Chooser], config: PruneConfig
 ) -> dict[str, list[int]]:
-    """Rank every unit of every group together by score, each group's scores
-    divided by their mean so that groups are comparable; then round and balance per group."""
+    """Rank every unit of ``groups`` together by its normalised score and drop the lowest
+    until ``ratio`` of their channels are gone, no group losing more than ``max_ratio`` of
+    its channels nor keeping fewer than ``min_keep``; then round and balance per group."""
     entries = []
     for g in groups:
-        scores = choosers[g.id].scores
-        mean = float(np.mean(scores)) or 1.0
-        entries += [(v / mean, g.id, u) for u, v in enumerate(scores.tolist())]
+        scores = _normalized(choosers[g.id].scores, config.normalize)
+        entries += [(v, g.id, u) for u, v in enumerate(scores.tolist())]
     entries.sort(key=lambda e: e[0])
-    budget = math.floor(sum(c.channels for c in choosers.values()) * config.ratio + 1e-9)
+    budget = math.floor(sum(choosers[g.id].channels for g in groups) * config.ratio + 1e-9)
     order: dict[str, list[int]] = {g.id: [] for g in groups}
     spent: dict[str, int] = dict.fromkeys(order, 0)
+    most = {g.id: _most_dropped(choosers[g.id].channels, config) for g in groups}
     for _, gid, u in entries:
         w = int(choosers[gid].weight[u])
         if w > budget:
             continue
-        if spent[gid] + w <= choosers[gid].channels - config.min_keep:
+        if spent[gid] + w <= most[gid]:
             order[gid].append(u)
             spent[gid] += w
             budget -= w
@@ -248,6 +337,14 @@ def _global(
         ratio = spent[g.id] / chooser.channels
         result[g.id] = chooser.choose(chooser.items(order[g.id]), chooser.budget(ratio, config))
     return result
+
+
+def _most_dropped(channels: int, config: PruneConfig) -> int:
+    """The most channels a group may lose when it competes with others."""
+    most = channels - config.min_keep
+    if config.max_ratio is not None:
+        most = min(most, math.floor(channels * config.max_ratio + 1e-9))
+    return most
 
 
 def _enforce_links(

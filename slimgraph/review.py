@@ -55,6 +55,8 @@ class PlanSummary(BaseModel):
     params_after: int
     macs_before: int
     macs_after: int
+    scored_by: str = ""  # the criterion, and where the data it read came from
+    compensated: tuple[str, ...] = ()  # tensors that took the dropped channels' means
 
     def changed(self) -> list[LayerChange]:
         """The layers whose shapes change."""
@@ -80,6 +82,12 @@ class PlanSummary(BaseModel):
             f"({_ratio(self.params_after, self.params_before)}), MACs {self.macs_before:,} -> "
             f"{self.macs_after:,} ({_ratio(self.macs_after, self.macs_before)})"
         )
+        if self.scored_by:
+            lines.append(f"scored by {self.scored_by}")
+        if self.compensated:
+            shown = ", ".join(self.compensated[:3])
+            more = f", … ({len(self.compensated)} tensors)" if len(self.compensated) > 3 else ""
+            lines.append(f"dropped channels' means folded into {shown}{more}")
         if self.untouched:
             lines.append(f"{len(self.untouched)} groups untouched:")
             for why, ids in self.untouched_by_reason().items():
@@ -179,6 +187,9 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
         params_after=sum(r.params_after for r in layers),
         macs_before=macs_before.get("", 0),
         macs_after=macs_after.get("", 0),
+        scored_by=plan.criterion
+        + "".join(f"; {what} from {where}" for what, where in plan.provenance.items()),
+        compensated=tuple(fold.into for fold in plan.compensation),
     )
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from slimgraph._expr import Absent, evaluate
+from slimgraph.activation import bias_shifts
 from slimgraph.depgraph import DependencyGraph
 from slimgraph.errors import PlanError, RewriteError, RuleTableError, SlimGraphError
 from slimgraph.hf import update_configs
@@ -58,6 +59,7 @@ def apply(
     if graph is None:
         graph = _retrace(model, plan)
     slices = dry_run(model, plan, graph)
+    shifts = bias_shifts(model, plan.compensation, slices)  # from the weights before slicing
     expected = graph.output_shapes
     if inplace:
         old = meta_copy(model)
@@ -66,6 +68,11 @@ def apply(
     else:
         old = model
         slim = _sliced_copy(model, slices, meta=False)
+    with torch.no_grad():
+        tensors = dict(slim.named_parameters()) | dict(slim.named_buffers())
+        for name, shift in shifts.items():
+            t = tensors[name]
+            t.add_(_slice(shift, slices.get(name, []), meta=False).to(t.dtype))
     _update_attributes(slim, old, slices, plan.head_dims)
     update = update_configs(slim, old) if slices else None
     if update is not None and not update.exact:

@@ -57,6 +57,41 @@ def test_bn_scale_falls_back_to_l2_without_batchnorm() -> None:
     )
 
 
+def three_units() -> nn.Sequential:
+    """Unit 0: weights 1, 1, bias 0, read by a 1; unit 1: weights 3, 4, bias 0, read by a
+    1; unit 2: weights 0, 0, bias 2.5, read by a 0. Gradients are 1 everywhere."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1.0], [3.0, 4.0], [0.0, 0.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, 2.5]))
+        net[1].weight.copy_(torch.tensor([[1.0, 1.0, 0.0]]))
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("reduction", "l1", "l2_squared", "drop"),
+    [
+        # slice means of |w| (weight, bias, reader): 1, 0, 1 | 3.5, 0, 1 | 0, 2.5, 0
+        ("mean", [3 / 4, 8 / 4, 2.5 / 4], [3 / 4, 26 / 4, 6.25 / 4], (2,)),  # 4 weights
+        ("sum", [1 + 1, 3.5 + 1, 2.5], [1 + 1, 12.5 + 1, 6.25], (0,)),
+        ("max", [1, 3.5, 2.5], [1, 12.5, 6.25], (0,)),
+    ],
+)
+def test_reduction_combines_the_slices_as_defined(reduction, l1, l2_squared, drop) -> None:
+    net = three_units()
+    graph = sg.trace(net, (torch.randn(1, 2),))
+    groups, config = graph.prunable_groups(), sg.PruneConfig(reduction=reduction)
+    assert CRITERIA["l1"](graph, groups, config)["0.weight:0"].tolist() == l1
+    assert CRITERIA["taylor"](graph, groups, config)["0.weight:0"].tolist() == l1  # grads 1
+    assert CRITERIA["l2"](graph, groups, config)["0.weight:0"].tolist() == (
+        np.sqrt(l2_squared).tolist()  # the root is taken after the reduction
+    )
+    plan = sg.plan(graph, ratio=1 / 3, importance="l1", reduction=reduction)
+    assert plan.cut("0.weight:0").drop == drop
+
+
 def test_random_depends_on_the_seed_only() -> None:
     net = conv_bn([1.0] * 4)
     assert scores(net, "random", seed=3).tolist() == scores(net, "random", seed=3).tolist()
@@ -107,7 +142,7 @@ def test_slim_accumulates_gradients_from_calibration_batches() -> None:
     )
     assert len(calls) == 3 and net[0].weight.grad is not None
     assert result.plan.criterion == "taylor" and result.model[0].out_channels == 2
-    with pytest.raises(sg.PlanError, match="need a loss_fn"):
+    with pytest.raises(sg.PlanError, match="needs gradients: pass loss_fn"):
         sg.slim(net, (X,), importance="taylor", calibration=batches)
 
 

@@ -147,7 +147,7 @@ def test_invalid_plan_fields_are_rejected(traced, field, value, message) -> None
         ({"importance": "l3"}, "unknown importance 'l3'"),
         ({"round_to": 0}, "Input should be greater than or equal to 1"),
         ({"overrides": {"layer4*": 1.0}}, "override 'layer4*': ratio 1.0 is not in [0, 1)"),
-        ({"scope": "galactic"}, "Input should be 'local' or 'global'"),
+        ({"scope": "galactic"}, "Input should be 'local', 'global' or 'isomorphic'"),
         ({"ratoi": 0.5}, "Extra inputs are not permitted"),
     ],
 )

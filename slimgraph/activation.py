@@ -1,0 +1,333 @@
+"""Data-aware criteria: what the layers that *read* a unit see on calibration inputs.
+
+A *consumer* is a layer whose weight reads a group's channels on its input dim: a
+``Linear`` (dim 1), an ungrouped ``Conv`` (dim 1) or a GPT-2 ``Conv1D`` (dim 0).
+:func:`collect_activations` runs calibration batches and keeps, per consumer, the count,
+sum and sum of squares of each input channel; the criteria score a unit by what its
+removal would cost the consumers' outputs:
+
+* ``activation`` (Wanda, Sun et al. 2023): RMS of the input channel times the L1 norm of
+  the weights that read it, ``||X_j|| · Σ_i |W_ij|``;
+* ``fluctuation`` (FLAP, An et al. 2024): the channel's variance across samples times the
+  squared L2 norm of the weights that read it, ``Var(X_j) · Σ_i W_ij²``. That is the
+  output energy removal would lose once the channel's *mean* is folded into the
+  consumer's bias (``PruneConfig(bias_compensation=True)``): a constant channel costs
+  nothing.
+
+Scores sum over a unit's indices and over the group's consumers, divided by the unit's
+index count so that units of different widths compare. A group no consumer reads
+(the classifier's outputs) falls back to ``l2``.
+
+>>> import torch, slimgraph as sg
+>>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+>>> graph = sg.trace(net, (torch.randn(1, 3),))
+>>> calibration = [torch.randn(16, 3) for _ in range(4)]
+>>> sg.calibrate(graph, calibration)
+{'activations': '4 calibration batches (64 samples at the first consumer)'}
+>>> graph.activations["2"].count
+64
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimgraph.config import PruneConfig
+from slimgraph.depgraph import DependencyGraph, Group
+from slimgraph.errors import PlanError
+from slimgraph.importance import CRITERIA, register
+from slimgraph.plan import Fold
+from slimgraph.trace import preserve_modes, split_inputs
+
+__all__ = ["ChannelStats", "calibrate", "collect_activations", "compensation", "consumer_dims"]
+
+
+@dataclass
+class ChannelStats:
+    """Running count, sum and sum of squares of a consumer's input channels (float64)."""
+
+    count: int = 0
+    total: torch.Tensor | None = None
+    squares: torch.Tensor | None = None
+    norm: str | None = None  # a BatchNorm that reads the layer's output directly
+
+    def add(self, x: torch.Tensor, axis: int) -> None:
+        x = x.detach().movedim(axis, -1).reshape(-1, x.shape[axis]).double()
+        total, squares = x.sum(0), x.square().sum(0)
+        if self.total is None:
+            self.total, self.squares = total, squares
+        else:
+            self.total += total
+            self.squares += squares
+        self.count += x.shape[0]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count
+
+    @property
+    def mean_square(self) -> torch.Tensor:
+        return self.squares / self.count
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return (self.mean_square - self.mean.square()).clamp(min=0.0)
+
+
+def consumer_dims(module: nn.Module) -> tuple[int, int, int] | None:
+    """``(weight dim that reads input channels, weight dim of outputs, channel axis of
+    the input)`` for a layer whose weight reads its input channels, else ``None``."""
+    if isinstance(module, nn.Linear):
+        return 1, 0, -1
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        return (1, 0, 1) if module.groups == 1 else None
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # transformers' GPT-2
+        return 0, 1, -1
+    return None
+
+
+def collect_activations(
+    model: nn.Module, batches: Iterable[Any], max_batches: int | None = None
+) -> tuple[dict[str, ChannelStats], int]:
+    """Run ``batches`` (tensors, tuples of positional inputs or dicts of keyword inputs)
+    through ``model`` without gradients; return the input statistics of every consumer
+    layer by module name, and the number of batches. Every position counts: feed
+    unpadded batches when padding would skew the statistics."""
+    stats: dict[str, ChannelStats] = {}
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # of bias-free consumers, this batch
+    hooks = []
+
+    def observe(name: str, axis: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                stats.setdefault(name, ChannelStats()).add(args[0], axis)
+
+        return hook
+
+    def produced(name: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                outputs[id(out)] = (name, out)
+
+        return hook
+
+    def normalises(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            source = outputs.get(id(args[0])) if args else None
+            if source is not None and source[1] is args[0]:
+                stats[source[0]].norm = name
+
+        return hook
+
+    for name, module in model.named_modules():
+        dims = consumer_dims(module)
+        if dims is not None:
+            hooks.append(module.register_forward_pre_hook(observe(name, dims[2])))
+            if getattr(module, "bias", None) is None:
+                hooks.append(module.register_forward_hook(produced(name)))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            hooks.append(module.register_forward_pre_hook(normalises(name)))
+    used = 0
+    try:
+        with preserve_modes(model), torch.no_grad():
+            model.eval()
+            for batch in batches:
+                if max_batches is not None and used >= max_batches:
+                    break
+                args, kwargs = split_inputs(batch)
+                model(*args, **kwargs)
+                outputs.clear()
+                used += 1
+    finally:
+        for h in hooks:
+            h.remove()
+    if not used:
+        raise PlanError("calibration gave no batches; pass an iterable of model inputs")
+    return stats, used
+
+
+def calibrate(
+    graph: DependencyGraph,
+    calibration: Iterable[Any],
+    loss_fn: Any = None,
+    config: PruneConfig | None = None,
+) -> dict[str, str]:
+    """Measure what ``config.importance`` (and ``bias_compensation``) need on the traced
+    model: input statistics of every consumer (kept on ``graph.activations``) and, for
+    criteria that read gradients, ``loss_fn(model, batch).backward()`` summed over the
+    batches. Returns where the data came from, as the plan records it (and keeps it on
+    ``graph.provenance``)."""
+    from slimgraph.api import accumulate_gradients
+
+    config = config or PruneConfig(importance="activation")
+    needs = needs_of(config)
+    if not needs:
+        warnings.warn(
+            f"calibration batches are unused: importance={config.importance!r} reads only "
+            "the weights (data-aware: activation, fluctuation, taylor, bias_compensation)",
+            stacklevel=3,
+        )
+        return {}
+    batches = list(calibration)
+    if "gradients" in needs:
+        if loss_fn is None:
+            raise PlanError(
+                f"importance={config.importance!r} needs gradients: pass "
+                "loss_fn=lambda model, batch: loss with the calibration batches"
+            )
+        used = accumulate_gradients(graph.model, batches, loss_fn)
+        graph.provenance["gradients"] = f"loss_fn over {used} calibration batches"
+    if "activations" in needs:
+        graph.activations, used = collect_activations(graph.model, batches)
+        first = next(iter(graph.activations.values()), None)
+        samples = f" ({first.count} samples at the first consumer)" if first else ""
+        graph.provenance["activations"] = f"{used} calibration batches{samples}"
+    return {k: graph.provenance[k] for k in needs if k in graph.provenance}
+
+
+def needs_of(config: PruneConfig) -> set[str]:
+    """What the criterion and options of ``config`` measure: "gradients", "activations"."""
+    needs = set(CRITERIA[config.importance].needs)
+    if config.bias_compensation:
+        needs.add("activations")
+    return needs
+
+
+def _consumers(graph: DependencyGraph, group: Group) -> list[tuple[int, str, int]]:
+    """``(slot, module name, weight dim of outputs)`` of the group's consumer slots that
+    have calibration statistics."""
+    found = []
+    modules = dict(graph.model.named_modules())
+    for slot in group.slots:
+        info = graph.slots[slot]
+        if info.role != "param":
+            continue
+        name, _, leaf = info.target.rpartition(".")
+        dims = consumer_dims(modules[name]) if leaf == "weight" and name in modules else None
+        if dims and dims[0] == info.dim and name in graph.activations:
+            found.append((slot, name, dims[1]))
+    return found
+
+
+def _scored(per_channel) -> Any:
+    """A criterion from ``per_channel(weight, in_dim, stats) -> score per input index``."""
+
+    def criterion(
+        graph: DependencyGraph, groups: list[Group], config: PruneConfig
+    ) -> dict[str, np.ndarray]:
+        if graph.activations is None:
+            raise PlanError(
+                f"importance={config.importance!r} needs calibration inputs: pass "
+                "calibration=batches to sg.slim / sg.plan, or call sg.calibrate(graph, batches)"
+            )
+        params = graph.named_parameters()
+        scores, plain = {}, []
+        for g in groups:
+            consumers = _consumers(graph, g)
+            if not consumers:
+                plain.append(g)
+                continue
+            total = np.zeros(g.size)
+            count = np.zeros(g.size)
+            for slot, name, _ in consumers:
+                info = graph.slots[slot]
+                values = per_channel(
+                    params[info.target].detach(), info.dim, graph.activations[name]
+                )
+                unit = graph.unit_index(g, slot)
+                hit = unit >= 0
+                np.add.at(total, unit[hit], values.cpu().numpy()[hit])
+                np.add.at(count, unit[hit], 1)
+            scores[g.id] = total / np.maximum(count, 1)
+        return scores | (CRITERIA["l2"](graph, plain, config) if plain else {})
+
+    criterion.__doc__ = per_channel.__doc__
+    return criterion
+
+
+def _others(w: torch.Tensor, dim: int) -> list[int]:
+    return [i for i in range(w.ndim) if i != dim]
+
+
+def _wanda(w: torch.Tensor, dim: int, stats: ChannelStats) -> torch.Tensor:
+    """Wanda: RMS of each input channel times the L1 norm of the weights reading it."""
+    return w.double().abs().sum(_others(w, dim)) * stats.mean_square.sqrt()
+
+
+def _flap(w: torch.Tensor, dim: int, stats: ChannelStats) -> torch.Tensor:
+    """FLAP: variance of each input channel times the squared L2 norm of the weights
+    reading it (the loss left once its mean is folded into the bias)."""
+    return w.double().square().sum(_others(w, dim)) * stats.variance
+
+
+register("activation", needs=("activations",))(_scored(_wanda))
+register("fluctuation", needs=("activations",))(_scored(_flap))
+
+
+def compensation(
+    graph: DependencyGraph, groups: list[Group], drops: dict[str, list[int]]
+) -> tuple[list[Fold], list[str]]:
+    """What :func:`slimgraph.apply` folds for each consumer that loses inputs: the
+    calibration means of its dropped input indices, into its bias (``bias += W[:,
+    dropped] @ mean``, a kernel's taps summed) or, for a bias-free layer that a BatchNorm
+    reads directly, out of that BatchNorm's running mean; and the consumers with neither."""
+    modules = dict(graph.model.named_modules())
+    folds: list[Fold] = []
+    unbiased: list[str] = []
+    for g in groups:
+        if not drops.get(g.id):
+            continue
+        for slot, name, _ in _consumers(graph, g):
+            stats = graph.activations[name]
+            if getattr(modules[name], "bias", None) is not None:
+                into = f"{name}.bias"
+            elif stats.norm is not None:
+                into = f"{stats.norm}.running_mean"
+            else:
+                unbiased.append(name)
+                continue
+            info = graph.slots[slot]
+            dropped = np.flatnonzero(np.isin(graph.unit_index(g, slot), drops[g.id]))
+            means = tuple(stats.mean[dropped].tolist())
+            folds.append(Fold(reads=f"{info.target}:{info.dim}", into=into, means=means))
+    return folds, unbiased
+
+
+def bias_shifts(
+    model: nn.Module, folds: tuple[Fold, ...], kept: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Tensor name -> what the plan's folds add to it (negative for a running mean),
+    computed from ``model``'s own weights before slicing. ``kept`` maps parameter names
+    to the ``(dim, kept indices)`` slices the plan makes."""
+    modules = dict(model.named_modules())
+    shifts: dict[str, torch.Tensor] = {}
+    for fold in folds:
+        target, _, dim_text = fold.reads.rpartition(":")
+        module = modules.get(target.rpartition(".")[0])
+        dims = consumer_dims(module) if module is not None else None
+        if dims is None or dims[0] != int(dim_text):
+            raise PlanError(f"bias compensation: {fold.reads} is not the input dim of a layer")
+        w = module.weight.detach()
+        held = dict(kept.get(target, [])).get(dims[0])
+        all_idx = np.arange(w.shape[dims[0]])
+        dropped = np.setdiff1d(all_idx, held) if held is not None else np.zeros(0, np.int64)
+        if len(dropped) != len(fold.means):
+            raise PlanError(
+                f"bias compensation for {fold.reads}: the plan drops {len(dropped)} input "
+                f"indices but records {len(fold.means)} means"
+            )
+        read = w.index_select(dims[0], torch.as_tensor(dropped)).double()
+        taps = [d for d in range(w.ndim) if d not in dims[:2]]
+        read = read.sum(taps) if taps else read  # a kernel's taps all read the mean
+        read = read if dims[1] < dims[0] else read.T  # (outputs, dropped inputs)
+        shift = read @ torch.tensor(fold.means, dtype=torch.float64)
+        sign = -1.0 if fold.into.endswith(".running_mean") else 1.0
+        shifts[fold.into] = shifts.get(fold.into, 0) + sign * shift
+    return shifts
