@@ -8,10 +8,10 @@
 """
 
 from slimgraph import viz
-from slimgraph.activation import calibrate
 from slimgraph.api import SlimResult, slim
 from slimgraph.batchnorm import recalibrate_bn
 from slimgraph.bench import BenchReport, compare
+from slimgraph.calibration import calibrate
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import (

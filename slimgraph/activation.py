@@ -2,9 +2,9 @@
 
 A *consumer* is a layer whose weight reads a group's channels on its input dim: a
 ``Linear`` (dim 1), an ungrouped ``Conv`` (dim 1) or a GPT-2 ``Conv1D`` (dim 0).
-:func:`collect_activations` runs calibration batches and keeps, per consumer, the count,
-sum and sum of squares of each input channel; the criteria score a unit by what its
-removal would cost the consumers' outputs:
+:func:`slimgraph.calibrate` keeps, per consumer, the count, sum and sum of squares of each
+input channel; the criteria score a unit by what its removal would cost the consumers'
+outputs:
 
 * ``activation`` (Wanda, Sun et al. 2023): RMS of the input channel times the L1 norm of
   the weights that read it, ``||X_j|| · Σ_i |W_ij|``;
@@ -19,21 +19,22 @@ index count so that units of different widths compare. A group no consumer reads
 (the classifier's outputs) falls back to ``l2``.
 
 >>> import torch, slimgraph as sg
->>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
->>> graph = sg.trace(net, (torch.randn(1, 3),))
->>> calibration = [torch.randn(16, 3) for _ in range(4)]
->>> sg.calibrate(graph, calibration)
-{'activations': '4 calibration batches (64 samples at the first consumer)'}
->>> graph.activations["2"].count
-64
+>>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+>>> with torch.no_grad():
+...     _ = net[0].weight.copy_(torch.eye(2)), net[0].bias.zero_(), net[1].weight.fill_(1.0)
+>>> graph = sg.trace(net, (torch.randn(1, 2),))
+>>> _ = sg.calibrate(graph, [torch.tensor([[3.0, 1.0], [3.0, -1.0]])])
+>>> group = graph.group("0.weight:0")
+>>> config = sg.PruneConfig(importance="fluctuation")
+>>> CRITERIA["activation"](graph, [group], config)[group.id].tolist()  # rms 3 and 1
+[3.0, 1.0]
+>>> CRITERIA["fluctuation"](graph, [group], config)[group.id].tolist()  # var 0 and 1
+[0.0, 1.0]
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,41 +45,11 @@ from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import PlanError
 from slimgraph.importance import CRITERIA, register
 from slimgraph.plan import Fold
-from slimgraph.trace import preserve_modes, split_inputs
 
-__all__ = ["ChannelStats", "calibrate", "collect_activations", "compensation", "consumer_dims"]
+if TYPE_CHECKING:
+    from slimgraph.calibration import ChannelStats
 
-
-@dataclass
-class ChannelStats:
-    """Running count, sum and sum of squares of a consumer's input channels (float64)."""
-
-    count: int = 0
-    total: torch.Tensor | None = None
-    squares: torch.Tensor | None = None
-    norm: str | None = None  # a BatchNorm that reads the layer's output directly
-
-    def add(self, x: torch.Tensor, axis: int) -> None:
-        x = x.detach().movedim(axis, -1).reshape(-1, x.shape[axis]).double()
-        total, squares = x.sum(0), x.square().sum(0)
-        if self.total is None:
-            self.total, self.squares = total, squares
-        else:
-            self.total += total
-            self.squares += squares
-        self.count += x.shape[0]
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.total / self.count
-
-    @property
-    def mean_square(self) -> torch.Tensor:
-        return self.squares / self.count
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return (self.mean_square - self.mean.square()).clamp(min=0.0)
+__all__ = ["bias_shifts", "compensation", "consumer_dims"]
 
 
 def consumer_dims(module: nn.Module) -> tuple[int, int, int] | None:
@@ -91,113 +62,6 @@ def consumer_dims(module: nn.Module) -> tuple[int, int, int] | None:
     if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # transformers' GPT-2
         return 0, 1, -1
     return None
-
-
-def collect_activations(
-    model: nn.Module, batches: Iterable[Any], max_batches: int | None = None
-) -> tuple[dict[str, ChannelStats], int]:
-    """Run ``batches`` (tensors, tuples of positional inputs or dicts of keyword inputs)
-    through ``model`` without gradients; return the input statistics of every consumer
-    layer by module name, and the number of batches. Every position counts: feed
-    unpadded batches when padding would skew the statistics."""
-    stats: dict[str, ChannelStats] = {}
-    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # of bias-free consumers, this batch
-    hooks = []
-
-    def observe(name: str, axis: int):
-        def hook(module: nn.Module, args: tuple) -> None:
-            if args and isinstance(args[0], torch.Tensor):
-                stats.setdefault(name, ChannelStats()).add(args[0], axis)
-
-        return hook
-
-    def produced(name: str):
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            if isinstance(out, torch.Tensor):
-                outputs[id(out)] = (name, out)
-
-        return hook
-
-    def normalises(name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
-            source = outputs.get(id(args[0])) if args else None
-            if source is not None and source[1] is args[0]:
-                stats[source[0]].norm = name
-
-        return hook
-
-    for name, module in model.named_modules():
-        dims = consumer_dims(module)
-        if dims is not None:
-            hooks.append(module.register_forward_pre_hook(observe(name, dims[2])))
-            if getattr(module, "bias", None) is None:
-                hooks.append(module.register_forward_hook(produced(name)))
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            hooks.append(module.register_forward_pre_hook(normalises(name)))
-    used = 0
-    try:
-        with preserve_modes(model), torch.no_grad():
-            model.eval()
-            for batch in batches:
-                if max_batches is not None and used >= max_batches:
-                    break
-                args, kwargs = split_inputs(batch)
-                model(*args, **kwargs)
-                outputs.clear()
-                used += 1
-    finally:
-        for h in hooks:
-            h.remove()
-    if not used:
-        raise PlanError("calibration gave no batches; pass an iterable of model inputs")
-    return stats, used
-
-
-def calibrate(
-    graph: DependencyGraph,
-    calibration: Iterable[Any],
-    loss_fn: Any = None,
-    config: PruneConfig | None = None,
-) -> dict[str, str]:
-    """Measure what ``config.importance`` (and ``bias_compensation``) need on the traced
-    model: input statistics of every consumer (kept on ``graph.activations``) and, for
-    criteria that read gradients, ``loss_fn(model, batch).backward()`` summed over the
-    batches. Returns where the data came from, as the plan records it (and keeps it on
-    ``graph.provenance``)."""
-    from slimgraph.api import accumulate_gradients
-
-    config = config or PruneConfig(importance="activation")
-    needs = needs_of(config)
-    if not needs:
-        warnings.warn(
-            f"calibration batches are unused: importance={config.importance!r} reads only "
-            "the weights (data-aware: activation, fluctuation, taylor, bias_compensation)",
-            stacklevel=3,
-        )
-        return {}
-    batches = list(calibration)
-    if "gradients" in needs:
-        if loss_fn is None:
-            raise PlanError(
-                f"importance={config.importance!r} needs gradients: pass "
-                "loss_fn=lambda model, batch: loss with the calibration batches"
-            )
-        used = accumulate_gradients(graph.model, batches, loss_fn)
-        graph.provenance["gradients"] = f"loss_fn over {used} calibration batches"
-    if "activations" in needs:
-        graph.activations, used = collect_activations(graph.model, batches)
-        first = next(iter(graph.activations.values()), None)
-        samples = f" ({first.count} samples at the first consumer)" if first else ""
-        graph.provenance["activations"] = f"{used} calibration batches{samples}"
-    return {k: graph.provenance[k] for k in needs if k in graph.provenance}
-
-
-def needs_of(config: PruneConfig) -> set[str]:
-    """What the criterion and options of ``config`` measure: "gradients", "activations"."""
-    needs = set(CRITERIA[config.importance].needs)
-    if config.bias_compensation:
-        needs.add("activations")
-    return needs
 
 
 def _consumers(graph: DependencyGraph, group: Group) -> list[tuple[int, str, int]]:

@@ -6,13 +6,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from slimgraph.activation import calibrate
+from slimgraph.calibration import calibrate
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph
-from slimgraph.errors import PlanError, RewriteError
+from slimgraph.errors import RewriteError
 from slimgraph.plan import PruningPlan
 from slimgraph.planner import plan as make_plan
 from slimgraph.rewrite import apply, dry_run, failing_groups
@@ -28,25 +27,6 @@ class SlimResult:
     model: nn.Module
     plan: PruningPlan
     graph: DependencyGraph
-
-
-def accumulate_gradients(model: nn.Module, batches: Any, loss_fn: Any) -> int:
-    """Zero the gradients, then sum ``loss_fn(model, batch).backward()`` over ``batches``
-    (the model's train/eval modes are kept). Returns the number of batches."""
-    from slimgraph.trace import preserve_modes
-
-    model.zero_grad(set_to_none=True)
-    used = 0
-    with preserve_modes(model), torch.enable_grad():
-        for batch in batches:
-            loss = loss_fn(model, batch)
-            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-                raise PlanError("loss_fn(model, batch) must return a scalar tensor")
-            loss.backward()
-            used += 1
-    if not used:
-        raise PlanError("calibration gave no batches")
-    return used
 
 
 def plan_that_applies(model: nn.Module, graph, config: PruneConfig) -> PruningPlan:

@@ -57,6 +57,8 @@ CONFIG_FLAGS = {
     "overrides": ("--override", "use GLOB=RATIO with RATIO in [0, 1)"),
     "seed": ("--seed", "use an integer"),
     "target_macs": ("--target-macs", "use a fraction in (0, 1], e.g. 0.5"),
+    "target_params": ("--target-params", "use a fraction in (0, 1], e.g. 0.5"),
+    "max_ratio": ("--max-ratio", "use a fraction in (0, 1), at least --ratio"),
 }
 
 
@@ -176,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="FRACTION",
         help="keep this fraction of the MACs (e.g. 0.5); the ratio is searched for",
+    )
+    planning.add_argument(
+        "--target-params",
+        type=float,
+        metavar="FRACTION",
+        help="keep this fraction of the parameters; the ratio is searched for",
+    )
+    planning.add_argument(
+        "--max-ratio",
+        type=float,
+        metavar="FRACTION",
+        help="global/isomorphic scope: no group drops more than this fraction",
     )
     planning.add_argument(
         "--keep-residual",
@@ -451,7 +465,7 @@ def _version() -> str:
 def _config(args: argparse.Namespace) -> sg.PruneConfig:
     """Validate the flags as a PruneConfig before any model is built."""
     try:
-        return sg.PruneConfig(
+        config = sg.PruneConfig(
             ratio=args.ratio,
             importance=args.importance,
             scope=args.scope,
@@ -461,10 +475,21 @@ def _config(args: argparse.Namespace) -> sg.PruneConfig:
             overrides=dict(args.override),
             prune_residual=not args.keep_residual,
             target_macs=args.target_macs,
+            target_params=args.target_params,
+            max_ratio=args.max_ratio,
             seed=args.seed,
         )
     except ValidationError as err:
         raise UsageError(_config_message(err)) from None
+    from slimgraph.calibration import needs_of
+
+    if needs_of(config):
+        raise UsageError(
+            f"--importance {config.importance} reads calibration data, which the command line "
+            f"does not take; in Python: sg.slim(model, inputs, importance="
+            f"{config.importance!r}, calibration=batches)"
+        )
+    return config
 
 
 def _config_message(err: ValidationError) -> str:
@@ -476,6 +501,9 @@ def _config_message(err: ValidationError) -> str:
         value = e.get("input")
         shown = f" {value}" if isinstance(value, (int, float, str)) else ""
         msg = e["msg"].removeprefix("Value error, ")
+        if not field:  # a rule across fields: its message names them
+            parts.append(msg)
+            continue
         parts.append(f"{flag}{shown}: {msg[:1].lower()}{msg[1:]}" + (f"; {hint}" if hint else ""))
     return "; ".join(parts)
 

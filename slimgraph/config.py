@@ -73,6 +73,12 @@ class PruneConfig(BaseModel):
         le=1.0,
         description="fraction of the model's MACs to keep; the planner then finds the ratio",
     )
+    target_params: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="fraction of the model's parameters to keep; the planner then finds the ratio",
+    )
     bias_compensation: bool = Field(
         False,
         description="fold the calibration mean of every dropped input channel into the bias "
@@ -99,8 +105,11 @@ class PruneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _max_ratio_reachable(self) -> PruneConfig:
-        # With target_macs the planner chooses the ratio, below max_ratio.
-        if self.max_ratio is not None and self.target_macs is None and self.max_ratio < self.ratio:
+        if self.target_macs is not None and self.target_params is not None:
+            raise ValueError("give target_macs or target_params, not both")
+        # With a target the planner chooses the ratio, below max_ratio.
+        budget = self.target_macs is not None or self.target_params is not None
+        if self.max_ratio is not None and not budget and self.max_ratio < self.ratio:
             raise ValueError(
                 f"max_ratio={self.max_ratio} is below ratio={self.ratio}: no group may drop "
                 "more than max_ratio, so ratio cannot be reached; raise max_ratio or lower ratio"

@@ -102,6 +102,7 @@ class DependencyGraph:
         self.output_shapes = output_shapes
         self.modes: dict[str, bool] = {}  # module name -> training flag when traced
         self.activations: dict[str, Any] | None = None  # consumer -> ChannelStats (calibrate)
+        self.taylor: dict[str, np.ndarray] | None = None  # group -> Σ_batches (Σ_unit w·g)²
         self.provenance: dict[str, str] = {}  # "gradients"/"activations" -> where from
         self.head_dims = builder.head_dims  # head-dim units instead of whole heads
         self.query_heads = builder.query_heads  # GQA: query heads inside each KV group

@@ -20,7 +20,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from slimgraph.activation import calibrate, compensation, needs_of
+from slimgraph.activation import compensation
+from slimgraph.calibration import calibrate, needs_of
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import PlanError
@@ -56,8 +57,8 @@ def plan(
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     if calibration is not None:
         calibrate(graph, calibration, loss_fn, config)
-    if config.target_macs is not None:
-        return _plan_for_macs(graph, config, skip)
+    if config.target_macs is not None or config.target_params is not None:
+        return _plan_for_budget(graph, config, skip)
     skip = dict(skip or {})
     if not config.prune_residual:
         skip.update(
@@ -134,32 +135,41 @@ def _compensation(
     return tuple(found)
 
 
-def _plan_for_macs(
+def _plan_for_budget(
     graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
 ) -> PruningPlan:
-    """The plan whose ratio keeps ``config.target_macs`` of the MACs: a bisection over the
-    ratio, each candidate measured on a sliced meta-device copy (no compute). Overrides
-    keep their own ratios, and the ratio stays within ``max_ratio``; the result is the
-    candidate closest to the target."""
+    """The plan whose ratio keeps ``config.target_macs`` of the MACs (or
+    ``target_params`` of the parameters): a bisection over the ratio, each candidate
+    measured on a sliced meta-device copy (no compute). Overrides keep their own ratios,
+    and the ratio stays within ``max_ratio``; the result is the candidate closest to the
+    target."""
     from slimgraph.review import plan_macs
 
-    target = config.target_macs
-    total = plan_macs(
-        graph, plan(graph, config.model_copy(update={"ratio": 0.0, "target_macs": None}), skip=skip)
-    )
+    def planned(ratio: float) -> PruningPlan:
+        update = {"ratio": ratio, "target_macs": None, "target_params": None}
+        return plan(graph, config.model_copy(update=update), skip=skip)
+
+    if config.target_macs is not None:
+        target, total = config.target_macs, plan_macs(graph, planned(0.0))
+
+        def kept(p: PruningPlan) -> float:
+            return plan_macs(graph, p) / total
+    else:
+        target = config.target_params
+
+        def kept(p: PruningPlan) -> float:
+            return p.params_after / p.params_before
+
     lo, hi = 0.0, min(0.99, config.max_ratio or 1.0)
     best: tuple[float, PruningPlan] | None = None
     for _ in range(14):
-        ratio = (lo + hi) / 2
-        candidate = plan(
-            graph, config.model_copy(update={"ratio": ratio, "target_macs": None}), skip=skip
-        )
-        kept = plan_macs(graph, candidate) / total
-        if best is None or abs(kept - target) < best[0]:
-            best = (abs(kept - target), candidate)
-        if abs(kept - target) <= 0.002 * target:
+        candidate = planned((lo + hi) / 2)
+        fraction = kept(candidate)
+        if best is None or abs(fraction - target) < best[0]:
+            best = (abs(fraction - target), candidate)
+        if abs(fraction - target) <= 0.002 * target:
             break
-        lo, hi = (ratio, hi) if kept > target else (lo, ratio)
+        lo, hi = (candidate.config.ratio, hi) if fraction > target else (lo, candidate.config.ratio)
     chosen = best[1]
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})

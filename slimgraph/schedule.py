@@ -26,8 +26,8 @@ import numpy as np
 from torch import nn
 
 from slimgraph._progress import progress_bar
-from slimgraph.activation import calibrate
 from slimgraph.api import plan_that_applies
+from slimgraph.calibration import calibrate
 from slimgraph.config import PruneConfig
 from slimgraph.depgraph import DependencyGraph, Group
 from slimgraph.errors import PlanError
@@ -172,12 +172,13 @@ def _scaled(config: PruneConfig, fraction: float) -> PruneConfig:
 
 
 def _fixed_ratio(model: nn.Module, graph: DependencyGraph, config: PruneConfig) -> PruneConfig:
-    """A ``target_macs`` config turned into the ratio that reaches it on the first model."""
-    if config.target_macs is None:
+    """A ``target_macs`` / ``target_params`` config turned into the ratio that reaches it
+    on the first model."""
+    if config.target_macs is None and config.target_params is None:
         return config
-    sizing = config.model_copy(update={"importance": "random"})
+    sizing = config.model_copy(update={"importance": "random", "bias_compensation": False})
     found = plan_that_applies(model, graph, sizing).config.ratio
-    return config.model_copy(update={"ratio": found, "target_macs": None})
+    return config.model_copy(update={"ratio": found, "target_macs": None, "target_params": None})
 
 
 def _one_shot_sizes(
@@ -186,7 +187,9 @@ def _one_shot_sizes(
     """Parameter dim sizes after the one-shot plan at ``fraction`` of the way. In local
     scope how many channels a group keeps does not depend on the scores, so random ones
     (which need no gradients) size it."""
-    sizing = _scaled(config, fraction).model_copy(update={"importance": "random"})
+    sizing = _scaled(config, fraction).model_copy(
+        update={"importance": "random", "bias_compensation": False}
+    )
     return kept_sizes(graph, plan_that_applies(model, graph, sizing))
 
 

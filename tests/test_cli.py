@@ -44,6 +44,18 @@ BAD_INPUTS = {
         ["slim", "--out", "a-file/sub"],
         "--out a-file/sub: a-file is a file, not a directory; choose another path",
     ),
+    "data-aware criterion": (
+        ["slim", "--importance", "activation"],
+        "--importance activation reads calibration data, which the command line does not take",
+    ),
+    "two budgets": (
+        ["plan", "--target-macs", "0.5", "--target-params", "0.5"],
+        "give target_macs or target_params, not both",
+    ),
+    "max ratio below ratio": (
+        ["slim", "--scope", "global", "--max-ratio", "0.2"],
+        "max_ratio=0.2 is below ratio=0.5: no group may drop more than max_ratio",
+    ),
     "malformed input shape": (
         ["inspect", "--input-shape", "1x3x64x64"],
         "argument --input-shape: input shape '1x3x64x64' is not a list of positive integers; "

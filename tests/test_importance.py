@@ -84,7 +84,7 @@ def test_reduction_combines_the_slices_as_defined(reduction, l1, l2_squared, dro
     graph = sg.trace(net, (torch.randn(1, 2),))
     groups, config = graph.prunable_groups(), sg.PruneConfig(reduction=reduction)
     assert CRITERIA["l1"](graph, groups, config)["0.weight:0"].tolist() == l1
-    assert CRITERIA["taylor"](graph, groups, config)["0.weight:0"].tolist() == l1  # grads 1
+    assert CRITERIA["taylor_weight"](graph, groups, config)["0.weight:0"].tolist() == l1  # g=1
     assert CRITERIA["l2"](graph, groups, config)["0.weight:0"].tolist() == (
         np.sqrt(l2_squared).tolist()  # the root is taken after the reduction
     )
@@ -117,8 +117,30 @@ def test_taylor_ranks_by_weight_times_gradient() -> None:
         # filter i has |w| = i + 1; gradients make |w * g| = 4, 1, 9, 0 per weight
         for i, g in enumerate([4.0, 0.5, 3.0, 0.0]):
             net[0].weight.grad[i].fill_(g)
-    s = scores(net, "taylor")
+    # taylor: (sum of w * g over the 27 weights of the filter)^2; BatchNorm grads are 0
+    assert scores(net, "taylor").tolist() == [108.0**2, 27.0**2, 243.0**2, 0.0]
+    s = scores(net, "taylor_weight")  # the mean |w * g| per weight of the unit
     assert list(np.argsort(s)) == [3, 1, 0, 2]  # unlike l2, which ranks 0, 1, 2, 3
+
+
+def test_taylor_sums_squared_estimates_per_batch_so_noise_does_not_cancel() -> None:
+    """Unit 0's gradient flips sign between the batches, unit 1's does not: the summed
+    gradient says unit 0 does not matter, the per-batch estimates say it matters most."""
+    net = nn.Sequential(nn.Linear(1, 2), nn.Linear(2, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    batches = [torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])]
+
+    def loss_fn(model, batch):  # d loss / d w_j0 = batch[j]
+        return (model[0].weight[:, 0] * batch).sum()
+
+    graph = sg.trace(net, (torch.randn(1, 1),))
+    plan = sg.plan(graph, ratio=0.5, importance="taylor", calibration=batches, loss_fn=loss_fn)
+    assert graph.taylor["0.weight:0"].tolist() == [4.0 + 4.0, 0.25 + 0.25]
+    assert plan.cut("0.weight:0").drop == (1,)
+    torch.testing.assert_close(net[0].weight.grad[:, 0], torch.tensor([0.0, 1.0]))  # summed
+    own = sg.trace(net, (torch.randn(1, 1),))  # the caller's .grad: one summed estimate
+    assert sg.plan(own, ratio=0.5, importance="taylor").cut("0.weight:0").drop == (0,)
 
 
 def test_taylor_without_gradients_says_what_to_do() -> None:

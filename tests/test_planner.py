@@ -180,3 +180,18 @@ def test_target_macs_on_a_tiny_llama() -> None:
     result = sg.slim(model, x, target_macs=0.5)
     kept = sg.count_macs(result.model, x) / sg.count_macs(model, x)
     assert abs(kept - 0.5) <= 0.005
+
+
+@pytest.mark.parametrize("target", [0.5, 0.3])
+def test_target_params_lands_within_one_percent(target: float) -> None:
+    model = torchvision.models.mobilenet_v2().eval()
+    x = torch.randn(1, 3, 64, 64)
+    result = sg.slim(model, (x,), target_params=target)
+    kept = sg.count_params(result.model) / sg.count_params(model)
+    assert abs(kept - target) <= 0.01 * target
+    assert result.plan.params_after == sg.count_params(result.model)
+
+
+def test_one_budget_at_a_time() -> None:
+    with pytest.raises(ValueError, match="give target_macs or target_params, not both"):
+        sg.PruneConfig(target_macs=0.5, target_params=0.5)

@@ -210,3 +210,15 @@ def test_no_progress_output_when_not_a_terminal(capsys: pytest.CaptureFixture[st
     sg.prune_iteratively(mlp(), (X,), ratio=0.5, steps=2)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_target_params_fixes_the_ratio_on_the_first_model() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 40), torch.nn.ReLU(), torch.nn.Linear(40, 40), torch.nn.ReLU(),
+        torch.nn.Linear(40, 2),
+    )  # fmt: skip
+    x = (torch.randn(1, 4),)
+    r = sg.prune_iteratively(net, x, steps=2, target_params=0.5, progress=False)
+    one_shot = sg.slim(net, x, target_params=0.5)
+    assert r.params[-1] == sg.count_params(one_shot.model)
+    assert abs(r.params[-1] / sg.count_params(net) - 0.5) <= 0.01

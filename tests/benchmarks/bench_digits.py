@@ -10,7 +10,9 @@ The baseline (Adam, cosine schedule, 5 epochs) is cached under /tmp, so a rerun 
 Then, for the l2 and taylor criteria, both tools slim the same trained model to channel
 ratio 0.5 in local scope, the classifier left whole (Torch-Pruning: MetaPruner with
 GroupMagnitudeImportance(p=2) or GroupTaylorImportance, ``ignored_layers=[fc]``; taylor
-gradients from the same training batches for both), and go through the same procedure:
+gradients from the same training batches, one epoch of them, for both: Torch-Pruning reads
+their summed ``.grad``, slimgraph gets them as ``calibration`` with a ``loss_fn`` and sums
+per-batch estimates), and go through the same procedure:
 test accuracy right after slimming, after ``sg.recalibrate_bn`` on the same 10 training
 batches, after the first fine-tuning epoch and after all of them (Adam, the same cosine
 learning-rate schedule and batch order for everyone). Last, ``sg.prune_iteratively`` in 5 steps with the same
@@ -137,24 +139,30 @@ def baseline(train_data: Data, epochs: int) -> nn.Module:
     return model.eval()
 
 
-def accumulate_taylor_gradients(model: nn.Module, calibration: list[Data]) -> None:
-    """Summed cross-entropy gradients over ``calibration``, in eval mode: the same for
-    both tools (Torch-Pruning's GroupTaylorImportance and slimgraph's taylor read .grad)."""
+def loss_fn(model: nn.Module, batch: Data) -> torch.Tensor:
+    """Cross-entropy in eval mode: the taylor gradients, the same for both tools."""
     model.eval()
-    model.zero_grad(set_to_none=True)
-    for x, y in calibration:
-        F.cross_entropy(model(x), y).backward()
+    return F.cross_entropy(model(batch[0]), batch[1])
 
 
-def slim_slimgraph(model: nn.Module, x: torch.Tensor, criterion: str, ratio: float) -> nn.Module:
-    return sg.slim(model, (x,), ratio=ratio, importance=criterion).model
+def slim_slimgraph(
+    model: nn.Module, x: torch.Tensor, criterion: str, ratio: float, calibration: list[Data]
+) -> nn.Module:
+    """taylor: ``sg.slim`` runs the calibration batches (per-batch estimates)."""
+    data = {"calibration": calibration, "loss_fn": loss_fn} if criterion == "taylor" else {}
+    return sg.slim(model, (x,), ratio=ratio, importance=criterion, **data).model
 
 
 def slim_torch_pruning(
-    model: nn.Module, x: torch.Tensor, criterion: str, ratio: float
+    model: nn.Module, x: torch.Tensor, criterion: str, ratio: float, calibration: list[Data]
 ) -> nn.Module:
-    """Torch-Pruning slims ``model`` in place."""
+    """Torch-Pruning slims ``model`` in place; taylor reads the summed ``.grad``."""
     import torch_pruning as tp
+
+    if criterion == "taylor":
+        model.zero_grad(set_to_none=True)
+        for batch in calibration:
+            loss_fn(model, batch).backward()
 
     importance = (
         tp.importance.GroupMagnitudeImportance(p=2)
@@ -172,7 +180,7 @@ def slim_torch_pruning(
     return model
 
 
-TOOLS: dict[str, Callable[[nn.Module, torch.Tensor, str, float], nn.Module]] = {
+TOOLS: dict[str, Callable[[nn.Module, torch.Tensor, str, float, list[Data]], nn.Module]] = {
     "slimgraph": slim_slimgraph,
     "torch-pruning": slim_torch_pruning,
 }
@@ -182,9 +190,7 @@ def one_shot(tool: str, criterion: str, base: nn.Module, data: tuple[Data, Data]
     train_data, test_data = data
     x = train_data[0][:1]
     model = copy.deepcopy(base).eval()
-    if criterion == "taylor":
-        accumulate_taylor_gradients(model, args.calibration)
-    slim = TOOLS[tool](model, x, criterion, args.ratio)
+    slim = TOOLS[tool](model, x, criterion, args.ratio, args.calibration)
     slim.zero_grad(set_to_none=True)
     row = {"criterion": criterion, "tool": tool, **size(slim, x), "kept": kept(base, slim)}
     row["after"] = accuracy(slim, test_data)
@@ -215,10 +221,6 @@ def iterative(criterion: str, base: nn.Module, data: tuple[Data, Data], args) ->
         train(model, [stream[i] for i in share], [lrs[i] for i in share])
         model.zero_grad(set_to_none=True)
         accuracies.append(accuracy(model, test_data))
-
-    def loss_fn(model: nn.Module, batch: Data) -> torch.Tensor:
-        model.eval()
-        return F.cross_entropy(model(batch[0]), batch[1])
 
     result = sg.prune_iteratively(
         copy.deepcopy(base).eval(),
@@ -269,6 +271,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="iterative steps")
     parser.add_argument("--criteria", nargs="+", default=["l2", "taylor"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--grad-batches", type=int, default=0, help="taylor gradient batches (0: one epoch)"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -280,7 +285,7 @@ def main() -> None:
     base_size = size(base, x)
     recal_and_grads = batches(data[0], 1, seed=SEED + 3)
     args.recal = recal_and_grads[:10]  # BatchNorm re-estimation, both tools
-    args.calibration = recal_and_grads[:4]  # taylor gradients, both tools
+    args.calibration = recal_and_grads[: args.grad_batches or None]  # taylor, both tools
     seconds = {"baseline": time.perf_counter() - start}
     rows = []
     for criterion in args.criteria:
