@@ -508,6 +508,15 @@ def _config_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _emit(args: argparse.Namespace, result: dict, printer: Callable[[dict], None]) -> int:
+    """A command's ending: its result as JSON (``--json``) or as ``printer`` renders it."""
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        printer(result)
+    return EXIT_OK
+
+
 def _check_out(out: Path, flag: str = "--out", file: bool = False) -> None:
     """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
     file in a writable directory), before any work."""
@@ -623,11 +632,7 @@ def _slim_report(
         "files": files,
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_slim(result)
-    return EXIT_OK
+    return _emit(args, result, render.print_slim)
 
 
 def _write(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
@@ -693,11 +698,7 @@ def _run_export(args: argparse.Namespace) -> int:
         **report.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_export(result)
-    return EXIT_OK
+    return _emit(args, result, render.print_export)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -726,11 +727,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         **report.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_bench(result)
-    return EXIT_OK
+    return _emit(args, result, render.print_bench)
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -754,11 +751,7 @@ def _run_inspect(args: argparse.Namespace) -> int:
         "groups": [render.group_json(g) for g in shown],
         "seconds": round(time.perf_counter() - start, 3),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_inspect(result, args.all)
-    return EXIT_OK
+    return _emit(args, result, lambda r: render.print_inspect(r, args.all))
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -794,11 +787,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         "file": str(args.out),
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_plan(result, args.show)
-    return EXIT_OK
+    return _emit(args, result, lambda r: render.print_plan(r, args.show))
 
 
 def _review(graph: sg.DependencyGraph, plan: sg.PruningPlan) -> dict[str, Any]:
@@ -902,11 +891,7 @@ def _random(shape: tuple[int, ...], dtype_name: str) -> torch.Tensor:
 def _run_diff(args: argparse.Namespace) -> int:
     a, b = _read_plan(args.a, flag=""), _read_plan(args.b, flag="")
     result = {"a": str(args.a), "b": str(args.b), **render.diff_plans(a, b)}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_diff(result)
-    return EXIT_OK
+    return _emit(args, result, render.print_diff)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ CRITERIA: dict[str, Criterion] = {}
 
 
 def register(name: str, needs: tuple[str, ...] = ()) -> Callable[[Criterion], Criterion]:
-    """Register a criterion under ``name`` (a later registration replaces an earlier one).
+    """Register a criterion under ``name`` (a later registration replaces an earlier one):
+    a function, or an instance of a class with ``__call__(graph, groups, config)``.
     ``needs`` says what it reads besides the weights: ``"gradients"`` (``.grad`` on the
-    parameters) and/or ``"activations"`` (``graph.activations``, see
-    :func:`slimgraph.calibrate`)."""
+    parameters, per-batch terms on ``graph.taylor``) and/or ``"activations"``
+    (``graph.activations``); calibration measures them first (:func:`slimgraph.calibrate`)."""
 
     def wrap(fn: Criterion) -> Criterion:
         fn.needs = needs

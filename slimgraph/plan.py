@@ -201,4 +201,10 @@ class PruningPlan(BaseModel):
                 lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
         for group, why in self.skipped.items():
             lines.append(f"  {group}: left alone, {why}")
+        for what, where in self.provenance.items():
+            lines.append(f"  {what} from {where}")
+        for fold in self.compensation:
+            lines.append(
+                f"  means of {len(fold.means)} dropped inputs of {fold.reads} -> {fold.into}"
+            )
         return "\n".join(lines)

@@ -287,3 +287,32 @@ def test_a_bias_free_conv_folds_out_of_the_running_mean_of_its_batchnorm() -> No
     folded = 0.75 * net[1].weight[:, 2].sum((1, 2))
     torch.testing.assert_close(r.model[2].running_mean, net[2].running_mean - folded)
     torch.testing.assert_close(r.model(x[1]), net(x[1]), rtol=1e-5, atol=1e-5)
+
+
+def test_a_custom_criterion_class_reads_the_calibration_it_declares() -> None:
+    class MeanInput:
+        """Scores a unit by the mean input the second layer sees from it."""
+
+        def __call__(self, graph, groups, config):
+            mean = graph.activations["1"].mean.numpy()
+            return {g.id: mean.copy() for g in groups}
+
+    sg.register_importance("mean_input", needs=("activations",))(MeanInput())
+    x = batch()
+    plan = sg.plan(sg.trace(mlp(), (x,)), ratio=0.5, importance="mean_input", calibration=[x])
+    assert plan.cut("0.weight:0").drop == (1, 2)  # means 5, 0, 1, 3
+    assert plan.provenance == {
+        "activations": "1 calibration batches (8 samples at the first consumer)"
+    }
+
+
+def test_describe_lists_provenance_and_folds() -> None:
+    x = batch()
+    graph = sg.trace(mlp(), (x,))
+    plan = sg.plan(
+        graph, ratio=0.25, importance="fluctuation", calibration=[x], bias_compensation=True
+    )
+    assert plan.describe().splitlines()[-2:] == [
+        "  activations from 1 calibration batches (8 samples at the first consumer)",
+        "  means of 1 dropped inputs of 1.weight:1 -> 1.bias",
+    ]
