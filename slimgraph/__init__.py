@@ -7,15 +7,16 @@
 8
 """
 
-from slimgraph import viz
 from slimgraph.api import SlimResult, slim
-from slimgraph.batchnorm import recalibrate_bn
-from slimgraph.bench import BenchReport, compare
-from slimgraph.calibration import calibrate
-from slimgraph.config import PruneConfig
-from slimgraph.depgraph import DependencyGraph, Group
+from slimgraph.criteria.calibration import calibrate
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.registry import register as register_importance
 from slimgraph.errors import (
+    ExportArgumentError,
+    ExportError,
+    ModelCallError,
     ModelSpecError,
+    ParityError,
     PlanError,
     RecoverError,
     RewriteError,
@@ -24,28 +25,24 @@ from slimgraph.errors import (
     TraceError,
     UsageError,
 )
-from slimgraph.export import (
-    ExportArgumentError,
-    ExportError,
-    ExportReport,
-    ModelCallError,
-    ParityError,
-    export_onnx,
-)
-from slimgraph.hf import load, save
-from slimgraph.importance import register as register_importance
-from slimgraph.latency import LatencyReport, measure_latency
-from slimgraph.macs import count_macs, count_params
-from slimgraph.penalty import group_penalty
-from slimgraph.plan import Fold, GroupCut, PruningPlan
+from slimgraph.export.onnx import ExportReport, export_onnx
+from slimgraph.graph import viz
+from slimgraph.graph.depgraph import DependencyGraph, Group
+from slimgraph.graph.trace import trace
+from slimgraph.io.hf import load, save
+from slimgraph.io.weights import load_weights, save_weights
 from slimgraph.planner import plan
-from slimgraph.recover import RecoverReport, recover
-from slimgraph.review import PlanSummary
-from slimgraph.rewrite import apply
-from slimgraph.schedule import IterativeResult, prune_iteratively
-from slimgraph.sparsify import SparsityReport, sparsify
-from slimgraph.trace import trace
-from slimgraph.weights import load_weights, save_weights
+from slimgraph.resolve.cost import count_macs, count_params
+from slimgraph.resolve.plan import Fold, GroupCut, PruningPlan
+from slimgraph.resolve.summary import PlanSummary
+from slimgraph.rewrite.apply import apply
+from slimgraph.tools.batchnorm import recalibrate_bn
+from slimgraph.tools.bench import BenchReport, compare
+from slimgraph.tools.latency import LatencyReport, measure_latency
+from slimgraph.tools.penalty import group_penalty
+from slimgraph.tools.recover import RecoverReport, recover
+from slimgraph.tools.schedule import IterativeResult, prune_iteratively
+from slimgraph.tools.sparsify import SparsityReport, sparsify
 
 __all__ = [
     "trace",

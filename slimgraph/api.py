@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from slimgraph.calibration import calibrate
-from slimgraph.config import PruneConfig
-from slimgraph.depgraph import DependencyGraph
-from slimgraph.errors import RewriteError
-from slimgraph.plan import PruningPlan
-from slimgraph.planner import plan as make_plan
-from slimgraph.rewrite import apply, dry_run, failing_groups
-from slimgraph.trace import trace
+from slimgraph.criteria.calibration import calibrate
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.graph.depgraph import DependencyGraph
+from slimgraph.graph.trace import trace
+from slimgraph.resolve.plan import PruningPlan
+from slimgraph.rewrite.apply import apply
+from slimgraph.rewrite.fallback import plan_that_applies
 
 __all__ = ["SlimResult", "slim"]
 
@@ -27,26 +25,6 @@ class SlimResult:
     model: nn.Module
     plan: PruningPlan
     graph: DependencyGraph
-
-
-def plan_that_applies(model: nn.Module, graph, config: PruneConfig) -> PruningPlan:
-    """``sg.plan``, then leave alone the groups whose cut fails the meta dry run: code
-    that hard-codes a width the graph cannot see (``x.split(4, 1)``). Warns, and records
-    why in ``plan.skipped``."""
-    plan = make_plan(graph, config)
-    try:
-        dry_run(model, plan, graph)
-    except RewriteError:
-        skip = failing_groups(model, plan, graph)
-        if not skip:
-            raise
-        warnings.warn(
-            f"slimgraph left {len(skip)} group(s) alone because the model hard-codes their "
-            f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
-            stacklevel=3,
-        )
-        plan = make_plan(graph, config, skip=skip)
-    return plan
 
 
 def slim(

@@ -9,6 +9,10 @@ __all__ = [
     "ModelSpecError",
     "UsageError",
     "RecoverError",
+    "ExportError",
+    "ExportArgumentError",
+    "ModelCallError",
+    "ParityError",
 ]
 
 
@@ -42,3 +46,19 @@ class UsageError(SlimGraphError):
 
 class RecoverError(SlimGraphError):
     """Fine-tuning cannot run: no data, or outputs that the distillation cannot compare."""
+
+
+class ExportError(SlimGraphError):
+    """The model could not be turned into a valid, checked ONNX file."""
+
+
+class ExportArgumentError(ExportError):
+    """An argument of ``export_onnx`` is unusable (path, inputs, quantize, opset, rtol)."""
+
+
+class ModelCallError(ExportError):
+    """The model raises on the example inputs, or returns something other than tensors."""
+
+
+class ParityError(ExportError):
+    """ONNX Runtime's outputs differ from PyTorch's beyond the tolerance."""

@@ -45,7 +45,7 @@ def kill_units(graph, plan) -> None:
     After this the dropped channels contribute nothing, so on exact paths the slim model
     must compute what the killed model computes.
     """
-    from slimgraph.resolve import kept_shapes
+    from slimgraph.resolve.indices import kept_shapes
 
     params = graph.named_parameters()
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.importance import CRITERIA
+from slimgraph.criteria.registry import CRITERIA
 
 # Hidden channel j = mean[j] + spread[j] * z with z = +-1 over the batch (exact statistics).
 MEAN = torch.tensor([5.0, 0.0, 1.0, 3.0])

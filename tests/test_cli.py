@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 import slimgraph as sg
-from slimgraph._render import stage_widths
-from slimgraph.cli import main
-from slimgraph.specs import load_model
+from slimgraph.cli.main import main
+from slimgraph.cli.render import stage_widths
+from slimgraph.io.specs import load_model
 from tests.helpers import finish, start_slimgraph
 
 SPEC = "torchvision:resnet18"

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from slimgraph.cli import main
+from slimgraph.cli.main import main
 from tests.helpers import run_slimgraph
 
 SPEC = "torchvision:squeezenet1_1"

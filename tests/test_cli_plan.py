@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 import slimgraph as sg
-from slimgraph._render import measure, stage_widths
-from slimgraph.cli import main
-from slimgraph.specs import load_model
+from slimgraph.cli.main import main
+from slimgraph.cli.render import measure, stage_widths
+from slimgraph.io.specs import load_model
 from tests.helpers import finish, start_slimgraph
 
 SPEC = "torchvision:resnet18"

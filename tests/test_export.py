@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph import export as export_module
-from slimgraph.export import (
+from slimgraph.export import onnx as export_module
+from slimgraph.export.onnx import (
     INT8_RTOL,
     ExportArgumentError,
     ExportError,

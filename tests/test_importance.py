@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.importance import CRITERIA
+from slimgraph.criteria.registry import CRITERIA
 
 X = torch.randn(2, 3, 6, 6)
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.recover import distill_loss
+from slimgraph.tools.recover import distill_loss
 from tests.hf_models import build
 
 

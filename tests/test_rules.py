@@ -11,8 +11,8 @@ import pytest
 
 import slimgraph
 from slimgraph.errors import RuleTableError
-from slimgraph.kinds import KINDS
-from slimgraph.ruletable import load_rules, rules_dir
+from slimgraph.graph.kinds import KINDS
+from slimgraph.graph.ruletable import load_rules, rules_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_wheel_ships_the_rules_and_finds_them(tmp_path: Path) -> None:
     assert {"slimgraph/rules/ops.toml", "slimgraph/rules/modules.toml"} <= set(names)
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    probe = "import slimgraph.ruletable as r; print(r.rules_dir()); print(len(r.load_rules().ops))"
+    probe = "import slimgraph.graph.ruletable as r; print(r.rules_dir()); print(len(r.load_rules().ops))"
     ran = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,

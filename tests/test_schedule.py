@@ -164,7 +164,7 @@ def test_taylor_accumulates_gradients_again_at_every_step() -> None:
 def test_activation_statistics_are_measured_on_every_step_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from slimgraph import schedule
+    from slimgraph.tools import schedule
 
     measured = []
 

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.importance import CRITERIA
-from slimgraph.planner import _ranked_together
+from slimgraph.criteria.registry import CRITERIA
+from slimgraph.planner.choose import ranked_together
 
 
 class Blocks(nn.Module):
@@ -104,7 +104,7 @@ def test_isomorphic_classes_of_a_transformer_are_its_attention_and_mlp_layers() 
 
     model, x = build("bert")
     graph = sg.trace(model, x)
-    classes = _ranked_together(graph, graph.prunable_groups(), "isomorphic")
+    classes = ranked_together(graph, graph.prunable_groups(), "isomorphic")
     assert sorted([g.id for g in members] for members in classes) == [
         ["bert.embeddings.LayerNorm.weight:0"],  # the hidden size
         [f"bert.encoder.layer.{i}.attention.self.query.weight:0" for i in range(2)],

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from slimgraph import ModelSpecError, SlimGraphError
-from slimgraph.specs import default_input, input_shape, load_model, parse_shape
+from slimgraph.io.specs import default_input, input_shape, load_model, parse_shape
 
 
 def tiny_net() -> nn.Module:

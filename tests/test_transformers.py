@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.hf import update_configs
+from slimgraph.rewrite.hf_config import update_configs
 from tests.hf_models import FAMILIES, build, first_output
 from tests.unit._oracle import drop_plan, kill_units
 

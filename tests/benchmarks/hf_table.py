@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import slimgraph as sg  # noqa: E402
-from slimgraph.hf import update_configs  # noqa: E402
+from slimgraph.rewrite.hf_config import update_configs  # noqa: E402
 from tests.hf_models import FAMILIES, build  # noqa: E402
 
 HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads")

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimgraph._components import components
-from slimgraph.kinds.reshape import refine
+from slimgraph._core.components import components
+from slimgraph.graph.kinds.reshape import refine
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1 @@
+"""Stage 0: helpers every stage uses (inputs, rule expressions, components, progress)."""

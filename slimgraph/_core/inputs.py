@@ -1,0 +1,135 @@
+"""Example inputs: split them, record their shapes, synthesise them back, and run a model
+on them without changing its train/eval modes or its key/value-cache setting.
+
+>>> import torch
+>>> spec = input_specs((torch.zeros(2, 3),), {})[0]
+>>> spec, spec.example("meta").device.type
+(InputSpec(shape=(2, 3), dtype='float32', name=None), 'meta')
+>>> synthesize([InputSpec((1, 4), "int64", "input_ids")], "meta")["input_ids"].shape
+torch.Size([1, 4])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from slimgraph.errors import TraceError
+
+__all__ = [
+    "ExampleInputs",
+    "InputSpec",
+    "input_specs",
+    "output_shapes",
+    "preserve_modes",
+    "random_tensor",
+    "split_inputs",
+    "synthesize",
+    "without_kv_cache",
+]
+
+ExampleInputs = tuple | list | Mapping[str, Any] | torch.Tensor
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict[str, Any]]:
+    """A tuple of positional inputs, or a dict of keyword inputs, as ``(args, kwargs)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise TraceError(
+        f"example_inputs must be a tuple of tensors or a dict of keyword tensors, "
+        f"not {type(example_inputs).__name__}"
+    )
+
+
+def random_tensor(
+    shape: tuple[int, ...], dtype: str | torch.dtype, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """A stand-in input: random floats, zero integers (token ids, masks, indices).
+
+    On the meta device only the shape and dtype exist.
+    """
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if dtype.is_floating_point and torch.device(device).type != "meta":
+        return torch.randn(shape, dtype=dtype, device=device)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape and dtype of one example input (``name`` is set for keyword inputs)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    name: str | None = None
+
+    def example(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        return random_tensor(self.shape, self.dtype, device)
+
+
+def input_specs(args: tuple, kwargs: Mapping[str, Any]) -> list[InputSpec]:
+    """The recorded shape and dtype of every positional, then every keyword input."""
+    specs = [InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in args]
+    specs += [
+        InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch."), name)
+        for name, t in kwargs.items()
+    ]
+    return specs
+
+
+def synthesize(specs: Iterable[Any], device: str | torch.device = "cpu") -> ExampleInputs:
+    """Inputs of the recorded shapes (anything with ``shape``, ``dtype`` and ``name``):
+    a dict when they are keyword inputs, else a tuple."""
+    specs = list(specs)
+    kwargs = {s.name: random_tensor(s.shape, s.dtype, device) for s in specs if s.name}
+    return kwargs or tuple(random_tensor(s.shape, s.dtype, device) for s in specs if not s.name)
+
+
+def output_shapes(out: Any) -> list[tuple[int, ...]]:
+    """Shapes of every tensor in a (possibly nested) model output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [tuple(out.shape)]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [s for item in out for s in output_shapes(item)]
+    if hasattr(out, "to_tuple"):
+        return output_shapes(out.to_tuple())
+    return []
+
+
+@contextlib.contextmanager
+def preserve_modes(model: torch.nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval flag on exit (mixed modes included)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
+def without_kv_cache(model: torch.nn.Module) -> Iterator[None]:
+    """Switch off a Hugging Face model's key/value cache for the duration.
+
+    The cache is inference state, not computation on the weights, and its ``DynamicCache``
+    output is no tensor pytree ``torch.export`` can return. Every config in the model is
+    switched (an encoder-decoder's decoder stack holds its own copy).
+    """
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    switched = [c for c in configs.values() if getattr(c, "use_cache", None) is True]
+    for c in switched:
+        c.use_cache = False
+    try:
+        yield
+    finally:
+        for c in switched:
+            c.use_cache = True

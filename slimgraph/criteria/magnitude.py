@@ -1,0 +1,157 @@
+"""Magnitude criteria: scores read from the weights alone (l1, l2, random, bn_scale).
+
+>>> import torch, slimgraph as sg
+>>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+>>> with torch.no_grad():
+...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
+...     _ = net[0].bias.zero_(), net[1].weight.zero_()
+>>> graph = sg.trace(net, (torch.randn(1, 2),))
+>>> # unit 1 has weights 3, 4, bias 0 and an outgoing 0: sqrt((9 + 16) / 4)
+>>> CRITERIA["l2"](graph, graph.prunable_groups(), sg.PruneConfig())["0.weight:0"].tolist()
+[0.5, 2.5, 0.25]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.registry import register
+from slimgraph.errors import PlanError
+from slimgraph.graph.depgraph import DependencyGraph, Group
+
+__all__ = ["bn_scale", "l1", "l2", "random", "sum_except", "unit_means"]
+
+
+def unit_means(
+    graph: DependencyGraph,
+    group: Group,
+    per_index: Callable[[str, torch.Tensor, int], torch.Tensor],
+    config: PruneConfig,
+) -> np.ndarray:
+    """Per unit: the mean of ``per_index(name, param, dim)`` (which gives one sum per index
+    of ``dim``) over its weights, combined across the group's parameter slices (slots) as
+    ``config.reduction`` says:
+
+    * ``"mean"``: over all its weights in every slice taken together. Units that touch
+      different numbers of weights compare: a DenseNet channel made early in a block is
+      read by every later layer, one made late by few.
+    * ``"sum"``: the sum of each slice's mean, so a unit read by more layers scores higher.
+    * ``"max"``: the largest slice's mean, so one strong slice is enough to keep a unit.
+
+    A slice that does not hold a unit contributes nothing to it. Unit 1 below has the
+    weights 3 and 4 in ``0.weight``, a zero bias and a 2 in ``1.weight``:
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
+    ...     _ = net[0].bias.zero_(), net[1].weight.fill_(2.0)
+    >>> graph = sg.trace(net, (torch.randn(1, 2),))
+    >>> group, l1 = graph.group("0.weight:0"), sum_except(torch.abs)
+    >>> for r in ("mean", "sum", "max"):
+    ...     print(r, unit_means(graph, group, l1, sg.PruneConfig(reduction=r))[1])
+    mean 2.25
+    sum 5.5
+    max 3.5
+    """
+    params = graph.named_parameters()
+    slices = []  # per parameter slot: (unit of each index, its value, weights per index)
+    for slot in group.slots:
+        info = graph.slots[slot]
+        if info.role != "param":
+            continue
+        p = params.get(info.target)
+        if p is None or p.is_meta:
+            raise PlanError(
+                f"{info.target} has no data (meta device); magnitude criteria need real weights, "
+                "use importance='random' to plan on the meta device"
+            )
+        unit = graph.unit_index(group, slot)
+        hit = unit >= 0
+        values = per_index(info.target, p.detach(), info.dim).double().cpu().numpy()
+        per_weight = np.full(hit.sum(), p.numel() // max(p.shape[info.dim], 1), np.float64)
+        slices.append((unit[hit], values[hit], per_weight))
+
+    def mean(parts: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+        unit, value, weights = (np.concatenate(column) for column in zip(*parts, strict=True))
+        count = np.bincount(unit, weights=weights, minlength=group.size)
+        return np.bincount(unit, weights=value, minlength=group.size) / np.maximum(count, 1)
+
+    if not slices:
+        return np.zeros(group.size)
+    if config.reduction == "mean":
+        return mean(slices)
+    per_slice = np.stack([mean([s]) for s in slices])
+    return per_slice.sum(axis=0) if config.reduction == "sum" else per_slice.max(axis=0)
+
+
+def sum_except(
+    transform: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
+    """Per-index sums of ``transform(param)`` over all other dims, transforming each
+    parameter once however many groups read it."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def per_index(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
+        if name not in cache:
+            cache[name] = transform(p.float())
+        t = cache[name]
+        others = [i for i in range(t.ndim) if i != dim]
+        return t.sum(dim=others) if others else t
+
+    return per_index
+
+
+@register("l1")
+def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+    """Mean |w| over every parameter slice of the unit (``config.reduction``)."""
+    per_index = sum_except(torch.abs)
+    return {g.id: unit_means(graph, g, per_index, config) for g in groups}
+
+
+@register("l2")
+def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
+    """Root of the mean w² over the unit's parameter slices, reduced before the root: the
+    RMS of all its weights together (``reduction="mean"``), the norm of the slices' RMS
+    values (``"sum"``) or the largest slice's RMS (``"max"``)."""
+    per_index = sum_except(torch.square)
+    return {g.id: np.sqrt(unit_means(graph, g, per_index, config)) for g in groups}
+
+
+@register("random")
+def random(
+    graph: DependencyGraph, groups: list[Group], config: PruneConfig
+) -> dict[str, np.ndarray]:
+    """Uniform scores from ``config.seed``: the floor any criterion must beat."""
+    rng = np.random.default_rng(config.seed)
+    return {g.id: rng.random(g.size) for g in groups}
+
+
+@register("bn_scale")
+def bn_scale(
+    graph: DependencyGraph, groups: list[Group], config: PruneConfig
+) -> dict[str, np.ndarray]:
+    """Network slimming (Liu et al., 2017): mean |gamma| of the BatchNorm scales a unit
+    passes through; a channel that every BatchNorm scales towards zero contributes little.
+    Groups without a BatchNorm scale (attention heads, a plain MLP) fall back to ``l2``."""
+    norms = {
+        f"{name}.weight"
+        for name, m in graph.model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    }
+    per_index = sum_except(torch.abs)
+    found = {}
+    fallback = [g for g in groups if not any(t in norms for t, _ in g.params)]
+    plain = {g.id for g in fallback}
+    for g in groups:
+        if g.id in plain:
+            continue
+        scaled = Group(
+            g.id, [s for s in g.slots if graph.slots[s].target in norms], g.units, g.frozen
+        )
+        found[g.id] = unit_means(graph, scaled, per_index, config)
+    return found | l2(graph, fallback, config)

@@ -1,0 +1,1 @@
+"""Stage 6: simplified, checked ONNX of a slim model."""

@@ -1,0 +1,378 @@
+"""The dependency graph: which indices of which tensors must be dropped together.
+
+Nodes of :attr:`DependencyGraph.nx` are *slots* (one dim of one tensor, or a reshape
+factor); edges are couplings made by the op rules. Element-level coupling is resolved into
+*units* (sets of indices, one channel or one group of channels, that are dropped
+together); a *group* is a connected set of slots with the units that live in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+from slimgraph._core.components import components
+from slimgraph._core.inputs import InputSpec
+from slimgraph.errors import PlanError
+from slimgraph.graph import viz
+from slimgraph.graph.builder import Balance, Builder, SlotInfo
+
+__all__ = ["DependencyGraph", "Group", "fingerprint"]
+
+
+@dataclass
+class Group:
+    """Coupled slots and the units that can be dropped from them."""
+
+    id: str
+    slots: list[int]
+    units: np.ndarray  # element label of each prunable unit, in a stable order
+    frozen: dict[str, str] = field(default_factory=dict)  # where -> why, for frozen units
+    inexact: dict[str, str] = field(default_factory=dict)  # where -> why
+    params: list[tuple[str, int]] = field(default_factory=list)  # (parameter, dim)
+    balances: list[Balance] = field(default_factory=list)  # proportional parts of splits
+    residual: bool = False  # two streams are summed in it (a residual add)
+
+    @property
+    def size(self) -> int:
+        """Number of prunable units."""
+        return len(self.units)
+
+    @property
+    def prunable(self) -> bool:
+        return self.size > 1
+
+    @property
+    def exact(self) -> bool:
+        """Dropping units keeps every kept value (dead-channel oracle applies)."""
+        return not self.inexact
+
+    @property
+    def modules(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for target, _ in self.params:
+            seen.setdefault(target.rpartition(".")[0], None)
+        return list(seen)
+
+
+class DependencyGraph:
+    """Slots, coupling and groups of one traced model.
+
+    Build it with :func:`slimgraph.trace`; read :attr:`groups`, ask :meth:`explain`.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    >>> graph = sg.trace(net, (torch.randn(1, 3, 8, 8),))
+    >>> [(g.id, g.size) for g in graph.prunable_groups()]
+    [('0.weight:0', 8)]
+    """
+
+    def __init__(
+        self,
+        builder: Builder,
+        model: torch.nn.Module,
+        inputs: list[InputSpec],
+        fingerprint: str,
+        node_ops: dict[str, str],
+        output_shapes: list[tuple[int, ...]],
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.fingerprint = fingerprint
+        self.slots: list[SlotInfo] = builder.slots
+        self.node_ops = node_ops
+        self.output_shapes = output_shapes
+        self.modes: dict[str, bool] = {}  # module name -> training flag when traced
+        self.activations: dict[str, Any] | None = None  # consumer -> ChannelStats (calibrate)
+        self.taylor: dict[str, np.ndarray] | None = None  # group -> Σ_batches (Σ_unit w·g)²
+        self.provenance: dict[str, str] = {}  # "gradients"/"activations" -> where from
+        self.head_dims = builder.head_dims  # head-dim units instead of whole heads
+        self.query_heads = builder.query_heads  # GQA: query heads inside each KV group
+        a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
+        b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
+        self.labels = components(builder.num_elements, a, b)
+        self.nx = self._slot_graph(builder)
+        self._freeze_uncoupled_params(builder)
+        self.frozen_slots = dict(builder.frozen)
+        self.inexact_slots = dict(builder.inexact_reasons)
+        self.residual_slots = builder.residual
+        self.head_slots = builder.head_slots
+        self.head_dim_slots = builder.head_dim_slots
+        self.balances = builder.balances
+        self.links = builder.links
+        self.frozen_labels = self._frozen_labels()
+        self.groups: list[Group] = self._groups()
+        self._by_id = {g.id: g for g in self.groups}
+        self._resolve_balances()
+
+    # -- construction ----------------------------------------------------------------
+    def _slot_graph(self, builder: Builder) -> nx.Graph:
+        g = nx.Graph()
+        for i, s in enumerate(self.slots):
+            g.add_node(i, node=s.node, dim=s.dim, size=s.size, role=s.role, target=s.target)
+        for e in builder.edges:
+            g.add_edge(e.a, e.b, op=e.op, how=e.how)
+        return g
+
+    def _freeze_uncoupled_params(self, builder: Builder) -> None:
+        # a tied tensor (input and output embeddings) is used under one of its names
+        names: dict[int, list[str]] = {}
+        for name, t in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(t), []).append(name)
+        alias = {n: ns for ns in names.values() if len(ns) > 1 for n in ns}
+        for i, s in enumerate(self.slots):
+            if s.role in ("param", "buffer") and self.nx.degree(i) == 0:
+                others = [n for n in alias.get(s.target, []) if n != s.target]
+                why = (
+                    f"the same tensor as {others[0]}, which is sliced under that name"
+                    if others
+                    else "not coupled to any channel by the rules"
+                )
+                builder.freeze(i, why)
+
+    def slot_labels(self, slot: int) -> np.ndarray:
+        s = self.slots[slot]
+        return self.labels[s.offset : s.offset + s.size]
+
+    def _frozen_labels(self) -> dict[int, tuple[str, str]]:
+        """Element label -> (where, why) of the first frozen slot it reaches."""
+        found: dict[int, tuple[str, str]] = {}
+        for slot, reason in self.frozen_slots.items():
+            where = self.describe_slot(slot)
+            for label in np.unique(self.slot_labels(slot)).tolist():
+                found.setdefault(label, (where, reason))
+        return found
+
+    def _groups(self) -> list[Group]:
+        frozen_label = self.frozen_labels
+        groups = []
+        for comp in nx.connected_components(self.nx):
+            slots = sorted(comp)
+            params = [i for i in slots if self.slots[i].role == "param"]
+            if not params:
+                continue
+            units: dict[int, None] = {}
+            frozen: dict[str, str] = {}
+            for i in params:
+                for label in self.slot_labels(i).tolist():
+                    if label in frozen_label:
+                        where, why = frozen_label[label]
+                        frozen.setdefault(where, why)
+                    else:
+                        units.setdefault(label, None)
+            # named after its first producer (a weight's output dim), else its first parameter
+            producers = [
+                i
+                for i in params
+                if self.slots[i].dim == 0 and self.slots[i].target.endswith("weight")
+            ]
+            anchor = self.slots[(producers or params)[0]]
+            inexact = {
+                self.describe_slot(i): self.inexact_slots[i]
+                for i in slots
+                if i in self.inexact_slots
+            }
+            groups.append(
+                Group(
+                    residual=any(i in self.residual_slots for i in slots),
+                    id=f"{anchor.target}:{anchor.dim}",
+                    slots=slots,
+                    units=np.fromiter(units, dtype=np.int64, count=len(units)),
+                    frozen=frozen,
+                    inexact=inexact,
+                    params=[(self.slots[i].target, self.slots[i].dim) for i in params],
+                )
+            )
+        groups.sort(key=lambda g: g.slots[0])
+        return groups
+
+    # -- queries -----------------------------------------------------------------------
+    def _resolve_balances(self) -> None:
+        """Equal parts of a split must lose equally many indices.
+
+        A unit's *imbalance* is how many more indices it holds in part k than in part 0.
+        Units balanced on their own can go alone; a unit with imbalance v can go together
+        with one of imbalance -v (q/k head-dim units beside v units after a qkv chunk). A
+        split with an imbalance that nothing cancels (ShuffleNet's chunk after channel
+        shuffles) is reported in :attr:`unbalanced` and relaxed by the tracer.
+        """
+        slot_group = {s: g for g in self.groups for s in g.slots}
+        ops: dict[str, list[str]] = {}  # group id -> the op of each imbalance column
+        for balance in self.balances:
+            group = slot_group.get(balance.slot)
+            if group is not None and balance not in group.balances:
+                group.balances.append(balance)
+                ops.setdefault(group.id, []).extend([balance.op] * (balance.parts - 1))
+        self.unbalanced: set[str] = set()
+        for group in self.groups:
+            if not group.balances:
+                continue
+            vectors = {tuple(v) for v in self.imbalance(group, group.balances).tolist() if any(v)}
+            for v in vectors:
+                if tuple(-x for x in v) not in vectors:
+                    self.unbalanced.update(op for op, x in zip(ops[group.id], v) if x)
+
+    def imbalance(self, group: Group, balances: list[Balance]) -> np.ndarray:
+        """Per unit of ``group``, for every split: indices held in part k against part 0,
+        weighed by the parts' sizes (``n_k * size_0 - n_0 * size_k``; zero when the unit
+        takes from every part in proportion)."""
+        columns = []
+        for bal in balances:
+            idx = self.unit_index(group, bal.slot)
+            ends = np.cumsum(bal.sizes)[:-1]
+            counts = [np.bincount(p[p >= 0], minlength=group.size) for p in np.split(idx, ends)]
+            s0 = bal.sizes[0]
+            columns += [c * s0 - counts[0] * s for c, s in zip(counts[1:], bal.sizes[1:])]
+        return np.stack(columns, axis=1) if columns else np.zeros((group.size, 0), np.int64)
+
+    def unit_index(self, group: Group, slot: int) -> np.ndarray:
+        """For each index of ``slot``: the position of its unit in ``group``, or -1."""
+        labels = self.slot_labels(slot)
+        if group.size == 0:
+            return np.full(len(labels), -1)
+        order = np.argsort(group.units)
+        sorted_units = group.units[order]
+        pos = np.searchsorted(sorted_units, labels).clip(max=len(sorted_units) - 1)
+        return np.where(sorted_units[pos] == labels, order[pos], -1)
+
+    def unit_map(self, group_id: str) -> dict[str, list[int]]:
+        """``"param:dim"`` -> the unit of each index of that dim (-1: frozen or not a unit).
+
+        This is the group's index map in plain lists, for tests and reviews.
+
+        >>> import torch, slimgraph as sg
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+        >>> sg.trace(net, (torch.randn(1, 2),)).unit_map("0.weight:0")
+        {'0.weight:0': [0, 1, 2], '0.bias:0': [0, 1, 2], '1.weight:1': [0, 1, 2]}
+        """
+        group = self.group(group_id)
+        return {
+            f"{self.slots[s].target}:{self.slots[s].dim}": self.unit_index(group, s).tolist()
+            for s in group.slots
+            if self.slots[s].role in ("param", "buffer")
+        }
+
+    def unit_counts(self, group: Group, slot: int) -> np.ndarray:
+        """How many indices of ``slot`` each unit of ``group`` covers."""
+        idx = self.unit_index(group, slot)
+        return np.bincount(idx[idx >= 0], minlength=group.size)
+
+    def group(self, group_id: str) -> Group:
+        try:
+            return self._by_id[group_id]
+        except KeyError:
+            raise PlanError(
+                f"no group {group_id!r} in this graph; groups are named '<parameter>:<dim>', "
+                f"e.g. {self.groups[0].id!r}"
+                if self.groups
+                else f"no group {group_id!r}"
+            ) from None
+
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def describe_slot(self, slot: int) -> str:
+        s = self.slots[slot]
+        if s.role in ("param", "buffer"):
+            return f"{s.target} dim {s.dim}"
+        if s.role == "factor":
+            return f"a reshape factor at {self._where(s.node, s.module)}"
+        what = {"input": "model input", "constant": "tensor constant"}.get(s.role, "output")
+        return f"{what} {s.node} dim {s.dim} ({self._where(s.node, s.module)})"
+
+    def _where(self, node: str, module: str) -> str:
+        op = self.node_ops.get(node, node)
+        return f"{op} in {module}" if module else op
+
+    def linked_groups(self) -> list[set[str]]:
+        """Sets of group ids tied by links (each set keeps one fraction in its linked dims)."""
+        slot_group = {s: g.id for g in self.groups for s in g.slots}
+        g = nx.Graph()
+        for link in self.links:
+            a, b = slot_group.get(link.a), slot_group.get(link.b)
+            if a and b:
+                g.add_edge(a, b)
+        return [set(c) for c in nx.connected_components(g)]
+
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The traced model's parameters by name (shared ones under every name)."""
+        return dict(self.model.named_parameters(remove_duplicate=False))
+
+    def param_slots(self) -> dict[str, list[int]]:
+        """Parameter and buffer name -> its slots, one per dim."""
+        found: dict[str, list[int]] = {}
+        for i, s in enumerate(self.slots):
+            if s.role in ("param", "buffer") and s.item == 0:
+                found.setdefault(s.target, []).append(i)
+        return found
+
+    def explain(self, what: str) -> str:
+        """Say in words how a group (by id) or a module (by name) is coupled.
+
+        >>> import torch, slimgraph as sg
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+        >>> print(sg.trace(net, (torch.randn(1, 4),)).explain("0.weight:0"))
+        group 0.weight:0: 6 channels, prunable, exact
+          layers: 0, 2
+          members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
+        """
+        if what in self._by_id:
+            return self._explain_group(self._by_id[what])
+        lines = []
+        for g in self.groups:
+            if any(t.rpartition(".")[0] == what for t, _ in g.params):
+                lines.append(self._explain_group(g))
+        if not lines:
+            raise PlanError(f"{what!r} is neither a group id nor a module with parameters")
+        return "\n".join(lines)
+
+    def _explain_group(self, g: Group) -> str:
+        kind = viz.unit_kind(self, g)
+        units = f"{g.size} {kind}" + ("" if g.size == 1 else "s" if kind[-1] != "s" else "")
+        if kind.startswith("block of"):
+            units = f"{g.size} blocks of {kind.removeprefix('block of ')} indices"
+        state = "prunable" if g.prunable else "frozen"
+        head = f"group {g.id}: {units}, {state}, {'exact' if g.exact else 'not exact'}"
+        lines = [head, f"  layers: {', '.join(m or '<model>' for m in g.modules)}"]
+        adds = sorted(
+            {self.slots[s].module or "<model>" for s in g.slots if s in self.residual_slots}
+        )
+        if adds:
+            lines.append(f"  coupled through the residual add in {', '.join(adds)}")
+        lines.append("  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params))
+        for where, why in g.frozen.items():
+            lines.append(f"  frozen by {where}: {why}")
+        for where, why in g.inexact.items():
+            lines.append(f"  not exact at {where}: {why}")
+        return "\n".join(lines)
+
+    # -- seeing it (slimgraph.graph.viz) ------------------------------------------------------
+    def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
+        """Draw the layer-level coupling graph with matplotlib (see :func:`slimgraph.graph.viz.draw`);
+        ``focus`` is a group id or a module name."""
+        return viz.draw(self, focus, ax, **options)
+
+    def to_dot(self, focus: str | None = None) -> str:
+        """The layer-level coupling graph as Graphviz DOT text."""
+        return viz.to_dot(self, focus)
+
+    def to_graphml(self, path: Any = None, focus: str | None = None) -> str | None:
+        """Write the layer-level coupling graph as GraphML (returns the text without a path)."""
+        return viz.to_graphml(self, path, focus)
+
+    def _repr_html_(self) -> str:
+        return viz.groups_html(self)
+
+    def __repr__(self) -> str:
+        n = len(self.prunable_groups())
+        return f"DependencyGraph({len(self.groups)} groups, {n} prunable, fingerprint {self.fingerprint})"
+
+
+def fingerprint(lines: list[str]) -> str:
+    """A short stable hash of the graph's ops and shapes."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]

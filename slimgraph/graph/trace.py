@@ -1,0 +1,301 @@
+"""Trace a model with ``torch.export`` and build its :class:`DependencyGraph`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import fx
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind
+
+from slimgraph._core.inputs import (
+    ExampleInputs,
+    input_specs,
+    preserve_modes,
+    split_inputs,
+    without_kv_cache,
+)
+from slimgraph.errors import TraceError
+from slimgraph.graph.builder import Builder, OpContext
+from slimgraph.graph.depgraph import DependencyGraph, fingerprint
+from slimgraph.graph.kinds import KINDS
+from slimgraph.graph.ruletable import RuleTables, load_rules
+
+__all__ = ["build_graph", "trace"]
+
+# Ops that change memory layout only, which some code emits on one device and not another
+# (HF attention calls .contiguous() off the CPU): not part of the fingerprint.
+LAYOUT_ONLY = frozenset({"aten.contiguous.default", "aten.clone.default", "aten.alias.default"})
+
+
+@contextlib.contextmanager
+def _module_stack(model: torch.nn.Module) -> Iterator[list[str]]:
+    """Track which module's forward is running, to name it when tracing fails."""
+    stack: list[str] = []
+
+    def enter(label: str) -> None:
+        stack.append(label)
+
+    def leave() -> None:  # hooks must return None or they replace the output
+        if stack:
+            stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        label = f"{name or '<root>'} ({type(module).__name__})"
+        handles.append(module.register_forward_pre_hook(lambda *_, n=label: enter(n)))
+        handles.append(module.register_forward_hook(lambda *_: leave()))
+    try:
+        yield stack
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _refresh_caches(model: torch.nn.Module) -> None:
+    """Call each module's ``train()`` with its own mode: modules that cache tensors during
+    eval forward passes (timm LeViT's attention biases) drop the caches there, which
+    ``torch.export`` would otherwise lift as constants and freeze."""
+    for module in model.modules():
+        if type(module).train is not torch.nn.Module.train:
+            module.train(module.training)
+
+
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+    with preserve_modes(model):
+        _refresh_caches(model)
+    with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
+        try:
+            return torch.export.export(model, args, kwargs, strict=False)
+        except Exception as err:
+            where = stack[-1] if stack else f"<root> ({type(model).__name__})"
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise TraceError(
+                f"torch.export could not trace module {where}: {type(err).__name__}: {first}\n"
+                + _hint(first)
+            ) from err
+
+
+def _hint(message: str) -> str:
+    if "more than 1 value per channel" in message:
+        return (
+            "BatchNorm in train mode needs more than one value per channel: pass a batch "
+            "of 2 or more, or call model.eval() before tracing."
+        )
+    if "data-dependent" in message.lower() or "GuardOnDataDependent" in message:
+        return (
+            "The module branches on tensor values: give example inputs that take the "
+            "branch you want slimmed, or rewrite the branch with torch.cond."
+        )
+    return (
+        "Check that model(*example_inputs) runs eagerly; Python-side effects or "
+        "data-dependent control flow in that module need rewriting for torch.export."
+    )
+
+
+def trace(
+    model: torch.nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    rules: RuleTables | None = None,
+    head_dims: bool = False,
+    query_heads: bool = False,
+) -> DependencyGraph:
+    """Trace ``model`` on ``example_inputs`` into a :class:`DependencyGraph`.
+
+    Works on the meta device (shapes only). The model is traced in its current mode, so
+    training-only branches (auxiliary heads) are slimmed with the rest in train mode;
+    the mode of every submodule is restored afterwards.
+
+    Attention projections ``H*D`` viewed as ``(H, D)`` give whole-head units (under
+    grouped-query attention, a key/value head with all its query heads); ``head_dims=True``
+    gives head-dim units instead (the same offsets in every head; rotary pairs together),
+    and ``query_heads=True`` makes grouped-query attention drop query heads evenly inside
+    every key/value group (the key/value heads stay).
+
+    >>> import torch, slimgraph as sg
+    >>> graph = sg.trace(torch.nn.Linear(4, 3), (torch.randn(2, 4),))
+    >>> graph.groups[0].id
+    'weight:0'
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    args, kwargs = split_inputs(example_inputs)
+    ep = _export(model, args, kwargs)
+    graph = build_graph(
+        ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
+    )
+    graph.modes = {name: m.training for name, m in model.named_modules()}
+    return graph
+
+
+def _module_of(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path if isinstance(path, str) else ""
+
+
+def build_graph(
+    ep: ExportedProgram,
+    model: torch.nn.Module,
+    rules: RuleTables,
+    inputs,
+    head_dims: bool = False,
+    query_heads: bool = False,
+) -> DependencyGraph:
+    """Run every op's rule over the exported graph.
+
+    The rules run again while a pass learns something that changes them: splits whose
+    equal parts the resulting units cannot shrink equally are relaxed (see
+    :func:`slimgraph.graph.kinds.shape.split`), and reshape factors found coupled with an
+    attention's head dim stop carrying units (see :mod:`slimgraph.graph.kinds.reshape`).
+    """
+    relaxed: frozenset[str] = frozenset()
+    heads: frozenset[tuple[str, int]] = frozenset()
+    pinned: frozenset[tuple[str, int]] = frozenset()
+    for _ in range(12):
+        b, lines, ops, output_shapes = _run_rules(
+            ep, model, rules, relaxed, heads, head_dims, pinned, query_heads
+        )
+        graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
+        unbalanced = graph.unbalanced - relaxed
+        found = heads | _head_dim_factors(graph, b)
+        held = pinned | _pinned_factors(graph, b)
+        if not unbalanced and found == heads and held == pinned:
+            return graph
+        relaxed, heads, pinned = relaxed | unbalanced, found, held
+    raise TraceError("splits kept needing relaxation; please report this model")
+
+
+def _pinned_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
+    """Reshape factors taken apart index by index (the ``3`` of a fused ``(3, H, D)`` that
+    ``select`` or ``unbind`` splits into q, k, v): they cannot carry units, another should."""
+    if not b.pinned_slots:
+        return frozenset()
+    frozen = np.unique(np.concatenate([graph.slot_labels(s) for s in b.pinned_slots]))
+    return frozenset(
+        key for slot, key in b.factor_keys.items() if np.isin(graph.slot_labels(slot), frozen).any()
+    )
+
+
+def _head_dim_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
+    """Reshape factors coupled with an attention's head dim: the ``D`` of ``H*D -> (H, D)``."""
+    if not b.head_dim_slots:
+        return frozenset()
+    marked = np.unique(np.concatenate([graph.slot_labels(s) for s in b.head_dim_slots]))
+    return frozenset(
+        key for slot, key in b.factor_keys.items() if np.isin(graph.slot_labels(slot), marked).any()
+    )
+
+
+def _run_rules(
+    ep: ExportedProgram,
+    model: torch.nn.Module,
+    rules: RuleTables,
+    relaxed: frozenset[str],
+    heads: frozenset[tuple[str, int]],
+    head_dims: bool,
+    pinned: frozenset[tuple[str, int]],
+    query_heads: bool,
+):
+    b = Builder(relaxed, heads, head_dims, pinned, query_heads)
+    roles = {
+        InputKind.PARAMETER: "param",
+        InputKind.BUFFER: "buffer",
+        InputKind.CONSTANT_TENSOR: "constant",
+        InputKind.USER_INPUT: "input",
+    }
+    for spec in ep.graph_signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        if name is not None:
+            b.node_roles[name] = (roles.get(spec.kind, "input"), spec.target)
+    ops: dict[str, str] = {}
+    output_shapes: list[tuple[int, ...]] = []
+    lines: list[str] = []
+    for node in ep.graph.nodes:
+        b.node_module[node.name] = _module_of(node)
+        ops[node.name] = str(node.target)
+        if node.op in ("placeholder", "call_function"):
+            b.register(node)
+            shapes = [tuple(t.shape) for t in b.outputs(node)]
+            if str(node.target) not in LAYOUT_ONLY:
+                lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
+    for node in ep.graph.nodes:
+        if node.op == "placeholder":
+            role, _ = b.node_roles.get(node.name, ("input", None))
+            if role in ("input", "constant"):
+                what = "model input" if role == "input" else "tensor constant"
+                b.freeze_all(b.outputs(node), f"{what}: its shape is fixed by the caller")
+        elif node.op == "call_function":
+            _apply_rule(b, node, rules)
+        elif node.op == "output":
+            flat: list[fx.Node] = []
+            fx.node.map_arg(node.args, flat.append)
+            outs = [t for n in flat for t in b.outputs(n)]
+            output_shapes = [t.shape for t in outs]
+            b.freeze_all(outs, "model output: its shape is part of the model's contract")
+    _apply_module_rules(b, model, rules)
+    return b, lines, ops, output_shapes
+
+
+def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -> None:
+    """Apply the ``freeze`` and ``link`` entries of ``rules/modules.toml``."""
+    slots: dict[tuple[str, int], int] = {}
+    for i, s in enumerate(b.slots):
+        if s.role in ("param", "buffer"):
+            slots.setdefault((s.target, s.dim), i)
+
+    def slot_of(prefix: str, key: str) -> int | None:
+        param, _, dim = key.rpartition(":")
+        return slots.get((f"{prefix}.{param}" if prefix else param, int(dim)))
+
+    for name, module in model.named_modules():
+        rule = rules.module_rule(module)
+        if rule is None:
+            continue
+        label = type(module).__name__
+        for key, why in rule.freeze.items():
+            slot = slot_of(name, key)
+            if slot is not None:
+                b.freeze(slot, f"{label}: {why}")
+        for key, link in rule.link.items():
+            if link.only_with_head_dims and not b.head_dims:
+                continue
+            a, c = slot_of(name, key), slot_of(name, link.to)
+            if a is not None and c is not None:
+                b.link(a, c, name or "<root>", f"{label}: {link.why}")
+
+
+def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
+    outs = b.outputs(node)
+    rule = rules.ops.get(str(node.target))
+    if rule is None:
+        ctx = OpContext(node, {}, False, None, b, outs)
+        where = b.node_module.get(node.name)
+        b.freeze_all(
+            ctx.tensor_args() + outs,
+            f"no rule for {node.target}" + (f" (in {where})" if where else ""),
+        )
+        return
+    kind = KINDS[rule.kind]
+    ctx = OpContext(node, {**kind.roles, **rule.args}, rule.exact, rule.why, b, outs)
+    if not outs and rule.kind not in ("ignore",):
+        return
+    first_edge, first_link = len(b.edges), len(b.links)
+    try:
+        kind.rule(ctx)
+    except Exception as err:  # a rule that cannot read this call freezes it, loudly
+        b.freeze_all(ctx.tensor_args() + outs, f"rule {rule.kind} failed on {node.target}: {err}")
+        return
+    # An output dim the rule tied to nothing is computed from constants (a conv's spatial
+    # size, a pool's bins): it cannot follow any channel, so it freezes.
+    touched = {s for e in b.edges[first_edge:] + b.links[first_link:] for s in (e.a, e.b)}
+    for t in outs:
+        for slot in t.slots:
+            if slot not in touched:
+                b.freeze(slot, f"its size is computed by {node.target}, not carried from an input")

@@ -1,0 +1,1 @@
+"""Stage 7: files in and out: weights, Hugging Face folders, model specs."""

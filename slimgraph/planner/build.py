@@ -1,0 +1,173 @@
+"""Turn a config, a graph and importance scores into a validated :class:`PruningPlan`.
+
+Ratios, ``round_to`` and ``min_keep`` count *channels*: the indices of the widest
+parameter dim in a group. A unit usually is one channel; it is a whole group of a
+depthwise convolution, one offset of every group of a grouped one, and two channels
+paired by a channel shuffle.
+
+In local scope every group drops ``ratio`` of its channels. Global scope ranks the units
+of all groups together, isomorphic scope those of groups with the same structure; each
+group's scores are first normalised (``normalize``), and no group loses more than
+``max_ratio`` of its channels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from slimgraph.criteria.calibration import calibrate, needs_of
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.registry import CRITERIA
+from slimgraph.errors import PlanError
+from slimgraph.graph.depgraph import DependencyGraph, Group
+from slimgraph.planner.choose import Chooser, rank_globally, ranked_together
+from slimgraph.planner.compensation import compensation
+from slimgraph.planner.links import enforce_links
+from slimgraph.resolve.cost import plan_macs
+from slimgraph.resolve.indices import param_counts
+from slimgraph.resolve.plan import Fold, GroupCut, InputShape, PruningPlan
+
+__all__ = ["plan"]
+
+
+def plan(
+    graph: DependencyGraph,
+    config: PruneConfig | None = None,
+    *,
+    skip: dict[str, str] | None = None,
+    calibration: Any = None,
+    loss_fn: Any = None,
+    **fields,
+) -> PruningPlan:
+    """Decide which units every prunable group drops.
+
+    ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``; ``skip``
+    maps group ids to leave alone to the reason, which the plan records.
+    ``calibration`` batches (and ``loss_fn(model, batch) -> loss`` for criteria that read
+    gradients) first measure what data-aware criteria need, as :func:`slimgraph.calibrate`.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> p = sg.plan(sg.trace(net, (torch.randn(1, 4),)), sg.PruneConfig(ratio=0.25))
+    >>> [(c.group, c.size - len(c.drop)) for c in p.cuts], p.params_before, p.params_after
+    ([('0.weight:0', 6)], 58, 44)
+    """
+    config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
+    if calibration is not None:
+        calibrate(graph, calibration, loss_fn, config)
+    if config.target_macs is not None or config.target_params is not None:
+        return _plan_for_budget(graph, config, skip)
+    skip = dict(skip or {})
+    if not config.prune_residual:
+        skip.update(
+            {
+                g.id: "residual stream (prune_residual=False)"
+                for g in graph.prunable_groups()
+                if g.residual
+            }
+        )
+    groups = [
+        g
+        for g in graph.prunable_groups()
+        if g.id not in skip and not any(config.is_ignored(m) for m in g.modules)
+    ]
+    scores = CRITERIA[config.importance](graph, groups, config) if groups else {}
+    choosers = {g.id: Chooser(graph, g, scores[g.id]) for g in groups}
+    drops: dict[str, list[int]] = {}
+    if config.scope == "local":
+        for g in groups:
+            drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
+    else:
+        for together in ranked_together(graph, groups, config.scope):
+            drops |= rank_globally(together, choosers, config)
+    enforce_links(graph, groups, choosers, drops)
+    cuts = tuple(
+        GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
+        for g in groups
+    )
+    result = PruningPlan(
+        fingerprint=graph.fingerprint,
+        criterion=config.importance,
+        config=config,
+        inputs=tuple(InputShape(shape=s.shape, dtype=s.dtype, name=s.name) for s in graph.inputs),
+        training=graph.modes.get("", False),
+        head_dims=graph.head_dims,
+        query_heads=graph.query_heads,
+        cuts=cuts,
+        skipped=skip,
+        provenance=_provenance(graph, config),
+        compensation=_compensation(graph, groups, drops) if config.bias_compensation else (),
+    )
+    before, after = param_counts(graph, result)
+    final = result.model_copy(update={"params_before": before, "params_after": after})
+    return final.for_graph(graph)  # for plan.summary() and the notebook view
+
+
+def _provenance(graph: DependencyGraph, config: PruneConfig) -> dict[str, str]:
+    """Where the data the plan's scores read came from."""
+    found = {}
+    for need in sorted(needs_of(config)):
+        default = "the .grad already on the parameters" if need == "gradients" else None
+        if need in graph.provenance or default:
+            found[need] = graph.provenance.get(need, default)
+    return found
+
+
+def _compensation(
+    graph: DependencyGraph, groups: list[Group], drops: dict[str, list[int]]
+) -> tuple[Fold, ...]:
+    if graph.activations is None:
+        raise PlanError(
+            "bias_compensation needs calibration inputs: pass calibration=batches to "
+            "sg.slim / sg.plan, or call sg.calibrate(graph, batches) first"
+        )
+    found, unbiased = compensation(graph, groups, drops)
+    if unbiased:
+        warnings.warn(
+            f"bias_compensation: {len(unbiased)} layer(s) reading dropped channels have no "
+            f"bias or BatchNorm to fold their means into ({', '.join(unbiased[:3])}"
+            f"{', …' if len(unbiased) > 3 else ''}); they lose those channels uncompensated",
+            stacklevel=3,
+        )
+    return tuple(found)
+
+
+def _plan_for_budget(
+    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+) -> PruningPlan:
+    """The plan whose ratio keeps ``config.target_macs`` of the MACs (or
+    ``target_params`` of the parameters): a bisection over the ratio, each candidate
+    measured on a sliced meta-device copy (no compute). Overrides keep their own ratios,
+    and the ratio stays within ``max_ratio``; the result is the candidate closest to the
+    target."""
+
+    def planned(ratio: float) -> PruningPlan:
+        update = {"ratio": ratio, "target_macs": None, "target_params": None}
+        return plan(graph, config.model_copy(update=update), skip=skip)
+
+    if config.target_macs is not None:
+        target, total = config.target_macs, plan_macs(graph, planned(0.0))
+
+        def kept(p: PruningPlan) -> float:
+            return plan_macs(graph, p) / total
+    else:
+        target = config.target_params
+
+        def kept(p: PruningPlan) -> float:
+            return p.params_after / p.params_before
+
+    lo, hi = 0.0, min(0.99, config.max_ratio or 1.0)
+    best: tuple[float, PruningPlan] | None = None
+    for _ in range(14):
+        candidate = planned((lo + hi) / 2)
+        fraction = kept(candidate)
+        if best is None or abs(fraction - target) < best[0]:
+            best = (abs(fraction - target), candidate)
+        if abs(fraction - target) <= 0.002 * target:
+            break
+        lo, hi = (candidate.config.ratio, hi) if fraction > target else (lo, candidate.config.ratio)
+    chosen = best[1]
+    found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
+    final = chosen.model_copy(update={"config": found})
+    return final.for_graph(graph)

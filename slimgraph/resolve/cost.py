@@ -1,0 +1,80 @@
+"""One cost counter: parameters and multiply-accumulates (MACs), per module and in all,
+measured by ``FlopCounterMode`` on meta-device copies (no real compute).
+
+>>> import torch
+>>> count_macs(torch.nn.Linear(4, 3), (torch.randn(2, 4),))
+24
+>>> module_macs(torch.nn.Sequential(torch.nn.Linear(4, 3)), (torch.randn(2, 4),))
+{'': 24, '0': 24}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from slimgraph._core.inputs import preserve_modes, split_inputs, synthesize
+from slimgraph.resolve.indices import kept_shapes
+from slimgraph.resolve.slicing import meta_copy, sliced_copy, update_attributes
+
+if TYPE_CHECKING:
+    from slimgraph.graph.depgraph import DependencyGraph
+    from slimgraph.resolve.plan import PruningPlan
+
+__all__ = ["count_macs", "count_params", "module_macs", "plan_macs"]
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: torch.nn.Module, example_inputs: Any) -> int:
+    """Multiply-accumulates of one forward pass, measured by ``FlopCounterMode`` / 2.
+
+    The model is copied to the meta device first, so this costs no real compute; code
+    that reads values (an attention mask's ``.all()``) cannot run on meta tensors, and is
+    counted once on the real model instead, in eval mode.
+    """
+    args, kwargs = split_inputs(example_inputs)
+    to_meta = lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t  # noqa: E731
+    meta_inputs = {k: to_meta(v) for k, v in kwargs.items()} or tuple(map(to_meta, args))
+    try:
+        return module_macs(meta_copy(model).requires_grad_(False), meta_inputs)[""]
+    except RuntimeError as err:
+        if "meta tensors" not in str(err) or any(p.is_meta for p in model.parameters()):
+            raise
+    return module_macs(model, example_inputs)[""]
+
+
+def module_macs(model: torch.nn.Module, inputs: Any) -> dict[str, int]:
+    """Module name -> multiply-accumulates of one eval-mode forward pass (``""``: the
+    whole model)."""
+    args, kwargs = split_inputs(inputs)
+    counter = FlopCounterMode(display=False)
+    with preserve_modes(model), torch.no_grad(), counter:
+        model.eval()(*args, **kwargs)
+    root = type(model).__name__
+    found = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == root:
+            found[""] = sum(ops.values()) // 2
+        elif key.startswith(root + "."):
+            found[key.removeprefix(root + ".")] = sum(ops.values()) // 2
+    return found
+
+
+def plan_macs(graph: DependencyGraph, plan: PruningPlan) -> int:
+    """Multiply-accumulates of the model ``plan`` would make, on a sliced meta copy."""
+    inputs = synthesize(plan.inputs or graph.inputs, "meta")
+    return module_macs(slim_meta_copy(graph, plan), inputs)[""]
+
+
+def slim_meta_copy(graph: DependencyGraph, plan: PruningPlan) -> torch.nn.Module:
+    """The model ``plan`` would make, weightless: sliced, with its attributes updated."""
+    slices = kept_shapes(graph, plan)
+    after = sliced_copy(graph.model, slices, meta=True)
+    update_attributes(after, graph.model, slices, plan.head_dims)
+    return after

@@ -1,0 +1,81 @@
+"""Resolve a plan against its graph: which indices of which tensors it keeps.
+
+Shared by the planner (parameter counts) and the rewriter (slices, checks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from slimgraph.errors import PlanError
+
+if TYPE_CHECKING:
+    from slimgraph.graph.depgraph import DependencyGraph
+    from slimgraph.resolve.plan import PruningPlan
+
+__all__ = ["check_plan", "kept_shapes", "param_counts"]
+
+
+def _dropped(graph: DependencyGraph, plan: PruningPlan) -> np.ndarray:
+    """A mask over element labels: True for labels of dropped units."""
+    is_dropped = np.zeros(len(graph.labels), dtype=bool)
+    for c in plan.cuts:
+        if c.drop:
+            is_dropped[graph.group(c.group).units[list(c.drop)]] = True
+    return is_dropped
+
+
+def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
+    """Raise :class:`PlanError` unless ``plan`` fits ``graph``: same model, known groups,
+    no parameter dim emptied, linked dims keeping the same fraction."""
+    plan.check(graph)
+    is_dropped = _dropped(graph, plan)
+    for target, slots in graph.param_slots().items():
+        for slot in slots:
+            if is_dropped[graph.slot_labels(slot)].all():
+                raise PlanError(
+                    f"the plan drops every index of {target} dim {graph.slots[slot].dim}"
+                )
+    for link in graph.links:
+        kept = []
+        for slot in (link.a, link.b):
+            size = graph.slots[slot].size
+            kept.append((size - int(is_dropped[graph.slot_labels(slot)].sum()), size))
+        (ka, na), (kb, nb) = kept
+        if ka * nb != kb * na:
+            raise PlanError(
+                f"{graph.describe_slot(link.a)} keeps {ka}/{na} but {graph.describe_slot(link.b)} "
+                f"keeps {kb}/{nb}; they must keep the same fraction ({link.why})"
+            )
+
+
+def kept_shapes(
+    graph: DependencyGraph, plan: PruningPlan
+) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks."""
+    if not any(c.drop for c in plan.cuts):
+        return {}
+    is_dropped = _dropped(graph, plan)
+    result: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for target, slots in graph.param_slots().items():
+        for slot in slots:
+            gone = is_dropped[graph.slot_labels(slot)]
+            if gone.any():
+                result.setdefault(target, []).append((graph.slots[slot].dim, np.flatnonzero(~gone)))
+    return result
+
+
+def param_counts(graph: DependencyGraph, plan: PruningPlan) -> tuple[int, int]:
+    """Parameter elements before and after ``plan`` (shared parameters counted once)."""
+    kept = kept_shapes(graph, plan)
+    before = after = 0
+    for name, p in graph.model.named_parameters():
+        shape = list(p.shape)
+        before += math.prod(shape)
+        for dim, idx in kept.get(name, []):
+            shape[dim] = len(idx)
+        after += math.prod(shape)
+    return before, after

@@ -1,0 +1,215 @@
+"""``PruningPlan``: the resolved cuts, reviewable as JSON and checked against a graph."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.errors import PlanError
+from slimgraph.resolve.summary import PlanSummary, summarize
+
+if TYPE_CHECKING:
+    from slimgraph.graph.depgraph import DependencyGraph
+
+__all__ = ["Fold", "GroupCut", "InputShape", "PruningPlan"]
+
+
+class GroupCut(BaseModel):
+    """Which units one group drops. ``size`` is the group's unit count when planned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group: str = Field(min_length=1)
+    size: int = Field(ge=1)
+    drop: tuple[int, ...]
+    modules: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _indices(self) -> GroupCut:
+        where = f"group {self.group}" + (
+            f" ({', '.join(self.modules[:3])})" if self.modules else ""
+        )
+        if len(set(self.drop)) != len(self.drop):
+            dup = sorted({i for i in self.drop if self.drop.count(i) > 1})
+            raise ValueError(f"{where}: duplicate drop indices {dup[:5]}")
+        bad = [i for i in self.drop if not 0 <= i < self.size]
+        if bad:
+            raise ValueError(f"{where}: drop indices {bad[:5]} out of range for {self.size} units")
+        if len(self.drop) >= self.size:
+            raise ValueError(f"{where}: drops all {self.size} units; at least one must be kept")
+        if list(self.drop) != sorted(self.drop):
+            raise ValueError(f"{where}: drop indices must be sorted")
+        return self
+
+
+class InputShape(BaseModel):
+    """Shape and dtype of one example input, so a plan can dry-run without real data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: tuple[int, ...]
+    dtype: str
+    name: str | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _non_negative(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if any(s < 0 for s in shape):
+            raise ValueError(f"negative size in shape {shape}")
+        return shape
+
+
+class Fold(BaseModel):
+    """The calibration means of the input channels one layer loses, folded where its
+    output keeps their average contribution (``PruneConfig.bias_compensation``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reads: str = Field(description='"weight:dim": the layer and the dim that loses inputs')
+    into: str = Field(
+        description="its bias (added), or the running_mean of the BatchNorm reading a "
+        "bias-free layer (subtracted)"
+    )
+    means: tuple[float, ...] = Field(description="one per dropped input index, in order")
+
+
+class PruningPlan(BaseModel):
+    """The resolved list of units to drop, with what it was computed from.
+
+    Validated on its own (indices unique, sorted, in range, never everything) and, when a
+    graph is given as context, against that graph (same model, known groups, same sizes)::
+
+        plan = PruningPlan.model_validate_json(text, context={"graph": graph})
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{16}$")
+    criterion: str
+    config: PruneConfig | None = None
+    inputs: tuple[InputShape, ...] = ()
+    training: bool = Field(False, description="the model was traced in train mode")
+    head_dims: bool = Field(False, description="traced with head-dim units, not whole heads")
+    query_heads: bool = Field(
+        False, description="traced with query heads inside KV groups, not whole KV groups"
+    )
+    cuts: tuple[GroupCut, ...] = ()
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="group id -> why it was left alone"
+    )
+    params_before: int = Field(0, ge=0)
+    params_after: int = Field(0, ge=0)
+    provenance: dict[str, str] = Field(
+        default_factory=dict,
+        description='where data-aware scores came from: "gradients", "activations" -> source',
+    )
+    compensation: tuple[Fold, ...] = Field(
+        (), description="means of dropped channels folded into biases (bias_compensation)"
+    )
+
+    @model_validator(mode="after")
+    def _unique_groups(self, info: ValidationInfo) -> PruningPlan:
+        seen: set[str] = set()
+        for cut in self.cuts:
+            if cut.group in seen:
+                raise ValueError(f"group {cut.group} appears twice in the plan")
+            seen.add(cut.group)
+        graph = (info.context or {}).get("graph") if info.context else None
+        if graph is not None:
+            self.check(graph)
+        return self
+
+    _graph: DependencyGraph | None = PrivateAttr(default=None)  # set by sg.plan
+
+    def __eq__(self, other: object) -> bool:
+        """Plans are equal when their data is: the remembered graph does not count."""
+        if not isinstance(other, PruningPlan):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # (its dict fields never hashed anyway)
+
+    def for_graph(self, graph: DependencyGraph) -> PruningPlan:
+        """This plan, remembering the graph it was made on (for :meth:`summary` and the
+        notebook view; not serialised, and not part of equality)."""
+        bound = self.model_copy()
+        bound._graph = graph
+        return bound
+
+    def summary(self, graph: DependencyGraph | None = None) -> PlanSummary:
+        """Per layer: shapes, params and MACs before -> after, and the groups left alone
+        with the reason (see :mod:`slimgraph.resolve.summary`). ``graph`` is the traced graph the
+        plan fits; a plan made by :func:`slimgraph.plan` remembers its own."""
+        graph = graph or self._graph
+        if graph is None:
+            raise PlanError(
+                "summary() needs the traced graph of the model: plan.summary(sg.trace(model, inputs))"
+            )
+        return summarize(graph, self)
+
+    def _repr_html_(self) -> str:
+        if self._graph is not None:
+            return self.summary()._repr_html_()
+        rows = "".join(
+            f"<tr><td><code>{c.group}</code></td><td>{len(c.drop)} of {c.size}</td></tr>"
+            for c in self.cuts
+            if c.drop
+        )
+        return (
+            f"<p><b>PruningPlan</b> ({self.criterion}): params {self.params_before:,} → "
+            f"{self.params_after:,}</p><table><thead><tr><th>group</th><th>dropped</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
+        )
+
+    def check(self, graph: DependencyGraph) -> None:
+        """Raise :class:`PlanError` unless this plan fits ``graph`` exactly."""
+        if self.fingerprint != graph.fingerprint:
+            raise PlanError(
+                f"this plan was made for another model (fingerprint {self.fingerprint}, the "
+                f"traced model has {graph.fingerprint}); re-plan with sg.plan(graph, config)"
+            )
+        for cut in self.cuts:
+            group = graph.group(cut.group)
+            layers = ", ".join(group.modules[:3])
+            if cut.size != group.size:
+                raise PlanError(
+                    f"group {cut.group} ({layers}) has {group.size} prunable units, the plan "
+                    f"expects {cut.size}"
+                )
+
+    @property
+    def dropped(self) -> int:
+        return sum(len(c.drop) for c in self.cuts)
+
+    def cut(self, group: str) -> GroupCut | None:
+        return next((c for c in self.cuts if c.group == group), None)
+
+    def describe(self) -> str:
+        """One line per group that loses units (no graph needed; see also :meth:`summary`)."""
+        lines = [
+            f"plan {self.fingerprint} by {self.criterion}: {self.dropped} units dropped, "
+            f"params {self.params_before:,} -> {self.params_after:,}"
+        ]
+        for c in self.cuts:
+            if c.drop:
+                lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
+        for group, why in self.skipped.items():
+            lines.append(f"  {group}: left alone, {why}")
+        for what, where in self.provenance.items():
+            lines.append(f"  {what} from {where}")
+        for fold in self.compensation:
+            lines.append(
+                f"  means of {len(fold.means)} dropped inputs of {fold.reads} -> {fold.into}"
+            )
+        return "\n".join(lines)

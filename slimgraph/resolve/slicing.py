@@ -1,0 +1,120 @@
+"""Slicing a model by a resolved plan: weightless copies, sliced tensors (a tensor tied
+under several names sliced once) and module attributes updated from ``rules/modules.toml``.
+
+>>> import torch
+>>> net = torch.nn.Linear(4, 6)
+>>> slim = sliced_copy(net, {"weight": [(0, [0, 2])], "bias": [(0, [0, 2])]}, meta=True)
+>>> update_attributes(slim, net, {"weight": [(0, [0, 2])]})
+>>> slim.weight.shape, slim.weight.device.type, slim.out_features
+(torch.Size([2, 4]), 'meta', 2)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimgraph._core.expr import Absent, evaluate
+from slimgraph.errors import RewriteError, RuleTableError
+from slimgraph.graph.ruletable import load_rules
+
+__all__ = [
+    "Slices",
+    "assign",
+    "meta_copy",
+    "slice_tensor",
+    "sliced_copy",
+    "sliced_tensors",
+    "update_attributes",
+]
+
+Slices = dict[str, list[tuple[int, np.ndarray]]]
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device."""
+    return sliced_copy(model, {}, meta=True)
+
+
+def slice_tensor(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool) -> torch.Tensor:
+    if meta:
+        shape = list(t.shape)
+        for dim, idx in kept:
+            shape[dim] = len(idx)
+        return torch.empty(shape, dtype=t.dtype, device="meta")
+    out = t.detach()
+    for dim, idx in kept:
+        out = out.index_select(dim, torch.as_tensor(idx, device=out.device))
+    return out.clone()
+
+
+def sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, torch.Tensor]:
+    """id(original tensor) -> its replacement (sliced, or moved to meta).
+
+    A tensor shared under several names (tied embeddings) is sliced once, by whichever of
+    its names the plan mentions, and the replacement serves every name.
+    """
+    named = list(model.named_parameters(remove_duplicate=False)) + list(
+        model.named_buffers(remove_duplicate=False)
+    )
+    tensors: dict[int, torch.Tensor] = {}
+    kept: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for name, t in named:
+        tensors.setdefault(id(t), t)
+        if name in slices:
+            kept.setdefault(id(t), slices[name])
+    memo: dict[int, torch.Tensor] = {}
+    for key, t in tensors.items():
+        if not meta and key not in kept:
+            continue
+        new = slice_tensor(t, kept.get(key, []), meta)
+        if isinstance(t, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=t.requires_grad)
+        memo[key] = new
+    return memo
+
+
+def sliced_copy(model: nn.Module, slices: Slices, meta: bool) -> nn.Module:
+    memo: dict[int, Any] = dict(sliced_tensors(model, slices, meta))
+    return copy.deepcopy(model, memo)
+
+
+def assign(model: nn.Module, replacements: dict[int, torch.Tensor]) -> None:
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is not None and id(t) in replacements:
+                    store[name] = replacements[id(t)]
+
+
+def update_attributes(
+    slim: nn.Module, old: nn.Module, slices: Slices, head_dims: bool = False
+) -> None:
+    """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
+    old_modules = dict(old.named_modules())
+    touched = {name.rpartition(".")[0] for name in slices}
+    # children first: a parent's identity may read its children's new attributes
+    for name, module in reversed(list(slim.named_modules())):
+        prefix = f"{name}." if name else ""
+        if not any(t == name or t.startswith(prefix) or not name for t in touched):
+            continue
+        rule = load_rules().module_rule(module)
+        if rule is None:
+            continue
+        for attr, alternatives in rule.attrs.items():
+            for expr in alternatives:  # the first that this instance can evaluate
+                try:
+                    setattr(
+                        module,
+                        attr,
+                        evaluate(expr, module, old_modules[name], {"head_dims": head_dims}),
+                    )
+                    break
+                except Absent:
+                    continue  # reads an optional tensor (bias, affine weight) it lacks
+                except RuleTableError as err:
+                    raise RewriteError(f"module {name} ({type(module).__name__}): {err}") from err

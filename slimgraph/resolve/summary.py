@@ -1,0 +1,190 @@
+"""Review a plan before anything is cut: per layer, shapes, parameters and MACs before and
+after, and the groups the plan leaves alone with the reason.
+
+Everything is measured on meta-device copies (no compute, no weights touched).
+
+>>> import torch, slimgraph as sg
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> graph = sg.trace(net, (torch.randn(1, 4),))
+>>> summary = sg.plan(graph, ratio=0.5).summary()
+>>> [(r.layer, r.params_before, r.params_after, r.macs_before, r.macs_after) for r in summary.layers]
+[('0', 40, 20, 32, 16), ('2', 18, 10, 16, 8)]
+>>> summary.untouched["2.weight:0"]
+"model output: its shape is part of the model's contract"
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from slimgraph._core.inputs import synthesize
+from slimgraph.resolve.cost import module_macs, slim_meta_copy
+from slimgraph.resolve.indices import check_plan
+from slimgraph.resolve.slicing import meta_copy
+
+if TYPE_CHECKING:
+    from slimgraph.graph.depgraph import DependencyGraph
+    from slimgraph.resolve.plan import PruningPlan
+
+__all__ = ["LayerChange", "PlanSummary", "summarize"]
+
+
+class LayerChange(BaseModel):
+    """One layer (a module with parameters of its own) before and after the plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layer: str
+    kind: str
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]  # parameter -> (before, after)
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+class PlanSummary(BaseModel):
+    """What a plan does, layer by layer; ``untouched``: group -> why it keeps its units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: tuple[LayerChange, ...]
+    untouched: dict[str, str]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    scored_by: str = ""  # the criterion, and where the data it read came from
+    compensated: tuple[str, ...] = ()  # tensors that took the dropped channels' means
+
+    def changed(self) -> list[LayerChange]:
+        """The layers whose shapes change."""
+        return [r for r in self.layers if any(a != b for a, b in r.shapes.values())]
+
+    def __str__(self) -> str:
+        rows = [("layer", "type", "shape before -> after", "params", "MACs")]
+        for r in self.changed():
+            shapes = "; ".join(f"{_dims(a)} -> {_dims(b)}" for a, b in r.shapes.values() if a != b)
+            rows.append(
+                (
+                    r.layer,
+                    r.kind,
+                    shapes,
+                    f"{r.params_before:,} -> {r.params_after:,}",
+                    f"{r.macs_before:,} -> {r.macs_after:,}",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+        lines.append(
+            f"total params {self.params_before:,} -> {self.params_after:,} "
+            f"({_ratio(self.params_after, self.params_before)}), MACs {self.macs_before:,} -> "
+            f"{self.macs_after:,} ({_ratio(self.macs_after, self.macs_before)})"
+        )
+        if self.scored_by:
+            lines.append(f"scored by {self.scored_by}")
+        if self.compensated:
+            shown = ", ".join(self.compensated[:3])
+            more = f", … ({len(self.compensated)} tensors)" if len(self.compensated) > 3 else ""
+            lines.append(f"dropped channels' means folded into {shown}{more}")
+        if self.untouched:
+            lines.append(f"{len(self.untouched)} groups untouched:")
+            for why, ids in self.untouched_by_reason().items():
+                shown = ", ".join(ids[:3]) + (f", … ({len(ids)} groups)" if len(ids) > 3 else "")
+                lines.append(f"  {why}: {shown}")
+        return "\n".join(lines)
+
+    def untouched_by_reason(self) -> dict[str, list[str]]:
+        """Reason -> the groups it keeps whole, most common first."""
+        found: dict[str, list[str]] = {}
+        for gid, why in self.untouched.items():
+            found.setdefault(why, []).append(gid)
+        return dict(sorted(found.items(), key=lambda kv: -len(kv[1])))
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in ("layer", "type", "shapes", "params", "MACs"))
+        body = "".join(
+            f"<tr><td><code>{html.escape(r.layer)}</code></td><td>{r.kind}</td><td>"
+            + "<br>".join(f"{_dims(a)} → {_dims(b)}" for a, b in r.shapes.values() if a != b)
+            + f"</td><td>{r.params_before:,} → {r.params_after:,}</td>"
+            f"<td>{r.macs_before:,} → {r.macs_after:,}</td></tr>"
+            for r in self.changed()
+        )
+        untouched = "".join(
+            f"<li>{html.escape(why)}: "
+            + ", ".join(f"<code>{html.escape(g)}</code>" for g in ids)
+            + "</li>"
+            for why, ids in self.untouched_by_reason().items()
+        )
+        return (
+            f"<p><b>PruningPlan</b>: params {self.params_before:,} → {self.params_after:,} "
+            f"({_ratio(self.params_after, self.params_before)}), MACs {self.macs_before:,} → "
+            f"{self.macs_after:,} ({_ratio(self.macs_after, self.macs_before)})</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + (
+                f"<details><summary>{len(self.untouched)} groups untouched</summary><ul>"
+                f"{untouched}</ul></details>"
+                if untouched
+                else ""
+            )  # fmt: skip
+        )
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape)) or "scalar"
+
+
+def _ratio(after: int, before: int) -> str:
+    return f"{after / before:.1%}" if before else "-"
+
+
+def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
+    """Layer-by-layer effect of ``plan`` on the model ``graph`` was traced from."""
+    check_plan(graph, plan)
+    model = graph.model
+    after = slim_meta_copy(graph, plan)
+    inputs = synthesize(plan.inputs or graph.inputs, "meta")
+    macs_before, macs_after = module_macs(meta_copy(model), inputs), module_macs(after, inputs)
+    after_params = dict(after.named_parameters())
+    layers = []
+    for name, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        prefix = f"{name}." if name else ""
+        shapes = {
+            p: (tuple(t.shape), tuple(after_params[prefix + p].shape)) for p, t in own.items()
+        }
+        layers.append(
+            LayerChange(
+                layer=name,
+                kind=type(module).__name__,
+                shapes=shapes,
+                params_before=sum(math.prod(a) for a, _ in shapes.values()),
+                params_after=sum(math.prod(b) for _, b in shapes.values()),
+                macs_before=macs_before.get(name, 0),
+                macs_after=macs_after.get(name, 0),
+            )
+        )
+    cut = {c.group for c in plan.cuts if c.drop}
+    untouched = {
+        g.id: plan.skipped.get(g.id)
+        or (next(iter(g.frozen.values()), "a single unit") if not g.prunable else "kept whole")
+        for g in graph.groups
+        if g.id not in cut
+    }
+    return PlanSummary(
+        layers=tuple(layers),
+        untouched=untouched,
+        params_before=sum(r.params_before for r in layers),
+        params_after=sum(r.params_after for r in layers),
+        macs_before=macs_before.get("", 0),
+        macs_after=macs_after.get("", 0),
+        scored_by=plan.criterion
+        + "".join(f"; {what} from {where}" for what, where in plan.provenance.items()),
+        compensated=tuple(fold.into for fold in plan.compensation),
+    )

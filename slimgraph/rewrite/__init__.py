@@ -1,0 +1,1 @@
+"""Stage 5: apply a plan to real weights, with compensation and Hugging Face configs."""

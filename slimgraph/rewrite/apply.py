@@ -1,0 +1,179 @@
+"""Apply a validated plan: slice parameters and buffers, update attributes, verify.
+
+Order of work, so that a plan that cannot apply never touches real weights:
+
+1. check the plan against the graph (same model, known groups, sizes, links);
+2. meta dry run: a weightless copy is sliced, its attributes updated from
+   ``rules/modules.toml``, and run forward on the plan's input shapes;
+3. the real model (a copy unless ``inplace=True``) gets the sliced tensors;
+4. with ``example_inputs``, a real forward pass checks the output shapes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimgraph._core.inputs import output_shapes, preserve_modes, split_inputs, synthesize
+from slimgraph.errors import PlanError, RewriteError, SlimGraphError
+from slimgraph.graph.depgraph import DependencyGraph
+from slimgraph.graph.trace import trace
+from slimgraph.resolve.indices import check_plan, kept_shapes
+from slimgraph.resolve.plan import PruningPlan
+from slimgraph.resolve.slicing import (
+    Slices,
+    assign,
+    meta_copy,
+    slice_tensor,
+    sliced_copy,
+    sliced_tensors,
+    update_attributes,
+)
+from slimgraph.rewrite.compensation import bias_shifts
+from slimgraph.rewrite.hf_config import update_configs
+
+__all__ = ["apply", "dry_run"]
+
+
+def apply(
+    model: nn.Module,
+    plan: PruningPlan,
+    *,
+    graph: DependencyGraph | None = None,
+    inplace: bool = False,
+    example_inputs: Any = None,
+) -> nn.Module:
+    """Return a smaller dense ``model`` of the same class with the plan's units dropped.
+
+    ``graph`` is the traced graph the plan was made on; without it the model is traced
+    again on the meta device from the plan's recorded input shapes.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1))
+    >>> graph = sg.trace(net, (torch.randn(1, 3, 8, 8),))
+    >>> slim = sg.apply(net, sg.plan(graph, ratio=0.5), graph=graph)
+    >>> slim[0].out_channels, slim[1].num_features, slim[2].in_channels, net[0].out_channels
+    (4, 4, 4, 8)
+    """
+    if not isinstance(plan, PruningPlan):
+        raise PlanError(f"apply() takes a PruningPlan, not {type(plan).__name__}")
+    if graph is None:
+        graph = _retrace(model, plan)
+    slices = dry_run(model, plan, graph)
+    shifts = bias_shifts(model, plan.compensation, slices)  # from the weights before slicing
+    expected = graph.output_shapes
+    if inplace:
+        old = meta_copy(model)
+        assign(model, sliced_tensors(model, slices, meta=False))
+        slim = model
+    else:
+        old = model
+        slim = sliced_copy(model, slices, meta=False)
+    with torch.no_grad():
+        tensors = dict(slim.named_parameters()) | dict(slim.named_buffers())
+        for name, shift in shifts.items():
+            t = tensors[name]
+            t.add_(slice_tensor(shift, slices.get(name, []), meta=False).to(t.dtype))
+    update_attributes(slim, old, slices, plan.head_dims)
+    update = update_configs(slim, old) if slices else None
+    if update is not None and not update.exact:
+        warnings.warn(
+            f"model.config ({update.model_type}) cannot describe the slim shapes"
+            + (f" (per-layer {', '.join(update.differing)} differ)" if update.differing else "")
+            + "; save with sg.save(model, directory, plan) and reload with sg.load(directory)",
+            stacklevel=2,
+        )
+    if example_inputs is not None:
+        _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
+    return slim
+
+
+def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slices:
+    """Check ``plan`` and run it on a weightless copy; return the slices it makes.
+
+    Raises :class:`PlanError` or :class:`RewriteError`; ``model`` is never touched.
+    """
+    check_plan(graph, plan)
+    slices = kept_shapes(graph, plan)
+    dry = sliced_copy(model, slices, meta=True)
+    update_attributes(dry, model, slices, plan.head_dims)
+    update_configs(dry, verify=False)  # code may read widths from the config
+    specs = plan.inputs or graph.inputs
+    try:
+        _check_forward(
+            dry, synthesize(specs, "meta"), graph.output_shapes, "meta dry run", graph.modes
+        )
+    except RewriteError as err:
+        # Code that branches on values (an attention mask's ``.all()``) cannot run on the
+        # meta device: dry-run on a real sliced copy instead, when the weights are real.
+        if not _reads_values(err) or any(p.is_meta for p in model.parameters()):
+            raise
+        real = sliced_copy(model, slices, meta=False)
+        update_attributes(real, model, slices, plan.head_dims)
+        update_configs(real, verify=False)
+        _check_forward(real, synthesize(specs), graph.output_shapes, "dry run", graph.modes)
+    return slices
+
+
+def _reads_values(err: BaseException) -> bool:
+    """Whether a meta forward failed because the model reads tensor values."""
+    cause = str(err.__cause__ or "")
+    return any(mark in cause for mark in ("on meta tensors", "data-dependent", "meta tensor.item"))
+
+
+def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
+    """Trace a weightless copy in the mode the plan was made in, on its input shapes."""
+    copy_ = meta_copy(model).train(plan.training)
+    graph = trace(
+        copy_,
+        synthesize(plan.inputs, "meta"),
+        head_dims=plan.head_dims,
+        query_heads=plan.query_heads,
+    )
+    graph.model = model
+    return graph
+
+
+def _check_forward(
+    model: nn.Module,
+    inputs: Any,
+    expected: list[tuple[int, ...]],
+    what: str,
+    modes: dict[str, bool],
+) -> None:
+    """Run ``model`` in the train/eval modes it was traced in and compare output shapes."""
+    with preserve_modes(model):
+        for name, module in model.named_modules():
+            module.training = modes.get(name, module.training)
+        _forward_shapes(model, inputs, expected, what)
+
+
+def _forward_shapes(
+    model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str
+) -> None:
+    args, kwargs = split_inputs(inputs)
+    # A check in train mode must not move BatchNorm running statistics.
+    saved = {name: b.clone() for name, b in model.named_buffers() if not b.is_meta}
+    try:
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+    except SlimGraphError:
+        raise
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise RewriteError(
+            f"{what} of the slimmed model failed: {type(err).__name__}: {first}\n"
+            "A module probably reads a width from an attribute that rules/modules.toml does "
+            "not update; add its class there, or freeze the dim with PruneConfig(ignore=[...])."
+        ) from err
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in saved:
+                    b.copy_(saved[name])
+    got = output_shapes(out)
+    if got != expected:
+        raise RewriteError(f"{what}: output shapes changed from {expected} to {got}")
