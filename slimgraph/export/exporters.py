@@ -66,6 +66,8 @@ def _export_dynamo(model: nn.Module, call: Call, opset: int | None) -> ir.Model:
             dynamic_shapes=shapes if any(call.dynamic) else None,
             verbose=False,
         )
+    if program is None:  # only with dynamo=False, but the stub allows it
+        raise ExportError("torch.onnx.export returned no program")
     return program.model
 
 

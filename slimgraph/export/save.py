@@ -48,7 +48,8 @@ def save(model: ir.Model, path: Path, simplify: bool, feeds: dict[str, np.ndarra
             "which onnxsim cannot simplify reliably in memory",
         )
     proto = ir.serde.serialize_model(model)
-    nodes_after, skipped = None, "simplify=False was passed"
+    nodes_after: int | None = None
+    skipped: str | None = "simplify=False was passed"
     if simplify:
         proto, nodes_after, skipped = _simplify(proto, feeds)
     onnx.save_model(proto, path)
