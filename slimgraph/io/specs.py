@@ -21,19 +21,28 @@ Identity()
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import importlib
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from slimgraph._core.inputs import random_tensor
 from slimgraph.errors import ModelSpecError
-from slimgraph.io.hf import PLAN_FILE, load
+from slimgraph.io.programs import (
+    ExampleInputs,
+    load_program,
+    placeholder_inputs,
+    program_module,
+    stored_inputs,
+)
+from slimgraph.io.sources import (
+    factory_model,
+    hf_model,
+    import_timm,
+    timm_model,
+    torchvision_model,
+)
 
 __all__ = [
     "build",
@@ -51,8 +60,6 @@ EXAMPLES = (
 SOURCES = ("torchvision", "timm", "hf")
 TEXT_LENGTH = 16  # tokens in the example input of a text model
 
-ExampleInputs = tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
-
 
 def load_model(spec: str) -> nn.Module:
     """Build the model named by ``spec``, with random weights.
@@ -67,14 +74,14 @@ def load_model(spec: str) -> nn.Module:
     """
     source, name = _split(spec)
     if source == "torchvision":
-        return _torchvision(name)
+        return torchvision_model(name)
     if source == "timm":
-        return _timm(name)
+        return timm_model(name)
     if source == "hf":
-        return _hf(name)
+        return hf_model(name)
     if source == "pt2":
-        return _module(_load_exported(name))
-    return _factory(source, name, spec)
+        return program_module(load_program(name))
+    return factory_model(source, name, spec)
 
 
 def build(spec: str, shape: tuple[int, ...] | None = None) -> tuple[nn.Module, ExampleInputs]:
@@ -89,9 +96,9 @@ def build(spec: str, shape: tuple[int, ...] | None = None) -> tuple[nn.Module, E
     """
     source, name = _split(spec)
     if source == "pt2":
-        program = _load_exported(name)
-        module = _module(program)
-        stored = _stored_inputs(program, name) if shape is None else None
+        program = load_program(name)
+        module = program_module(program)
+        stored = stored_inputs(program, name) if shape is None else None
         return module, stored if stored is not None else example_inputs(spec, module, shape)
     model = load_model(spec)
     return model, example_inputs(spec, model, shape)
@@ -115,7 +122,7 @@ def example_inputs(
     if hasattr(config, "model_type"):
         return hf_inputs(config, shape)
     if isinstance(model, torch.fx.GraphModule):
-        return _placeholder_inputs(model, spec, shape)
+        return placeholder_inputs(model, spec, shape)
     return (default_input(spec, model, shape),)
 
 
@@ -136,7 +143,8 @@ def hf_inputs(config: Any, shape: tuple[int, ...] | None = None) -> dict[str, to
     if size:
         height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
         channels = getattr(config, "num_channels", 3)
-        return {"pixel_values": torch.randn(shape or (1, channels, height, width))}
+        pixel_shape = shape or (1, channels, height, width)
+        return {"pixel_values": random_tensor(pixel_shape, torch.get_default_dtype())}
     vocab = getattr(config, "vocab_size", None)
     if not vocab:
         raise ModelSpecError(
@@ -175,7 +183,7 @@ def input_shape(spec: str, model: nn.Module | None = None) -> tuple[int, ...]:
     if isinstance(cfg, dict) and _is_shape(cfg.get("input_size")):
         return (1, *cfg["input_size"])
     if source == "torchvision":
-        from torchvision import models
+        from torchvision import models  # slow to import: only torchvision names need it
 
         if name in models.list_models(module=models.video):
             return (1, 3, 16, 112, 112)
@@ -215,7 +223,7 @@ def default_input(
     >>> default_input("torch.nn:Identity", shape=(1, 3, 8, 8)).shape
     torch.Size([1, 3, 8, 8])
     """
-    return torch.randn(shape or input_shape(spec, model))
+    return random_tensor(shape or input_shape(spec, model), torch.get_default_dtype())
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -240,247 +248,14 @@ def _bare_name_hint(name: str) -> str:
         )
     if Path(name).is_dir():
         return f" (did you mean 'hf:{name}'?)"
-    from torchvision import models
+    from torchvision import models  # slow to import: only torchvision names need it
 
     if name in models.list_models():
         return f" (did you mean 'torchvision:{name}'?)"
-    timm = _import_timm(required=False)
+    timm = import_timm(required=False)
     if timm is not None and timm.is_model(name):
         return f" (did you mean 'timm:{name}'?)"
     return ""
-
-
-def _close(name: str, known: list[str]) -> str:
-    matches = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    return f"close matches: {', '.join(matches)}" if matches else "no close match"
-
-
-def _torchvision(name: str) -> nn.Module:
-    from torchvision import models
-
-    known = models.list_models()
-    if name not in known:
-        raise ModelSpecError(
-            f"torchvision has no model {name!r}; {_close(name, known)} "
-            "(list them with torchvision.models.list_models())"
-        )
-    return models.get_model(name, weights=None)
-
-
-def _import_timm(required: bool = True) -> Any:
-    try:
-        import timm
-    except ImportError:
-        if not required:
-            return None
-        raise ModelSpecError(
-            "timm is not installed, so timm:NAME specs cannot be built; "
-            "install it with `pip install timm`"
-        ) from None
-    return timm
-
-
-def _timm(name: str) -> nn.Module:
-    timm = _import_timm()
-    if not timm.is_model(name):
-        raise ModelSpecError(
-            f"timm has no model {name!r}; {_close(name, timm.list_models())} "
-            "(list them with timm.list_models('*pattern*'))"
-        )
-    return timm.create_model(name, pretrained=False)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-
-
-def _import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError:
-        raise ModelSpecError(
-            "transformers is not installed, so hf:DIRECTORY specs cannot be built; "
-            "install it with `pip install transformers`"
-        ) from None
-    return transformers
-
-
-@contextlib.contextmanager
-def _quiet_transformers(transformers: Any) -> Iterator[None]:
-    """No progress bars or info lines while a model loads; stderr is for our errors."""
-    log = transformers.utils.logging
-    bars, level = log.is_progress_bar_enabled(), log.get_verbosity()
-    log.disable_progress_bar()
-    log.set_verbosity_error()
-    try:
-        yield
-    finally:
-        log.set_verbosity(level)
-        if bars:
-            log.enable_progress_bar()
-
-
-def _hf(directory: str) -> nn.Module:
-    """``config.architectures[0]`` of a local Hugging Face folder, by ``from_pretrained``
-    (or :func:`slimgraph.load` for a slim model saved with ``sg.save``)."""
-    where = f"model spec 'hf:{directory}'"
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise ModelSpecError(
-            f"{where}: no such directory; point it at a local Hugging Face model folder "
-            "(one written by save_pretrained)"
-        )
-    if not (path / "config.json").is_file():
-        raise ModelSpecError(
-            f"{where}: {directory} has no config.json; point it at a folder written by "
-            "save_pretrained"
-        )
-    transformers = _import_transformers()
-    with _quiet_transformers(transformers):
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        except Exception as err:
-            raise ModelSpecError(
-                f"{where}: config.json does not load ({_first_line(err)}); fix it or write "
-                "it again with save_pretrained"
-            ) from err
-        names = getattr(config, "architectures", None) or []
-        if not names:
-            raise ModelSpecError(
-                f"{where}: config.json names no architecture; add one, e.g. "
-                '"architectures": ["LlamaForCausalLM"]'
-            )
-        cls = getattr(transformers, names[0], None)
-        if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
-            known = [n for n in dir(transformers) if n[:1].isupper() and "For" in n]
-            raise ModelSpecError(
-                f"{where}: unknown architecture {names[0]!r} (transformers "
-                f"{transformers.__version__} has no such model class); {_close(names[0], known)}"
-            )
-        try:
-            if (path / PLAN_FILE).is_file():  # written by sg.save: may need the plan
-                return load(path)
-            return cls.from_pretrained(path, config=config, local_files_only=True)
-        except Exception as err:
-            raise ModelSpecError(
-                f"{where}: {names[0]}.from_pretrained failed ({_first_line(err)}); check that "
-                "the folder holds the weights save_pretrained wrote"
-            ) from err
-
-
-def _load_exported(name: str) -> torch.export.ExportedProgram:
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise ModelSpecError(
-            f"model spec {name!r}: no such file; pass an exported program written by "
-            "torch.export.save"
-        )
-    export_log = logging.getLogger("torch.export")  # logs a traceback before raising
-    disabled, export_log.disabled = export_log.disabled, True
-    try:
-        return torch.export.load(path)
-    except Exception as err:
-        raise ModelSpecError(
-            f"model spec {name!r}: not an exported program (torch.export.load cannot read "
-            "it); write one with torch.export.save(torch.export.export(model, args), path)"
-        ) from err
-    finally:
-        export_log.disabled = disabled
-
-
-def _module(program: torch.export.ExportedProgram) -> nn.Module:
-    """The program as a module that ``train()`` and ``eval()`` accept.
-
-    torch makes them raise, as the graph keeps the mode it was exported in (dropout and
-    BatchNorm statistics are baked in); slimgraph switches modes around its dry runs and
-    counts, which is harmless here, so the module gets back nn.Module's methods.
-    """
-    module = program.module()
-    for name in ("train", "eval"):
-        module.__dict__.pop(name, None)
-    return module
-
-
-def _stored_inputs(program: torch.export.ExportedProgram, name: str) -> ExampleInputs | None:
-    """The example inputs ``torch.export.save`` kept, as a tuple or a dict; else None."""
-    stored = getattr(program, "example_inputs", None)
-    if not stored:
-        return None
-    args, kwargs = stored
-    if args and kwargs:
-        raise ModelSpecError(
-            f"model spec {name!r}: the program takes positional and keyword inputs; "
-            "slimgraph takes one kind, so export it with only args or only kwargs"
-        )
-    return dict(kwargs) if kwargs else tuple(args)
-
-
-def _placeholder_inputs(
-    module: torch.fx.GraphModule, spec: str, shape: tuple[int, ...] | None
-) -> tuple[torch.Tensor, ...]:
-    """One tensor per placeholder of an exported module, of its recorded shape and dtype
-    (random floats, zeros otherwise); ``shape`` replaces the shape of a single one."""
-    values = [n.meta.get("val") for n in module.graph.nodes if n.op == "placeholder"]
-    if not all(isinstance(v, torch.Tensor) for v in values):
-        raise ModelSpecError(f"model spec {spec!r}: an input of the program is not a tensor")
-    if shape is not None and len(values) != 1:
-        raise ModelSpecError(
-            f"model spec {spec!r} takes {len(values)} inputs; an input shape sets one, so "
-            "leave it out to use the shapes the program was exported with"
-        )
-    inputs = []
-    for value in values:
-        static = all(isinstance(d, int) for d in value.shape)
-        if shape is not None and static and tuple(value.shape) != shape:
-            raise ModelSpecError(
-                f"model spec {spec!r} was exported for input {'x'.join(map(str, value.shape))}; "
-                "leave the input shape out, or export with dynamic_shapes"
-            )
-        if shape is None and not static:
-            raise ModelSpecError(
-                f"model spec {spec!r}: an input has a dynamic size and the program stores no "
-                "example inputs; pass an input shape"
-            )
-        size = shape or tuple(value.shape)
-        if value.dtype.is_floating_point:
-            inputs.append(torch.randn(size, dtype=value.dtype))
-        else:
-            inputs.append(torch.zeros(size, dtype=value.dtype))
-    return tuple(inputs)
-
-
-def _factory(module_name: str, attr: str, spec: str) -> nn.Module:
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ModelSpecError(
-            f"model spec {spec!r}: cannot import module {module_name!r} ({err}); "
-            f"use torchvision:NAME, timm:NAME or an importable package.module:factory"
-        ) from err
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            public = [n for n in dir(module) if not n.startswith("_")]
-            raise ModelSpecError(
-                f"model spec {spec!r}: module {module_name!r} has no attribute {attr!r}; "
-                f"{_close(attr, public)}"
-            )
-    if not callable(factory):
-        raise ModelSpecError(f"model spec {spec!r}: {attr!r} is not callable")
-    try:
-        model = factory()
-    except Exception as err:
-        raise ModelSpecError(
-            f"model spec {spec!r}: calling {attr}() with no arguments failed "
-            f"({type(err).__name__}: {err}); point the spec at a factory that needs none"
-        ) from err
-    if not isinstance(model, nn.Module):
-        raise ModelSpecError(
-            f"model spec {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module"
-        )
-    return model
 
 
 def _is_shape(value: Any) -> bool:

@@ -50,11 +50,30 @@ def small_classifiers() -> list[str]:
 
 def test_zoo_is_what_it_says() -> None:
     names = small_classifiers()
-    assert len(names) == 40
     assert {"resnet50", "inception_v3", "swin_t", "convnext_tiny"} <= set(names)
     assert not {"maxvit_t", "resnet101", "vit_b_16"} & set(names)
     for table in (EXCLUDED, FADING_INIT, NEEDS_LEGACY):
         assert set(table) <= set(names)
+        assert all(reason.strip() for reason in table.values())
+
+
+def test_zoo_cut_is_by_the_real_parameter_count() -> None:
+    """The zoo is cut by the counts torchvision records; the two models either side of
+    the cut have those counts when built, and every zoo model is a case of test_export."""
+    names = small_classifiers()
+    recorded = torchvision.models.get_model_weights
+    counts = {
+        n: recorded(n).DEFAULT.meta["num_params"]
+        for n in torchvision.models.list_models(module=torchvision.models)
+    }
+    largest_in = max(names, key=counts.__getitem__)
+    smallest_out = min(set(counts) - set(names), key=counts.__getitem__)
+    assert counts[largest_in] <= MAX_PARAMS < counts[smallest_out]
+    for name in (largest_in, smallest_out):
+        model = torchvision.models.get_model(name)
+        assert sum(p.numel() for p in model.parameters()) == counts[name], name
+    cases = [m for m in test_export.pytestmark if m.args[0] == "name"]
+    assert [list(m.args[1]) for m in cases] == [names]
 
 
 @pytest.mark.parametrize("variant", ["original", "slim"])

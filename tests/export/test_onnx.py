@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.export import onnx as export_module
+from slimgraph.export import exporters, save
 from slimgraph.export.onnx import (
     INT8_RTOL,
     ExportArgumentError,
@@ -253,14 +253,14 @@ def test_both_exporters_failing_names_both(tmp_path: Path, monkeypatch) -> None:
     def legacy(*args, **kwargs):
         raise RuntimeError("legacy says no")
 
-    monkeypatch.setattr(export_module, "_export_dynamo", dynamo)
-    monkeypatch.setattr(export_module, "_export_legacy", legacy)
+    monkeypatch.setattr(exporters, "_export_dynamo", dynamo)
+    monkeypatch.setattr(exporters, "_export_legacy", legacy)
     with pytest.raises(ExportError, match="dynamo says no.*legacy says no"):
         sg.export_onnx(_net(), (_image(),), tmp_path / "net.onnx")
 
 
 def test_external_data(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(export_module, "EXTERNAL_DATA_BYTES", 1024)
+    monkeypatch.setattr(save, "EXTERNAL_DATA_BYTES", 1024)
     torch.manual_seed(0)
     model = Wide()
     path = tmp_path / "wide.onnx"
@@ -313,7 +313,7 @@ def test_int8(tmp_path: Path) -> None:
 
 
 def test_int8_with_external_data(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(export_module, "EXTERNAL_DATA_BYTES", 1024)
+    monkeypatch.setattr(save, "EXTERNAL_DATA_BYTES", 1024)
     torch.manual_seed(0)
     report = sg.export_onnx(
         Wide(), (torch.randn(1, 3, 8, 8),), tmp_path / "wide.onnx", quantize="int8"
