@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from slimgraph.errors import PlanError
-
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
 
@@ -66,22 +64,6 @@ def owner(graph: DependencyGraph, slot: int) -> str:
     return s.module
 
 
-def _selected(graph: DependencyGraph, focus: str | None) -> list[Group]:
-    """The groups to show: all, one group by id, or every group of one module."""
-    if focus is None:
-        return list(graph.groups)
-    if focus in {g.id for g in graph.groups}:
-        return [graph.group(focus)]
-    param, _, dim = focus.rpartition(":")
-    member = [g for g in graph.groups if dim.isdigit() and (param, int(dim)) in g.params]
-    if member:  # "layer1.0.conv2.weight:0": the group that dim belongs to
-        return member
-    found = [g for g in graph.groups if any(t.rpartition(".")[0] == focus for t, _ in g.params)]
-    if not found:
-        raise PlanError(f"focus {focus!r} is neither a group id nor a module with parameters")
-    return found
-
-
 def layer_graph(graph: DependencyGraph, focus: str | None = None) -> nx.Graph:
     """Modules as nodes, couplings as edges (attribute ``group``), for the groups in
     ``focus`` (a group id, a member ``"param:dim"`` or a module name; all groups when
@@ -90,7 +72,7 @@ def layer_graph(graph: DependencyGraph, focus: str | None = None) -> nx.Graph:
     Node attributes: ``groups`` (ids, comma-separated), ``prunable`` (any of them is),
     ``order`` (first appearance in the traced graph).
     """
-    groups = _selected(graph, focus)
+    groups = list(graph.groups) if focus is None else graph.select(focus)
     slot_group = {s: g for g in groups for s in g.slots}
     g = nx.Graph()
     # traced order: where a module first computes something (parameters, which the

@@ -81,7 +81,7 @@ def plan(
     else:
         for together in ranked_together(graph, groups, config.scope):
             drops |= rank_globally(together, choosers, config)
-    enforce_links(graph, groups, choosers, drops)
+    drops = enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
         for g in groups
