@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The planning flags slim and bench share.
     planning = argparse.ArgumentParser(add_help=False)
     planning.add_argument(
-        "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
+        "--ratio", type=float, default=0.5, help="fraction of channels dropped per group"
     )
     planning.add_argument(
         "--importance", default="l2", help="criterion: l1, l2, bn_scale, random (default l2)"

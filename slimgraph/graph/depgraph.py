@@ -312,14 +312,7 @@ class DependencyGraph:
         return found
 
     def widest_slot(self, group: Group) -> int:
-        """The group's parameter slot whose indices its units cover most (the first on ties).
-
-        >>> import torch, slimgraph as sg
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
-        >>> graph = sg.trace(net, (torch.randn(1, 2),))
-        >>> graph.describe_slot(graph.widest_slot(graph.group("0.weight:0")))
-        '0.weight dim 0'
-        """
+        """The group's parameter slot whose indices its units cover most (the first on ties)."""
         params = [s for s in group.slots if self.slots[s].role == "param"]
         covered = [int(self.unit_counts(group, s).sum()) for s in params]
         return params[covered.index(max(covered))]
@@ -373,32 +366,12 @@ class DependencyGraph:
           layers: 0, 2
           members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
         """
-        return "\n".join(self._explain_group(g) for g in self.select(what))
-
-    def _explain_group(self, g: Group) -> str:
-        kind = viz.unit_kind(self, g)
-        units = f"{g.size} {kind}" + ("" if g.size == 1 else "s" if kind[-1] != "s" else "")
-        if kind.startswith("block of"):
-            units = f"{g.size} blocks of {kind.removeprefix('block of ')} indices"
-        state = "prunable" if g.prunable else "frozen"
-        head = f"group {g.id}: {units}, {state}, {'exact' if g.exact else 'not exact'}"
-        lines = [head, f"  layers: {', '.join(m or '<model>' for m in g.modules)}"]
-        adds = sorted(
-            {self.slots[s].module or "<model>" for s in g.slots if s in self.residual_slots}
-        )
-        if adds:
-            lines.append(f"  coupled through the residual add in {', '.join(adds)}")
-        lines.append("  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params))
-        for where, why in g.frozen.items():
-            lines.append(f"  frozen by {where}: {why}")
-        for where, why in g.inexact.items():
-            lines.append(f"  not exact at {where}: {why}")
-        return "\n".join(lines)
+        return "\n".join(viz.explain_group(self, g) for g in self.select(what))
 
     # -- seeing it (slimgraph.graph.viz) ------------------------------------------------------
     def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
         """Draw the layer-level coupling graph with matplotlib (see :func:`slimgraph.graph.viz.draw`);
-        ``focus`` is a group id or a module name."""
+        ``focus`` is what :meth:`select` accepts."""
         return viz.draw(self, focus, ax, **options)
 
     def to_dot(self, focus: str | None = None) -> str:

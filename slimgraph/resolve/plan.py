@@ -106,7 +106,7 @@ class PruningPlan(BaseModel):
     )
     cuts: tuple[GroupCut, ...] = ()
     skipped: dict[str, str] = Field(
-        default_factory=dict, description="group id -> why it was left alone"
+        default_factory=dict, description="group id -> why the plan skipped it (drops none of it)"
     )
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
@@ -205,7 +205,7 @@ class PruningPlan(BaseModel):
             if c.drop:
                 lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
         for group, why in self.skipped.items():
-            lines.append(f"  {group}: left alone, {why}")
+            lines.append(f"  {group}: skipped, {why}")
         for what, where in self.provenance.items():
             lines.append(f"  {what} from {where}")
         for fold in self.compensation:
