@@ -790,7 +790,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 def _review(graph: sg.DependencyGraph, plan: sg.PruningPlan) -> dict[str, Any]:
-    """``--show``: every layer whose shapes change, and the groups left whole by reason."""
+    """``--show``: every layer whose shapes change, and the untouched groups by reason."""
     summary = plan.summary(graph)
     return {
         "layers": [r.model_dump(mode="json") for r in summary.changed()],

@@ -148,9 +148,10 @@ class PruningPlan(BaseModel):
         return bound
 
     def summary(self, graph: DependencyGraph | None = None) -> PlanSummary:
-        """Per layer: shapes, params and MACs before -> after, and the groups left alone
-        with the reason (see :mod:`slimgraph.resolve.summary`). ``graph`` is the traced graph the
-        plan fits; a plan made by :func:`slimgraph.plan` remembers its own."""
+        """Per layer: shapes, params and MACs before -> after, and the groups that keep
+        every unit with the reason: frozen, skipped or ignored (see
+        :mod:`slimgraph.resolve.summary`). ``graph`` is the traced graph the plan fits; a
+        plan made by :func:`slimgraph.plan` remembers its own."""
         graph = graph or self._graph
         if graph is None:
             raise PlanError(

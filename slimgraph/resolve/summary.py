@@ -101,7 +101,7 @@ class PlanSummary(BaseModel):
         return "\n".join(lines)
 
     def untouched_by_reason(self) -> dict[str, list[str]]:
-        """Reason -> the groups it keeps whole, most common first."""
+        """Reason -> the untouched groups it accounts for, most common first."""
         found: dict[str, list[str]] = {}
         for gid, why in self.untouched.items():
             found.setdefault(why, []).append(gid)
