@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The planning flags slim and bench share.
     planning = argparse.ArgumentParser(add_help=False)
     planning.add_argument(
-        "--ratio", type=float, default=0.5, help="fraction of units dropped per group"
+        "--ratio", type=float, default=0.5, help="fraction of channels dropped per group"
     )
     planning.add_argument(
         "--importance", default="l2", help="criterion: l1, l2, bn_scale, random (default l2)"
@@ -790,7 +790,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 def _review(graph: sg.DependencyGraph, plan: sg.PruningPlan) -> dict[str, Any]:
-    """``--show``: every layer whose shapes change, and the groups left whole by reason."""
+    """``--show``: every layer whose shapes change, and the untouched groups by reason."""
     summary = plan.summary(graph)
     return {
         "layers": [r.model_dump(mode="json") for r in summary.changed()],

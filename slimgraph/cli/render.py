@@ -409,7 +409,7 @@ def print_bench(r: dict[str, Any]) -> None:
 
 
 def plan_groups(plan: PruningPlan) -> list[dict[str, Any]]:
-    """Every group the plan cuts or keeps whole: id, units kept of all, modules."""
+    """Every planned group (some may drop nothing): id, units kept of all, modules."""
     return [
         {"id": c.group, "kept": c.size - len(c.drop), "units": c.size, "modules": list(c.modules)}
         for c in plan.cuts
@@ -442,7 +442,7 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
         console.print(_layers_table(r["layers"], r["macs"]))
         for why, ids in r["untouched"].items():
             console.print(Text(f"left whole, {why}: {_modules(ids)} ({len(ids)} groups)"))
-    lines = [f"{group}: left alone, {why}" for group, why in r["skipped"].items()]
+    lines = [f"{group}: skipped, {why}" for group, why in r["skipped"].items()]
     lines += [f"wrote {r['file']}", _elapsed(r["seconds"])]
     console.print(Text("\n".join(lines)))
 

@@ -15,6 +15,12 @@ __all__ = ["PruneConfig"]
 class PruneConfig(BaseModel):
     """The user's intent. Frozen, ``extra="forbid"``: a typo'd field is an error.
 
+    Fractions point two ways: ``ratio``, ``max_ratio`` and the ``overrides`` are fractions
+    of a group's channels *dropped*; ``target_macs`` and ``target_params`` are fractions of
+    the model's MACs or parameters *kept*. Channels are the indices of a group's widest
+    parameter dim (:meth:`DependencyGraph.channel_counts`); ``round_to`` and ``min_keep``
+    count them too. A group whose module matches ``ignore`` is *ignored*: not planned.
+
     >>> from slimgraph import PruneConfig
     >>> PruneConfig(ratio=0.5, round_to=8).ratio
     0.5
@@ -34,7 +40,9 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of units dropped per group")
+    ratio: float = Field(
+        0.5, ge=0.0, lt=1.0, description="fraction of channels DROPPED per group (0.3 keeps 70 %)"
+    )
     importance: str = Field("l2", description="criterion name: l1, l2, random, ...")
     scope: Literal["local", "global", "isomorphic"] = Field(
         "local",
@@ -59,27 +67,36 @@ class PruneConfig(BaseModel):
         None,
         gt=0.0,
         lt=1.0,
-        description="global and isomorphic scope: no group drops more than this fraction of "
-        "its channels; with target_macs, also the largest ratio the search may choose",
+        description="global and isomorphic scope: the largest fraction of its channels a group "
+        "may DROP; with target_macs or target_params, also the largest ratio the search may "
+        "choose",
     )
-    round_to: int = Field(1, ge=1, description="kept units per group are a multiple of this")
-    min_keep: int = Field(1, ge=1, description="never keep fewer units than this in a group")
-    ignore: tuple[str, ...] = Field((), description="glob patterns over module names left alone")
+    round_to: int = Field(1, ge=1, description="kept channels per group are a multiple of this")
+    min_keep: int = Field(1, ge=1, description="never keep fewer channels than this in a group")
+    ignore: tuple[str, ...] = Field(
+        (),
+        description="glob patterns over module names; groups with a match are ignored: not planned",
+    )
     overrides: dict[str, float] = Field(
-        default_factory=dict, description="glob pattern over module names -> ratio for its groups"
+        default_factory=dict,
+        description="glob pattern over module names -> the ratio (fraction DROPPED) of its groups",
     )
-    prune_residual: bool = Field(True, description="False leaves residual-stream groups alone")
+    prune_residual: bool = Field(
+        True, description="False skips residual-stream groups (plan.skipped says so)"
+    )
     target_macs: float | None = Field(
         None,
         gt=0.0,
         le=1.0,
-        description="fraction of the model's MACs to keep; the planner then finds the ratio",
+        description="fraction of the model's MACs KEPT, not dropped; the planner then "
+        "searches the ratio that keeps it",
     )
     target_params: float | None = Field(
         None,
         gt=0.0,
         le=1.0,
-        description="fraction of the model's parameters to keep; the planner then finds the ratio",
+        description="fraction of the model's parameters KEPT; the planner then searches the "
+        "ratio that keeps it",
     )
     bias_compensation: bool = Field(
         False,
@@ -117,10 +134,12 @@ class PruneConfig(BaseModel):
         return self
 
     def is_ignored(self, module: str) -> bool:
+        """Whether ``module`` matches an ``ignore`` pattern (its groups are not planned)."""
         return any(fnmatch.fnmatchcase(module, p) for p in self.ignore)
 
     def ratio_for(self, modules: list[str]) -> float:
-        """The ratio of a group: the first override matching any of its modules, else ratio."""
+        """The ratio (fraction dropped) of a group: the first override matching any of its
+        modules, else ``ratio``."""
         for pattern, ratio in self.overrides.items():
             if any(fnmatch.fnmatchcase(m, pattern) for m in modules):
                 return ratio

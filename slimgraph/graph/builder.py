@@ -143,7 +143,7 @@ class Builder:
         relaxed: frozenset[str] = frozenset(),
         head_dim_factors: frozenset[tuple[str, int]] = frozenset(),
         head_dims: bool = False,
-        pinned_factors: frozenset[tuple[str, int]] = frozenset(),
+        indexed_factors: frozenset[tuple[str, int]] = frozenset(),
         query_heads: bool = False,
     ) -> None:
         self.relaxed = relaxed  # split ops whose parts are re-indexed (see kinds.shape.split)
@@ -151,13 +151,13 @@ class Builder:
         # and whether they, rather than the heads, carry the units (see kinds.reshape).
         self.head_dim_factors = head_dim_factors
         self.head_dims = head_dims
-        self.pinned_factors = pinned_factors  # frozen by another op in an earlier pass
+        self.indexed_factors = indexed_factors  # read index by index, found by an earlier pass
         # grouped-query attention: query heads inside each KV group carry units, rather
         # than whole KV groups (see kinds.reshape)
         self.query_heads = query_heads
         self.head_dim_slots: set[int] = set()  # marked by attention rules
         self.head_slots: set[int] = set()  # the heads dim of attention queries
-        self.pinned_slots: set[int] = set()  # dims taken apart index by index
+        self.indexed_slots: set[int] = set()  # dims taken apart index by index
         self.factor_keys: dict[int, tuple[str, int]] = {}  # factor slot -> (op, index)
         self.links: list[Link] = []
         self.slots: list[SlotInfo] = []
@@ -218,10 +218,10 @@ class Builder:
         """Whether ``slot`` is coupled with an expanded, repeated dim (slot-level)."""
         return self._find(slot) in self._repeat_roots
 
-    def pin(self, slot: int, reason: str) -> None:
+    def freeze_indexed(self, slot: int, reason: str) -> None:
         """Freeze ``slot``, whose indices are read one by one (``select``, ``unbind``)."""
         self.freeze(slot, reason)
-        self.pinned_slots.add(slot)
+        self.indexed_slots.add(slot)
 
     def head_dim(self, slot: int) -> None:
         """``slot`` is the per-head feature dim of an attention (its ``D``)."""

@@ -311,8 +311,53 @@ class DependencyGraph:
                 found.setdefault(s.target, []).append(i)
         return found
 
+    def widest_slot(self, group: Group) -> int:
+        """The group's parameter slot whose indices its units cover most (the first on ties)."""
+        params = [s for s in group.slots if self.slots[s].role == "param"]
+        covered = [int(self.unit_counts(group, s).sum()) for s in params]
+        return params[covered.index(max(covered))]
+
+    def channel_counts(self, group: Group) -> np.ndarray:
+        """Per unit of ``group``: the *channels* it weighs, the indices it covers in the
+        :meth:`widest_slot` (at least one). Ratios, ``round_to`` and ``min_keep`` count
+        these. Where no parameter dim is wider than the number of units, each unit is one.
+
+        >>> import torch, slimgraph as sg
+        >>> conv = torch.nn.Conv2d
+        >>> net = torch.nn.Sequential(conv(4, 8, 1), conv(8, 8, 1, groups=2), conv(8, 2, 1))
+        >>> graph = sg.trace(net, (torch.randn(1, 4, 2, 2),))
+        >>> graph.channel_counts(graph.group("0.weight:0")).tolist()  # an offset in 2 groups
+        [2, 2, 2, 2]
+        """
+        counts = self.unit_counts(group, self.widest_slot(group))
+        if counts.sum() <= group.size:
+            return np.ones(group.size, dtype=np.int64)
+        return np.maximum(counts, 1)
+
+    def select(self, what: str) -> list[Group]:
+        """The groups ``what`` names: a group id, a member ``"param:dim"`` (the group that dim
+        belongs to) or a module name (every group with a parameter of it).
+
+        >>> import torch, slimgraph as sg
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+        >>> graph = sg.trace(net, (torch.randn(1, 4),))
+        >>> [g.id for g in graph.select("2.weight:1")], [g.id for g in graph.select("2")]
+        (['0.weight:0'], ['0.weight:0', '2.weight:0'])
+        """
+        if what in self._by_id:
+            return [self._by_id[what]]
+        param, _, dim = what.rpartition(":")
+        found = [g for g in self.groups if dim.isdigit() and (param, int(dim)) in g.params]
+        if not found:
+            found = [g for g in self.groups if what in g.modules]
+        if not found:
+            raise PlanError(
+                f"{what!r} is neither a group id, a member 'param:dim' nor a module with parameters"
+            )
+        return found
+
     def explain(self, what: str) -> str:
-        """Say in words how a group (by id) or a module (by name) is coupled.
+        """Say in words how the groups ``what`` names (see :meth:`select`) are coupled.
 
         >>> import torch, slimgraph as sg
         >>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
@@ -321,40 +366,12 @@ class DependencyGraph:
           layers: 0, 2
           members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
         """
-        if what in self._by_id:
-            return self._explain_group(self._by_id[what])
-        lines = []
-        for g in self.groups:
-            if any(t.rpartition(".")[0] == what for t, _ in g.params):
-                lines.append(self._explain_group(g))
-        if not lines:
-            raise PlanError(f"{what!r} is neither a group id nor a module with parameters")
-        return "\n".join(lines)
-
-    def _explain_group(self, g: Group) -> str:
-        kind = viz.unit_kind(self, g)
-        units = f"{g.size} {kind}" + ("" if g.size == 1 else "s" if kind[-1] != "s" else "")
-        if kind.startswith("block of"):
-            units = f"{g.size} blocks of {kind.removeprefix('block of ')} indices"
-        state = "prunable" if g.prunable else "frozen"
-        head = f"group {g.id}: {units}, {state}, {'exact' if g.exact else 'not exact'}"
-        lines = [head, f"  layers: {', '.join(m or '<model>' for m in g.modules)}"]
-        adds = sorted(
-            {self.slots[s].module or "<model>" for s in g.slots if s in self.residual_slots}
-        )
-        if adds:
-            lines.append(f"  coupled through the residual add in {', '.join(adds)}")
-        lines.append("  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params))
-        for where, why in g.frozen.items():
-            lines.append(f"  frozen by {where}: {why}")
-        for where, why in g.inexact.items():
-            lines.append(f"  not exact at {where}: {why}")
-        return "\n".join(lines)
+        return "\n".join(viz.explain_group(self, g) for g in self.select(what))
 
     # -- seeing it (slimgraph.graph.viz) ------------------------------------------------------
     def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
         """Draw the layer-level coupling graph with matplotlib (see :func:`slimgraph.graph.viz.draw`);
-        ``focus`` is a group id or a module name."""
+        ``focus`` is what :meth:`select` accepts."""
         return viz.draw(self, focus, ax, **options)
 
     def to_dot(self, focus: str | None = None) -> str:

@@ -157,27 +157,27 @@ def build_graph(
     """
     relaxed: frozenset[str] = frozenset()
     heads: frozenset[tuple[str, int]] = frozenset()
-    pinned: frozenset[tuple[str, int]] = frozenset()
+    indexed: frozenset[tuple[str, int]] = frozenset()
     for _ in range(12):
         b, lines, ops, output_shapes = _run_rules(
-            ep, model, rules, relaxed, heads, head_dims, pinned, query_heads
+            ep, model, rules, relaxed, heads, head_dims, indexed, query_heads
         )
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
         unbalanced = graph.unbalanced - relaxed
         found = heads | _head_dim_factors(graph, b)
-        held = pinned | _pinned_factors(graph, b)
-        if not unbalanced and found == heads and held == pinned:
+        held = indexed | _indexed_factors(graph, b)
+        if not unbalanced and found == heads and held == indexed:
             return graph
-        relaxed, heads, pinned = relaxed | unbalanced, found, held
+        relaxed, heads, indexed = relaxed | unbalanced, found, held
     raise TraceError("splits kept needing relaxation; please report this model")
 
 
-def _pinned_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
+def _indexed_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str, int]]:
     """Reshape factors taken apart index by index (the ``3`` of a fused ``(3, H, D)`` that
     ``select`` or ``unbind`` splits into q, k, v): they cannot carry units, another should."""
-    if not b.pinned_slots:
+    if not b.indexed_slots:
         return frozenset()
-    frozen = np.unique(np.concatenate([graph.slot_labels(s) for s in b.pinned_slots]))
+    frozen = np.unique(np.concatenate([graph.slot_labels(s) for s in b.indexed_slots]))
     return frozenset(
         key for slot, key in b.factor_keys.items() if np.isin(graph.slot_labels(slot), frozen).any()
     )
@@ -200,10 +200,10 @@ def _run_rules(
     relaxed: frozenset[str],
     heads: frozenset[tuple[str, int]],
     head_dims: bool,
-    pinned: frozenset[tuple[str, int]],
+    indexed: frozenset[tuple[str, int]],
     query_heads: bool,
 ):
-    b = Builder(relaxed, heads, head_dims, pinned, query_heads)
+    b = Builder(relaxed, heads, head_dims, indexed, query_heads)
     roles = {
         InputKind.PARAMETER: "param",
         InputKind.BUFFER: "buffer",

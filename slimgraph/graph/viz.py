@@ -1,5 +1,5 @@
-"""See a dependency graph: a layer-level coupling graph, drawn, as DOT or GraphML, and as
-an HTML table of groups for notebooks.
+"""See a dependency graph: a group in words (``explain``), a layer-level coupling graph,
+drawn, as DOT or GraphML, and as an HTML table of groups for notebooks.
 
 The *layer graph* contracts the slot graph to modules: a node is a module (a layer with
 parameters, or the block whose code adds, concatenates or reshapes), an edge says that an
@@ -22,12 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from slimgraph.errors import PlanError
-
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
 
-__all__ = ["layer_graph", "to_dot", "to_graphml", "draw", "groups_html", "unit_kind"]
+__all__ = [
+    "draw",
+    "explain_group",
+    "groups_html",
+    "layer_graph",
+    "to_dot",
+    "to_graphml",
+    "unit_kind",
+]
 
 # 20 distinguishable colours (matplotlib's tab20), one per group, in order.
 PALETTE = [
@@ -66,22 +72,6 @@ def owner(graph: DependencyGraph, slot: int) -> str:
     return s.module
 
 
-def _selected(graph: DependencyGraph, focus: str | None) -> list[Group]:
-    """The groups to show: all, one group by id, or every group of one module."""
-    if focus is None:
-        return list(graph.groups)
-    if focus in {g.id for g in graph.groups}:
-        return [graph.group(focus)]
-    param, _, dim = focus.rpartition(":")
-    member = [g for g in graph.groups if dim.isdigit() and (param, int(dim)) in g.params]
-    if member:  # "layer1.0.conv2.weight:0": the group that dim belongs to
-        return member
-    found = [g for g in graph.groups if any(t.rpartition(".")[0] == focus for t, _ in g.params)]
-    if not found:
-        raise PlanError(f"focus {focus!r} is neither a group id nor a module with parameters")
-    return found
-
-
 def layer_graph(graph: DependencyGraph, focus: str | None = None) -> nx.Graph:
     """Modules as nodes, couplings as edges (attribute ``group``), for the groups in
     ``focus`` (a group id, a member ``"param:dim"`` or a module name; all groups when
@@ -90,7 +80,7 @@ def layer_graph(graph: DependencyGraph, focus: str | None = None) -> nx.Graph:
     Node attributes: ``groups`` (ids, comma-separated), ``prunable`` (any of them is),
     ``order`` (first appearance in the traced graph).
     """
-    groups = _selected(graph, focus)
+    groups = list(graph.groups) if focus is None else graph.select(focus)
     slot_group = {s: g for g in groups for s in g.slots}
     g = nx.Graph()
     # traced order: where a module first computes something (parameters, which the
@@ -241,6 +231,38 @@ def draw(
     ax.set_title(f"coupling around {focus}" if focus else f"{len(lg)} layers", loc="left")
     ax.axis("off")
     return ax
+
+
+def explain_group(graph: DependencyGraph, group: Group) -> str:
+    """``group`` in words: its units, state, layers, residual adds, members, and why any
+    of it is frozen or not exact (the text of :meth:`DependencyGraph.explain`).
+
+    >>> import torch, slimgraph as sg
+    >>> graph = sg.trace(torch.nn.Linear(4, 6), (torch.randn(1, 4),))
+    >>> print(explain_group(graph, graph.group("weight:0")))
+    group weight:0: 0 channels, frozen, exact
+      layers: <model>
+      members: weight dim 0, bias dim 0
+      frozen by output linear dim 1 (aten.linear.default): model output: its shape is part of the model's contract
+    """
+    g, kind = group, unit_kind(graph, group)
+    units = f"{g.size} {kind}" + ("" if g.size == 1 else "s" if kind[-1] != "s" else "")
+    if kind.startswith("block of"):
+        units = f"{g.size} blocks of {kind.removeprefix('block of ')} indices"
+    state = "prunable" if g.prunable else "frozen"
+    head = f"group {g.id}: {units}, {state}, {'exact' if g.exact else 'not exact'}"
+    lines = [head, f"  layers: {', '.join(m or '<model>' for m in g.modules)}"]
+    adds = sorted(
+        {graph.slots[s].module or "<model>" for s in g.slots if s in graph.residual_slots}
+    )
+    if adds:
+        lines.append(f"  coupled through the residual add in {', '.join(adds)}")
+    lines.append("  members: " + ", ".join(f"{t} dim {d}" for t, d in g.params))
+    for where, why in g.frozen.items():
+        lines.append(f"  frozen by {where}: {why}")
+    for where, why in g.inexact.items():
+        lines.append(f"  not exact at {where}: {why}")
+    return "\n".join(lines)
 
 
 def unit_kind(graph: DependencyGraph, group: Group) -> str:

@@ -5,10 +5,17 @@ parameter dim in a group. A unit usually is one channel; it is a whole group of 
 depthwise convolution, one offset of every group of a grouped one, and two channels
 paired by a channel shuffle.
 
+``ratio`` and ``max_ratio`` are fractions of channels dropped; ``target_macs`` and
+``target_params`` fractions of the model's MACs or parameters kept.
+
 In local scope every group drops ``ratio`` of its channels. Global scope ranks the units
 of all groups together, isomorphic scope those of groups with the same structure; each
 group's scores are first normalised (``normalize``), and no group loses more than
 ``max_ratio`` of its channels.
+
+A prunable group the plan leaves whole is *skipped* (``plan.skipped`` says why: a failed dry
+run, ``prune_residual=False``); one whose module matches ``ignore`` is *ignored*; groups the
+graph cannot cut are *frozen* (``graph.explain``) and never planned.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ def plan(
     """Decide which units every prunable group drops.
 
     ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``; ``skip``
-    maps group ids to leave alone to the reason, which the plan records.
+    maps the ids of groups to skip to the reason, which ``plan.skipped`` records.
     ``calibration`` batches (and ``loss_fn(model, batch) -> loss`` for criteria that read
     gradients) first measure what data-aware criteria need, as :func:`slimgraph.calibrate`.
 
@@ -81,7 +88,7 @@ def plan(
     else:
         for together in ranked_together(graph, groups, config.scope):
             drops |= rank_globally(together, choosers, config)
-    enforce_links(graph, groups, choosers, drops)
+    drops = enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))
         for g in groups
@@ -136,7 +143,7 @@ def _compensation(
 def _plan_for_budget(
     graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
 ) -> PruningPlan:
-    """The plan whose ratio keeps ``config.target_macs`` of the MACs (or
+    """The plan whose ratio (a fraction dropped) keeps ``config.target_macs`` of the MACs (or
     ``target_params`` of the parameters): a bisection over the ratio, each candidate
     measured on a sliced meta-device copy (no compute). Overrides keep their own ratios,
     and the ratio stays within ``max_ratio``; the result is the candidate closest to the

@@ -33,17 +33,14 @@ class Chooser:
     def __init__(self, graph: DependencyGraph, group: Group, scores: np.ndarray) -> None:
         self.scores = scores
         partial: list[np.ndarray] = []
-        widest = np.ones(group.size, dtype=np.int64)
         for slot in group.slots:
             if graph.slots[slot].role == "param":
                 counts = graph.unit_counts(group, slot)
-                if counts.sum() > widest.sum():
-                    widest = counts
                 if 0 < np.count_nonzero(counts) < group.size:
                     partial.append(counts)
         # rows: slots that hold only some units; columns: units
         self.partial = np.stack(partial) if partial else np.zeros((0, group.size), np.int64)
-        self.weight = np.maximum(widest, 1)
+        self.weight = graph.channel_counts(group)
         self.imbalance = graph.imbalance(group, group.balances)
 
     @property

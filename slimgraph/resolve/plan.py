@@ -106,7 +106,7 @@ class PruningPlan(BaseModel):
     )
     cuts: tuple[GroupCut, ...] = ()
     skipped: dict[str, str] = Field(
-        default_factory=dict, description="group id -> why it was left alone"
+        default_factory=dict, description="group id -> why the plan skipped it (drops none of it)"
     )
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
@@ -148,9 +148,10 @@ class PruningPlan(BaseModel):
         return bound
 
     def summary(self, graph: DependencyGraph | None = None) -> PlanSummary:
-        """Per layer: shapes, params and MACs before -> after, and the groups left alone
-        with the reason (see :mod:`slimgraph.resolve.summary`). ``graph`` is the traced graph the
-        plan fits; a plan made by :func:`slimgraph.plan` remembers its own."""
+        """Per layer: shapes, params and MACs before -> after, and the groups that keep
+        every unit with the reason: frozen, skipped or ignored (see
+        :mod:`slimgraph.resolve.summary`). ``graph`` is the traced graph the plan fits; a
+        plan made by :func:`slimgraph.plan` remembers its own."""
         graph = graph or self._graph
         if graph is None:
             raise PlanError(
@@ -205,7 +206,7 @@ class PruningPlan(BaseModel):
             if c.drop:
                 lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
         for group, why in self.skipped.items():
-            lines.append(f"  {group}: left alone, {why}")
+            lines.append(f"  {group}: skipped, {why}")
         for what, where in self.provenance.items():
             lines.append(f"  {what} from {where}")
         for fold in self.compensation:

@@ -1,5 +1,6 @@
 """Review a plan before anything is cut: per layer, shapes, parameters and MACs before and
-after, and the groups the plan leaves alone with the reason.
+after, and the groups that keep every unit with the reason: *frozen* by the graph, *skipped*
+by the plan, or *ignored* by ``PruneConfig.ignore``.
 
 Everything is measured on meta-device copies (no compute, no weights touched).
 
@@ -27,7 +28,7 @@ from slimgraph.resolve.indices import check_plan
 from slimgraph.resolve.slicing import meta_copy
 
 if TYPE_CHECKING:
-    from slimgraph.graph.depgraph import DependencyGraph
+    from slimgraph.graph.depgraph import DependencyGraph, Group
     from slimgraph.resolve.plan import PruningPlan
 
 __all__ = ["LayerChange", "PlanSummary", "summarize"]
@@ -48,7 +49,8 @@ class LayerChange(BaseModel):
 
 
 class PlanSummary(BaseModel):
-    """What a plan does, layer by layer; ``untouched``: group -> why it keeps its units."""
+    """What a plan does, layer by layer; ``untouched``: group -> why it keeps every unit
+    (frozen, skipped or ignored)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,7 +101,7 @@ class PlanSummary(BaseModel):
         return "\n".join(lines)
 
     def untouched_by_reason(self) -> dict[str, list[str]]:
-        """Reason -> the groups it keeps whole, most common first."""
+        """Reason -> the untouched groups it accounts for, most common first."""
         found: dict[str, list[str]] = {}
         for gid, why in self.untouched.items():
             found.setdefault(why, []).append(gid)
@@ -171,12 +173,7 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
             )
         )
     cut = {c.group for c in plan.cuts if c.drop}
-    untouched = {
-        g.id: plan.skipped.get(g.id)
-        or (next(iter(g.frozen.values()), "a single unit") if not g.prunable else "kept whole")
-        for g in graph.groups
-        if g.id not in cut
-    }
+    untouched = {g.id: _why_untouched(plan, g) for g in graph.groups if g.id not in cut}
     return PlanSummary(
         layers=tuple(layers),
         untouched=untouched,
@@ -188,3 +185,15 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
         + "".join(f"; {what} from {where}" for what, where in plan.provenance.items()),
         compensated=tuple(fold.into for fold in plan.compensation),
     )
+
+
+def _why_untouched(plan: PruningPlan, group: Group) -> str:
+    """Why ``group`` keeps every unit: the plan skipped it, the graph froze it (the first
+    reason), it was ignored, or the plan chose to drop none of it."""
+    if plan.skipped.get(group.id):
+        return plan.skipped[group.id]
+    if not group.prunable:
+        return next(iter(group.frozen.values()), "a single unit")
+    if plan.config is not None and any(plan.config.is_ignored(m) for m in group.modules):
+        return "ignored (PruneConfig.ignore)"
+    return "skipped: the plan drops none of its units"

@@ -167,7 +167,7 @@ def _forward_shapes(
         raise RewriteError(
             f"{what} of the slimmed model failed: {type(err).__name__}: {first}\n"
             "A module probably reads a width from an attribute that rules/modules.toml does "
-            "not update; add its class there, or freeze the dim with PruneConfig(ignore=[...])."
+            "not update; add its class there, or ignore the module with PruneConfig(ignore=[...])."
         ) from err
     finally:
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The plan that applies: leave alone the groups whose cut fails the meta dry run.
+"""The plan that applies: skip the groups whose cut fails the meta dry run.
 
 Code that hard-codes a width (``x.split(4, 1)``, ``view(b, 3, c // 3, ...)`` with a literal
 group count) is invisible in the traced graph; the dry run finds the groups that trip over
@@ -22,7 +22,7 @@ __all__ = ["failing_groups", "plan_that_applies"]
 
 
 def plan_that_applies(model: nn.Module, graph: DependencyGraph, config: PruneConfig) -> PruningPlan:
-    """``sg.plan``, then leave alone the groups whose cut fails the meta dry run: code
+    """``sg.plan``, then skip the groups whose cut fails the meta dry run: code
     that hard-codes a width the graph cannot see (``x.split(4, 1)``). Warns, and records
     why in ``plan.skipped``."""
     plan = make_plan(graph, config)
@@ -33,7 +33,7 @@ def plan_that_applies(model: nn.Module, graph: DependencyGraph, config: PruneCon
         if not skip:
             raise
         warnings.warn(
-            f"slimgraph left {len(skip)} group(s) alone because the model hard-codes their "
+            f"slimgraph skipped {len(skip)} group(s) because the model hard-codes their "
             f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
             stacklevel=3,
         )
@@ -46,7 +46,7 @@ def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) 
 
     Code that hard-codes a width (``x.split(4, 1)``, ``view(b, 3, c // 3, ...)`` with a
     literal group count) is invisible in the traced graph; this finds the groups that
-    trip over it, so that they can be left alone.
+    trip over it, so that the plan can skip them.
     """
     linked = {gid: frozenset(c) for c in graph.linked_groups() for gid in c}
     failing: dict[str, str] = {}

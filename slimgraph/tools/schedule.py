@@ -147,18 +147,6 @@ def kept_sizes(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[
     return found
 
 
-def _widest(graph: DependencyGraph, group: Group) -> tuple[int, np.ndarray]:
-    """The group's widest parameter slot, and how many of its indices each unit covers
-    (the channels ratios, ``round_to`` and ``min_keep`` count)."""
-    best, counts = -1, np.zeros(group.size, dtype=np.int64)
-    for slot in group.slots:
-        if graph.slots[slot].role == "param":
-            found = graph.unit_counts(group, slot)
-            if found.sum() > counts.sum():
-                best, counts = slot, found
-    return best, counts
-
-
 def _scaled(config: PruneConfig, fraction: float) -> PruneConfig:
     """``config`` with its ratio and every override scaled by ``fraction`` (1: unchanged)."""
     if fraction == 1:
@@ -209,11 +197,10 @@ def _step_config(
         g for g in graph.prunable_groups() if not any(config.is_ignored(m) for m in g.modules)
     ]
     for g in groups:
-        slot, counts = _widest(graph, g)
-        info = graph.slots[slot]
+        info = graph.slots[graph.widest_slot(g)]
         want = target.get(f"{info.target}:{info.dim}", info.size)
         drops[g.id] = max(info.size - want, 0)  # never negative: a step cannot add channels
-        channels[g.id] = int(counts.sum())
+        channels[g.id] = int(graph.channel_counts(g).sum())
     if config.scope == "global":
         total = sum(channels.values())
         return _validated(config, ratio=sum(drops.values()) / total if total else 0.0, overrides={})

@@ -17,7 +17,7 @@ def filled(ctx: OpContext) -> None:
     """A tensor of one repeated value (zeros, ones, full, empty): any sub-block of it is the
     same tensor made smaller, so its dims follow whatever they meet. The code must size it
     from attributes the rewrite updates (T5's ``zeros((1, n_heads, q, k))``); a size
-    hard-coded as a number fails the meta dry run and that group is left alone."""
+    hard-coded as a number fails the meta dry run and the plan skips that group."""
     b = ctx.builder
     for t in ctx.outs:
         for d, size in enumerate(t.shape):

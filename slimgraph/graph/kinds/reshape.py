@@ -76,7 +76,7 @@ def _carry(
     """Couple each dim of ``t`` to its carrier factor; freeze the other factors.
 
     The carrier is chosen by narrowing the factors step by step, each step skipped when it
-    would leave none: not pinned; (H_kv, n_rep) -> H carries whole KV groups, or with
+    would leave none: not read index by index; (H_kv, n_rep) -> H carries whole KV groups, or with
     ``query_heads`` the repeats; free whole input dims; not a head dim (or, with
     ``head_dims``, only head dims); then the largest, the first on ties.
     """
@@ -87,7 +87,7 @@ def _carry(
     for d, ids in enumerate(dims):
         if not ids:
             continue
-        candidates = narrow(ids, lambda f: (op, f) not in b.pinned_factors)
+        candidates = narrow(ids, lambda f: (op, f) not in b.indexed_factors)
         candidates = narrow(candidates, lambda f: (f in repeats) == b.query_heads)
         candidates = narrow(candidates, lambda f: f in free)
         if len(ids) > 1:

@@ -100,7 +100,7 @@ def unbind(ctx: OpContext) -> None:
     """Each output drops ``dim``; the remaining dims pass through."""
     b, x = ctx.builder, ctx.tensor("input")
     dim = int(ctx.arg("dim", 0)) % x.ndim
-    b.pin(x.dim(dim), "unbind yields one tensor per index")
+    b.freeze_indexed(x.dim(dim), "unbind yields one tensor per index")
     for t in ctx.outs:
         for k, d in enumerate(d for d in range(x.ndim) if d != dim):
             b.couple(x.dim(d), t.dim(k), ctx.name)
@@ -138,7 +138,7 @@ def select(ctx: OpContext) -> None:
     """Picks one constant index of ``dim``, which therefore cannot lose indices."""
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
-    b.pin(x.dim(dim), "indexed with a constant by select")
+    b.freeze_indexed(x.dim(dim), "indexed with a constant by select")
     for k, d in enumerate(d for d in range(x.ndim) if d != dim):
         b.couple(x.dim(d), out.dim(k), ctx.name)
 
