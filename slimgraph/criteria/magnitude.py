@@ -1,6 +1,7 @@
 """Magnitude criteria: scores read from the weights alone (l1, l2, random, bn_scale).
 
 >>> import torch, slimgraph as sg
+>>> from slimgraph.criteria import CRITERIA
 >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
 >>> with torch.no_grad():
 ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 0.5]]))
