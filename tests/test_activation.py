@@ -196,6 +196,8 @@ def test_calibrate_returns_what_it_measured_and_leaves_the_graph_unchanged() -> 
     # measured once, planned many times: the same plan as measuring on the way
     once = sg.plan(graph, ratio=0.25, importance="activation", calibration=calibration)
     assert once == sg.plan(graph, ratio=0.25, importance="activation", calibration=[x])
+    r = sg.slim(net, (x,), ratio=0.25, importance="activation", calibration=calibration)
+    assert r.plan == once and r.graph.activations is calibration.activations
     # the old habit (calibrate, then plan the graph) refuses instead of planning blind
     with pytest.raises(sg.PlanError, match=r"pass calibration=sg\.calibrate\(graph, batches\)"):
         sg.plan(graph, ratio=0.25, importance="activation")
