@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from slimgraph.criteria.calibration import calibrate
+from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
@@ -20,7 +20,8 @@ __all__ = ["SlimResult", "slim"]
 
 @dataclass
 class SlimResult:
-    """The slim model, the plan that made it, and the graph the plan was made on."""
+    """The slim model, the plan that made it, and the graph the plan was made on (with
+    the calibration attached, when there was one)."""
 
     model: nn.Module
     plan: PruningPlan
@@ -44,11 +45,12 @@ def slim(
     """Trace ``model``, plan the cuts and return a smaller dense copy.
 
     ``fields`` are further :class:`PruneConfig` fields (scope, round_to, ignore, ...).
-    ``calibration`` (an iterable of batches) feeds the data-aware criteria: input
-    statistics for ``importance="activation"`` / ``"fluctuation"`` and
-    ``bias_compensation=True``; gradients of ``loss_fn(model, batch) -> loss`` for
-    ``importance="taylor"`` (without them, taylor reads the ``.grad`` the caller has
-    accumulated). The plan's ``provenance`` says which.
+    ``calibration`` (an iterable of batches, or what :func:`slimgraph.calibrate` measured
+    on this model) feeds the data-aware criteria: input statistics for
+    ``importance="activation"`` / ``"fluctuation"`` and ``bias_compensation=True``;
+    gradients of ``loss_fn(model, batch) -> loss`` for ``importance="taylor"`` (without
+    them, taylor reads the ``.grad`` the caller has accumulated). The plan's
+    ``provenance`` says which.
     ``head_dims`` and ``query_heads`` choose the attention units, as for
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
     attention) by default.
@@ -64,7 +66,9 @@ def slim(
     )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
     if calibration is not None:
-        calibrate(graph, calibration, loss_fn, config)
+        if not isinstance(calibration, Calibration):
+            calibration = calibrate(graph, calibration, loss_fn, config)
+        graph = graph.calibrated(calibration)  # what the criteria read
     plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)

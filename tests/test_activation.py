@@ -44,7 +44,9 @@ def mlp() -> nn.Sequential:
 def scored(criterion: str, net: nn.Module | None = None) -> np.ndarray:
     net = net or mlp()
     graph = sg.trace(net, (batch(),))
-    sg.calibrate(graph, [batch(), batch(4)], config=sg.PruneConfig(importance=criterion))
+    graph = graph.calibrated(
+        sg.calibrate(graph, [batch(), batch(4)], config=sg.PruneConfig(importance=criterion))
+    )
     group = graph.group("0.weight:0")
     config = sg.PruneConfig(importance=criterion)
     return CRITERIA[criterion](graph, [group], config)[group.id]
@@ -134,7 +136,7 @@ def test_bias_compensation_reads_gpt2_conv1d_on_its_first_dim() -> None:
 def test_a_group_no_layer_reads_falls_back_to_l2() -> None:
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.Flatten(0))
     graph = sg.trace(net, (torch.randn(1, 3),))
-    sg.calibrate(graph, [torch.randn(4, 3)])
+    graph = graph.calibrated(sg.calibrate(graph, [torch.randn(4, 3)]))
     groups = graph.prunable_groups()
     got = CRITERIA["activation"](graph, groups, sg.PruneConfig(importance="activation"))
     l2 = CRITERIA["l2"](graph, groups, sg.PruneConfig())
@@ -172,6 +174,33 @@ def test_provenance_says_where_scores_came_from() -> None:
     assert sg.plan(own, ratio=0.25, importance="taylor").provenance == {
         "gradients": "the .grad already on the parameters"
     }
+
+
+def test_calibrate_returns_what_it_measured_and_leaves_the_graph_unchanged() -> None:
+    net, x = mlp(), batch()
+    graph = sg.trace(net, (x,))
+    attributes = {name: id(value) for name, value in vars(graph).items()}
+    calibration = sg.calibrate(graph, [x])
+    assert {name: id(value) for name, value in vars(graph).items()} == attributes
+    assert (graph.activations, graph.taylor, graph.provenance) == (None, None, {})
+    assert calibration.activations["1"].count == 8
+    seen = graph.calibrated(calibration)
+    assert seen.activations is calibration.activations and seen.groups is graph.groups
+    assert graph.activations is None
+    with pytest.raises(AttributeError, match="does not change once built"):
+        graph.activations = calibration.activations
+    with pytest.raises(AttributeError, match="does not change once built"):
+        graph.model = mlp()
+    other = mlp()
+    assert graph.for_model(other).model is other and graph.model is net
+    # measured once, planned many times: the same plan as measuring on the way
+    once = sg.plan(graph, ratio=0.25, importance="activation", calibration=calibration)
+    assert once == sg.plan(graph, ratio=0.25, importance="activation", calibration=[x])
+    r = sg.slim(net, (x,), ratio=0.25, importance="activation", calibration=calibration)
+    assert r.plan == once and r.graph.activations is calibration.activations
+    # the old habit (calibrate, then plan the graph) refuses instead of planning blind
+    with pytest.raises(sg.PlanError, match=r"pass calibration=sg\.calibrate\(graph, batches\)"):
+        sg.plan(graph, ratio=0.25, importance="activation")
 
 
 def test_data_aware_planning_without_data_says_what_to_pass() -> None:

@@ -135,8 +135,9 @@ def test_taylor_sums_squared_estimates_per_batch_so_noise_does_not_cancel() -> N
         return (model[0].weight[:, 0] * batch).sum()
 
     graph = sg.trace(net, (torch.randn(1, 1),))
-    plan = sg.plan(graph, ratio=0.5, importance="taylor", calibration=batches, loss_fn=loss_fn)
-    assert graph.taylor["0.weight:0"].tolist() == [4.0 + 4.0, 0.25 + 0.25]
+    calibration = sg.calibrate(graph, batches, loss_fn, sg.PruneConfig(importance="taylor"))
+    plan = sg.plan(graph, ratio=0.5, importance="taylor", calibration=calibration)
+    assert calibration.taylor["0.weight:0"].tolist() == [4.0 + 4.0, 0.25 + 0.25]
     assert plan.cut("0.weight:0").drop == (1,)
     torch.testing.assert_close(net[0].weight.grad[:, 0], torch.tensor([0.0, 1.0]))  # summed
     own = sg.trace(net, (torch.randn(1, 1),))  # the caller's .grad: one summed estimate

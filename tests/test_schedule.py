@@ -206,6 +206,13 @@ def test_bad_arguments_are_refused() -> None:
         sg.prune_iteratively(net, (X,), ratio=0.5, steps=0)
 
 
+def test_a_calibration_measured_once_is_refused() -> None:
+    net = mlp()
+    measured = sg.calibrate(sg.trace(net, (X,)), [X])
+    with pytest.raises(sg.PlanError, match="measured once, but every step measures the model"):
+        sg.prune_iteratively(net, (X,), ratio=0.5, importance="activation", calibration=measured)
+
+
 def test_no_progress_output_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     sg.prune_iteratively(mlp(), (X,), ratio=0.5, steps=2)
     captured = capsys.readouterr()

@@ -9,21 +9,25 @@
   removed, ``Σ_{w in unit} w · ∂L_b/∂w``, squared and summed over batches (Molchanov et
   al., 2019): one estimate per batch, so their noise does not cancel the signal.
 
+What was measured travels in a :class:`Calibration`, never on the graph: measure once and
+plan many times with ``sg.plan(graph, config, calibration=calibration)``.
+
 >>> import torch, slimgraph as sg
 >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
 >>> graph = sg.trace(net, (torch.randn(1, 3),))
->>> calibration = [torch.randn(16, 3) for _ in range(4)]
->>> sg.calibrate(graph, calibration)
-{'activations': '4 calibration batches (64 samples at the first consumer)'}
->>> graph.activations["2"].count
-64
+>>> calibration = sg.calibrate(graph, [torch.randn(16, 3) for _ in range(4)])
+>>> calibration
+Calibration(activations of 2 consumers, provenance={'activations': '4 calibration batches (64 samples at the first consumer)'})
+>>> calibration.activations["2"].count, graph.activations
+(64, None)
+>>> plan = sg.plan(graph, ratio=0.5, importance="activation", calibration=calibration)
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph
 
 __all__ = [
+    "Calibration",
     "ChannelStats",
     "accumulate_gradients",
     "calibrate",
@@ -77,6 +82,27 @@ class ChannelStats:
     @property
     def variance(self) -> torch.Tensor:
         return (self.mean_square - self.mean.square()).clamp(min=0.0)
+
+
+@dataclass(frozen=True, repr=False)
+class Calibration:
+    """What :func:`calibrate` measured on a model, for ``sg.plan(graph,
+    calibration=...)``: it keeps no reference to the graph, and plans made from it see it
+    through :meth:`DependencyGraph.calibrated <slimgraph.graph.views.GraphViews.calibrated>`.
+
+    ``activations``: consumer module -> :class:`ChannelStats` of its input channels;
+    ``taylor``: group id -> per unit, the squared first-order terms summed over the batches;
+    ``provenance``: what was measured ("activations", "gradients") -> where it came from.
+    Each is ``None`` (or empty) when the criterion did not need it."""
+
+    activations: dict[str, ChannelStats] | None = None
+    taylor: dict[str, np.ndarray] | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = [f"activations of {len(self.activations)} consumers"] if self.activations else []
+        parts += [f"taylor terms of {len(self.taylor)} groups"] if self.taylor else []
+        return f"Calibration({', '.join([*parts, f'provenance={self.provenance}'])})"
 
 
 def collect_activations(
@@ -144,12 +170,15 @@ def calibrate(
     calibration: Iterable[Any],
     loss_fn: Any = None,
     config: PruneConfig | None = None,
-) -> dict[str, str]:
+) -> Calibration:
     """Measure what ``config.importance`` (and ``bias_compensation``) need on the traced
-    model: input statistics of every consumer (kept on ``graph.activations``) and, for
-    criteria that read gradients, the gradients of ``loss_fn(model, batch)`` (summed into
-    ``.grad``; per-batch unit terms on ``graph.taylor``). Returns where the data came
-    from, as the plan records it (and keeps it on ``graph.provenance``)."""
+    model and return it as a :class:`Calibration`; ``graph`` is not changed. Measured are
+    the input statistics of every consumer and, for criteria that read gradients, the
+    gradients of ``loss_fn(model, batch)`` (summed into the parameters' ``.grad``, and
+    per-batch unit terms in ``Calibration.taylor``); ``provenance`` says where they came
+    from, as the plan records it. Pass the result to ``sg.plan(graph, config,
+    calibration=...)``: a plan made without it has no activations to read (and taylor
+    falls back to the one summed ``.grad``)."""
     config = config or PruneConfig(importance="activation")
     needs = needs_of(config)
     if not needs:
@@ -158,22 +187,23 @@ def calibrate(
             "the weights (data-aware: activation, fluctuation, taylor, bias_compensation)",
             stacklevel=3,
         )
-        return {}
+        return Calibration()
     batches = list(calibration)
+    activations, taylor, provenance = None, None, {}
     if "gradients" in needs:
         if loss_fn is None:
             raise PlanError(
                 f"importance={config.importance!r} needs gradients: pass "
                 "loss_fn=lambda model, batch: loss with the calibration batches"
             )
-        used = accumulate_gradients(graph.model, batches, loss_fn, graph)
-        graph.provenance["gradients"] = f"loss_fn over {used} calibration batches"
+        used, taylor = accumulate_gradients(graph.model, batches, loss_fn, graph)
+        provenance["gradients"] = f"loss_fn over {used} calibration batches"
     if "activations" in needs:
-        graph.activations, used = collect_activations(graph.model, batches)
-        first = next(iter(graph.activations.values()), None)
+        activations, used = collect_activations(graph.model, batches)
+        first = next(iter(activations.values()), None)
         samples = f" ({first.count} samples at the first consumer)" if first else ""
-        graph.provenance["activations"] = f"{used} calibration batches{samples}"
-    return {k: graph.provenance[k] for k in needs if k in graph.provenance}
+        provenance["activations"] = f"{used} calibration batches{samples}"
+    return Calibration(activations, taylor, provenance)
 
 
 def needs_of(config: PruneConfig) -> set[str]:
@@ -186,11 +216,11 @@ def needs_of(config: PruneConfig) -> set[str]:
 
 def accumulate_gradients(
     model: nn.Module, batches: Iterable[Any], loss_fn: Any, graph: DependencyGraph | None = None
-) -> int:
+) -> tuple[int, dict[str, np.ndarray] | None]:
     """Zero the gradients, then sum ``loss_fn(model, batch).backward()`` over ``batches``
-    into ``.grad`` (the model's train/eval modes are kept). With ``graph``, also sum per
-    batch the squared first-order unit terms of every prunable group into
-    ``graph.taylor``. Returns the number of batches."""
+    into ``.grad`` (the model's train/eval modes are kept). Returns the number of batches
+    and, with ``graph``, per prunable group the squared first-order unit terms summed
+    over the batches (``Calibration.taylor``; else ``None``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     total = [torch.zeros_like(p) for p in params]
     terms = {g.id: np.zeros(g.size) for g in graph.prunable_groups()} if graph else None
@@ -213,6 +243,4 @@ def accumulate_gradients(
         raise PlanError("calibration gave no batches")
     for p, t in zip(params, total):
         p.grad = t
-    if graph is not None:
-        graph.taylor = terms
-    return used
+    return used, terms

@@ -2,9 +2,11 @@
 
 A *consumer* is a layer whose weight reads a group's channels on its input dim: a
 ``Linear`` (dim 1), an ungrouped ``Conv`` (dim 1) or a GPT-2 ``Conv1D`` (dim 0).
-:func:`slimgraph.calibrate` keeps, per consumer, the count, sum and sum of squares of each
-input channel; the criteria score a unit by what its removal would cost the consumers'
-outputs:
+:func:`slimgraph.calibrate` measures, per consumer, the count, sum and sum of squares of
+each input channel; the criteria read them as ``graph.activations`` from the calibrated
+view that ``sg.plan(graph, config, calibration=...)`` hands them (see
+:meth:`~slimgraph.graph.views.GraphViews.calibrated`), and score a unit by what its
+removal would cost the consumers' outputs:
 
 * ``activation`` (Wanda, Sun et al. 2023): RMS of the input channel times the L1 norm of
   the weights that read it, ``||X_j|| · Σ_i |W_ij|``;
@@ -23,7 +25,7 @@ index count so that units of different widths compare. A group no consumer reads
 >>> with torch.no_grad():
 ...     _ = net[0].weight.copy_(torch.eye(2)), net[0].bias.zero_(), net[1].weight.fill_(1.0)
 >>> graph = sg.trace(net, (torch.randn(1, 2),))
->>> _ = sg.calibrate(graph, [torch.tensor([[3.0, 1.0], [3.0, -1.0]])])
+>>> graph = graph.calibrated(sg.calibrate(graph, [torch.tensor([[3.0, 1.0], [3.0, -1.0]])]))
 >>> group = graph.group("0.weight:0")
 >>> config = sg.PruneConfig(importance="fluctuation")
 >>> CRITERIA["activation"](graph, [group], config)[group.id].tolist()  # rms 3 and 1
@@ -88,7 +90,8 @@ def _scored(per_channel) -> Any:
         if graph.activations is None:
             raise PlanError(
                 f"importance={config.importance!r} needs calibration inputs: pass "
-                "calibration=batches to sg.slim / sg.plan, or call sg.calibrate(graph, batches)"
+                "calibration=sg.calibrate(graph, batches), or the batches themselves, "
+                "to sg.plan (calibration=batches to sg.slim)"
             )
         params = graph.named_parameters()
         scores, plain = {}, []

@@ -23,8 +23,8 @@ def taylor(
     squared, per calibration batch, summed over the batches (one estimate per batch, so
     their noise does not cancel the signal). With :func:`slimgraph.slim` / ``sg.plan``
     ``calibration`` batches and a ``loss_fn``, the per-batch terms come from
-    :func:`slimgraph.calibrate`; otherwise the ``.grad`` the caller accumulated gives one
-    estimate. ``reduction`` does not apply: the sum over every slice is the estimate."""
+    :func:`slimgraph.calibrate` (``graph.taylor`` of the calibrated view); otherwise the
+    ``.grad`` the caller accumulated gives one estimate. ``reduction`` does not apply: the sum over every slice is the estimate."""
     missing = _without_gradients(graph, groups)
     if missing:
         raise PlanError(

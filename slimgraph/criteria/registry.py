@@ -30,7 +30,9 @@ def register(name: str, needs: tuple[str, ...] = ()) -> Callable[[Criterion], Cr
     a function, or an instance of a class with ``__call__(graph, groups, config)``.
     ``needs`` says what it reads besides the weights: ``"gradients"`` (``.grad`` on the
     parameters, per-batch terms on ``graph.taylor``) and/or ``"activations"``
-    (``graph.activations``); calibration measures them first (:func:`slimgraph.calibrate`)."""
+    (``graph.activations``); calibration measures them first (:func:`slimgraph.calibrate`),
+    and ``sg.plan`` passes the criterion a view of the graph that carries them
+    (:meth:`~slimgraph.graph.views.GraphViews.calibrated`)."""
 
     def wrap(fn: Criterion) -> Criterion:
         fn.needs = needs

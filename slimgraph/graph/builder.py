@@ -15,7 +15,21 @@ import numpy as np
 import torch
 from torch import fx
 
-__all__ = ["Builder", "SlotInfo", "TensorSlots", "OpContext", "Edge", "Link", "Balance"]
+__all__ = [
+    "META_MODULE",
+    "META_ROLE",
+    "Builder",
+    "SlotInfo",
+    "TensorSlots",
+    "OpContext",
+    "Edge",
+    "Link",
+    "Balance",
+]
+
+# What the tracer records in ``node.meta`` before the rules run (torch.fx's convention):
+META_MODULE = "slimgraph.module"  # the module whose forward made the node ("" at the root)
+META_ROLE = "slimgraph.role"  # a placeholder's (role, parameter or buffer name)
 
 
 @dataclass
@@ -173,8 +187,7 @@ class Builder:
         self._frozen_roots: set[int] = set()
         self._repeat_roots: set[int] = set()  # components holding a broadcast repeat
         self._size = 0
-        self.node_module: dict[str, str] = {}
-        self.node_roles: dict[str, tuple[str, str | None]] = {}
+        self._nodes: dict[str, fx.Node] = {}  # registered nodes by name; facts in node.meta
 
     # -- slots -------------------------------------------------------------------------
     @property
@@ -203,9 +216,9 @@ class Builder:
 
     def factor(self, size: int, op: str, index: int = -1) -> int:
         """A virtual slot for factor ``index`` of a reshape ``op`` (or an op's own atom)."""
-        slot = self.new_slot(
-            op, -1, len(self.slots), size, "factor", module=self.node_module.get(op, "")
-        )
+        node = self._nodes.get(op)
+        module = node.meta.get(META_MODULE, "") if node is not None else ""
+        slot = self.new_slot(op, -1, len(self.slots), size, "factor", module=module)
         self.factor_keys[slot] = (op, index)
         return slot
 
@@ -229,7 +242,8 @@ class Builder:
 
     def register(self, node: fx.Node) -> None:
         """Create the slots of every tensor ``node`` produces."""
-        role, target = self.node_roles.get(node.name, ("tensor", None))
+        self._nodes[node.name] = node
+        role, target = node.meta.get(META_ROLE, ("tensor", None))
         for item, value in enumerate(tensor_values(node.meta.get("val"))):
             if value is None:
                 continue
@@ -242,7 +256,7 @@ class Builder:
                     s,
                     role,
                     target=target,
-                    module=self.node_module.get(node.name, ""),
+                    module=node.meta.get(META_MODULE, ""),
                 )
                 for d, s in enumerate(shape)
             ]

@@ -21,6 +21,7 @@ from slimgraph._core.inputs import InputSpec
 from slimgraph.errors import PlanError
 from slimgraph.graph import viz
 from slimgraph.graph.builder import Balance, Builder, SlotInfo
+from slimgraph.graph.views import GraphViews
 
 __all__ = ["DependencyGraph", "Group", "fingerprint"]
 
@@ -60,10 +61,12 @@ class Group:
         return list(seen)
 
 
-class DependencyGraph:
+class DependencyGraph(GraphViews):
     """Slots, coupling and groups of one traced model.
 
-    Build it with :func:`slimgraph.trace`; read :attr:`groups`, ask :meth:`explain`.
+    Build it with :func:`slimgraph.trace`; read :attr:`groups`, ask :meth:`explain`. It
+    never changes once built: calibration attaches to a new view of it
+    (:meth:`calibrated`), and :meth:`for_model` binds its structure to another model.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
@@ -80,6 +83,7 @@ class DependencyGraph:
         fingerprint: str,
         node_ops: dict[str, str],
         output_shapes: list[tuple[int, ...]],
+        modes: dict[str, bool] | None = None,
     ) -> None:
         self.model = model
         self.inputs = inputs
@@ -87,10 +91,7 @@ class DependencyGraph:
         self.slots: list[SlotInfo] = builder.slots
         self.node_ops = node_ops
         self.output_shapes = output_shapes
-        self.modes: dict[str, bool] = {}  # module name -> training flag when traced
-        self.activations: dict[str, Any] | None = None  # consumer -> ChannelStats (calibrate)
-        self.taylor: dict[str, np.ndarray] | None = None  # group -> Σ_batches (Σ_unit w·g)²
-        self.provenance: dict[str, str] = {}  # "gradients"/"activations" -> where from
+        self.modes = dict(modes or {})  # module name -> training flag when traced
         self.head_dims = builder.head_dims  # head-dim units instead of whole heads
         self.query_heads = builder.query_heads  # GQA: query heads inside each KV group
         a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
@@ -109,6 +110,7 @@ class DependencyGraph:
         self.groups: list[Group] = self._groups()
         self._by_id = {g.id: g for g in self.groups}
         self._resolve_balances()
+        self._seal()  # from here on, views instead of changes (slimgraph.graph.views)
 
     # -- construction ----------------------------------------------------------------
     def _slot_graph(self, builder: Builder) -> nx.Graph:

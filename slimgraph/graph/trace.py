@@ -19,7 +19,7 @@ from slimgraph._core.inputs import (
     without_kv_cache,
 )
 from slimgraph.errors import TraceError
-from slimgraph.graph.builder import Builder, OpContext
+from slimgraph.graph.builder import META_MODULE, META_ROLE, Builder, OpContext
 from slimgraph.graph.depgraph import DependencyGraph, fingerprint
 from slimgraph.graph.kinds import KINDS
 from slimgraph.graph.ruletable import RuleTables, load_rules
@@ -125,11 +125,9 @@ def trace(
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
     ep = _export(model, args, kwargs)
-    graph = build_graph(
+    return build_graph(
         ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
     )
-    graph.modes = {name: m.training for name, m in model.named_modules()}
-    return graph
 
 
 def _module_of(node: fx.Node) -> str:
@@ -158,11 +156,13 @@ def build_graph(
     relaxed: frozenset[str] = frozenset()
     heads: frozenset[tuple[str, int]] = frozenset()
     indexed: frozenset[tuple[str, int]] = frozenset()
+    modes = {name: m.training for name, m in model.named_modules()}  # as traced
+    _annotate(ep)
     for _ in range(12):
         b, lines, ops, output_shapes = _run_rules(
             ep, model, rules, relaxed, heads, head_dims, indexed, query_heads
         )
-        graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes)
+        graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes, modes)
         unbalanced = graph.unbalanced - relaxed
         found = heads | _head_dim_factors(graph, b)
         held = indexed | _indexed_factors(graph, b)
@@ -193,6 +193,25 @@ def _head_dim_factors(graph: DependencyGraph, b: Builder) -> frozenset[tuple[str
     )
 
 
+def _annotate(ep: ExportedProgram) -> None:
+    """Record in ``node.meta`` (torch.fx's place for analysis results) what the rules read
+    of every node: the module whose forward made it and, for a placeholder, its role and
+    the parameter or buffer it stands for. The facts hold for every pass of the rules."""
+    roles = {
+        InputKind.PARAMETER: "param",
+        InputKind.BUFFER: "buffer",
+        InputKind.CONSTANT_TENSOR: "constant",
+        InputKind.USER_INPUT: "input",
+    }
+    by_name = {node.name: node for node in ep.graph.nodes}
+    for spec in ep.graph_signature.input_specs:
+        node = by_name.get(getattr(spec.arg, "name", None))
+        if node is not None:
+            node.meta[META_ROLE] = (roles.get(spec.kind, "input"), spec.target)
+    for node in ep.graph.nodes:
+        node.meta[META_MODULE] = _module_of(node)
+
+
 def _run_rules(
     ep: ExportedProgram,
     model: torch.nn.Module,
@@ -204,30 +223,19 @@ def _run_rules(
     query_heads: bool,
 ):
     b = Builder(relaxed, heads, head_dims, indexed, query_heads)
-    roles = {
-        InputKind.PARAMETER: "param",
-        InputKind.BUFFER: "buffer",
-        InputKind.CONSTANT_TENSOR: "constant",
-        InputKind.USER_INPUT: "input",
-    }
-    for spec in ep.graph_signature.input_specs:
-        name = getattr(spec.arg, "name", None)
-        if name is not None:
-            b.node_roles[name] = (roles.get(spec.kind, "input"), spec.target)
-    ops: dict[str, str] = {}
+    ops: dict[str, str] = {}  # kept by the graph, to name ops once the fx graph is gone
     output_shapes: list[tuple[int, ...]] = []
     lines: list[str] = []
     for node in ep.graph.nodes:
-        b.node_module[node.name] = _module_of(node)
         ops[node.name] = str(node.target)
         if node.op in ("placeholder", "call_function"):
             b.register(node)
             shapes = [tuple(t.shape) for t in b.outputs(node)]
             if str(node.target) not in LAYOUT_ONLY:
-                lines.append(f"{node.op} {node.target} {b.node_roles.get(node.name, '')} {shapes}")
+                lines.append(f"{node.op} {node.target} {node.meta.get(META_ROLE, '')} {shapes}")
     for node in ep.graph.nodes:
         if node.op == "placeholder":
-            role, _ = b.node_roles.get(node.name, ("input", None))
+            role, _ = node.meta.get(META_ROLE, ("input", None))
             if role in ("input", "constant"):
                 what = "model input" if role == "input" else "tensor constant"
                 b.freeze_all(b.outputs(node), f"{what}: its shape is fixed by the caller")
@@ -276,7 +284,7 @@ def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
     rule = rules.ops.get(str(node.target))
     if rule is None:
         ctx = OpContext(node, {}, False, None, b, outs)
-        where = b.node_module.get(node.name)
+        where = node.meta.get(META_MODULE)
         b.freeze_all(
             ctx.tensor_args() + outs,
             f"no rule for {node.target}" + (f" (in {where})" if where else ""),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from slimgraph.criteria.calibration import calibrate, needs_of
+from slimgraph.criteria.calibration import Calibration, calibrate, needs_of
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.registry import CRITERIA
 from slimgraph.errors import PlanError
@@ -51,8 +51,10 @@ def plan(
 
     ``fields`` are :class:`PruneConfig` fields, as a shortcut for ``config``; ``skip``
     maps the ids of groups to skip to the reason, which ``plan.skipped`` records.
-    ``calibration`` batches (and ``loss_fn(model, batch) -> loss`` for criteria that read
-    gradients) first measure what data-aware criteria need, as :func:`slimgraph.calibrate`.
+    ``calibration`` is what data-aware criteria read: the :class:`Calibration` that
+    :func:`slimgraph.calibrate` returned (measure once, plan many), or batches (and
+    ``loss_fn(model, batch) -> loss`` for criteria that read gradients) to measure it from
+    first. The criteria get ``graph.calibrated(calibration)``; ``graph`` is not changed.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -62,7 +64,9 @@ def plan(
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     if calibration is not None:
-        calibrate(graph, calibration, loss_fn, config)
+        if not isinstance(calibration, Calibration):
+            calibration = calibrate(graph, calibration, loss_fn, config)
+        graph = graph.calibrated(calibration)
     if config.target_macs is not None or config.target_params is not None:
         return _plan_for_budget(graph, config, skip)
     skip = dict(skip or {})
@@ -126,8 +130,9 @@ def _compensation(
 ) -> tuple[Fold, ...]:
     if graph.activations is None:
         raise PlanError(
-            "bias_compensation needs calibration inputs: pass calibration=batches to "
-            "sg.slim / sg.plan, or call sg.calibrate(graph, batches) first"
+            "bias_compensation needs calibration inputs: pass "
+            "calibration=sg.calibrate(graph, batches), or the batches themselves, "
+            "to sg.plan (calibration=batches to sg.slim)"
         )
     found, unbiased = compensation(graph, groups, drops)
     if unbiased:

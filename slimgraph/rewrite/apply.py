@@ -125,7 +125,8 @@ def _reads_values(err: BaseException) -> bool:
 
 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
-    """Trace a weightless copy in the mode the plan was made in, on its input shapes."""
+    """Trace a weightless copy in the mode the plan was made in, on its input shapes, and
+    bind the graph to ``model`` (the copy has its structure)."""
     copy_ = meta_copy(model).train(plan.training)
     graph = trace(
         copy_,
@@ -133,8 +134,7 @@ def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
         head_dims=plan.head_dims,
         query_heads=plan.query_heads,
     )
-    graph.model = model
-    return graph
+    return graph.for_model(model)
 
 
 def _check_forward(

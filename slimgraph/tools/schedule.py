@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from slimgraph._core.progress import progress_bar
-from slimgraph.criteria.calibration import calibrate
+from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph, Group
@@ -88,9 +88,10 @@ def prune_iteratively(
     if steps < 1:
         raise PlanError(f"steps must be at least 1, not {steps}")
     config = PruneConfig(ratio=ratio, importance=importance, **config_fields)
-    if isinstance(calibration, Iterator):
+    if isinstance(calibration, (Iterator, Calibration)):
+        what = "a one-pass iterator" if isinstance(calibration, Iterator) else "measured once"
         raise PlanError(
-            "calibration is a one-pass iterator, but every step measures the model again: "
+            f"calibration is {what}, but every step measures the model again: "
             "pass a list of batches or a DataLoader"
         )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
@@ -103,9 +104,10 @@ def prune_iteratively(
             if k > 1:
                 graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
             step_config = _step_config(graph, config, target)
+            seen = graph  # with this step's calibration attached, for the criteria
             if calibration is not None:
-                calibrate(graph, calibration, loss_fn, step_config)
-            plan = plan_that_applies(model, graph, step_config)
+                seen = graph.calibrated(calibrate(graph, calibration, loss_fn, step_config))
+            plan = plan_that_applies(model, seen, step_config)
             if config.scope == "local":
                 _check_schedule(graph, plan, target, k)
             model = apply(model, plan, graph=graph, example_inputs=example_inputs)
