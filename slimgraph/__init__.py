@@ -8,7 +8,7 @@
 """
 
 from slimgraph.api import SlimResult, slim
-from slimgraph.criteria.calibration import calibrate
+from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.registry import register as register_importance
 from slimgraph.errors import (
@@ -72,6 +72,7 @@ __all__ = [
     "RecoverReport",
     "group_penalty",
     "calibrate",
+    "Calibration",
     "sparsify",
     "SparsityReport",
     "BenchReport",
