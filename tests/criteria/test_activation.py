@@ -289,7 +289,7 @@ def test_a_bias_free_conv_folds_out_of_the_running_mean_of_its_batchnorm() -> No
     torch.testing.assert_close(r.model(x[1]), net(x[1]), rtol=1e-5, atol=1e-5)
 
 
-def test_a_custom_criterion_class_reads_the_calibration_it_declares() -> None:
+def test_a_custom_criterion_class_reads_the_calibration_it_declares(monkeypatch) -> None:
     class MeanInput:
         """Scores a unit by the mean input the second layer sees from it."""
 
@@ -297,6 +297,7 @@ def test_a_custom_criterion_class_reads_the_calibration_it_declares() -> None:
             mean = graph.activations["1"].mean.numpy()
             return {g.id: mean.copy() for g in groups}
 
+    monkeypatch.setitem(CRITERIA, "mean_input", None)  # removed again after the test
     sg.register_importance("mean_input", needs=("activations",))(MeanInput())
     x = batch()
     plan = sg.plan(sg.trace(mlp(), (x,)), ratio=0.5, importance="mean_input", calibration=[x])
