@@ -240,3 +240,57 @@ def test_dead_query_key_and_value_units_drop_exactly() -> None:
     )
     assert (slim.q.out_features, slim.k.out_features, slim.v.out_features) == (6, 6, 5)
     assert slim.o.in_features == 5
+
+
+# -- conv_transpose: weight (in, out/groups, k...); a plain one passes both channel groups.
+
+
+class Upsample(nn.Module):
+    """conv -> relu -> transposed conv (stride 2) -> relu -> conv."""
+
+    def __init__(self, groups: int = 1) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2, groups=groups)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.up(torch.relu(self.a(x)))))
+
+
+def test_transposed_conv_reads_dim_0_and_writes_dim_1_of_its_weight() -> None:
+    graph = sg.trace(Upsample(), (X,))
+    assert prunable(graph) == {"a.weight:0": 8, "up.weight:1": 4}
+    eight, four = list(range(8)), list(range(4))
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": eight,
+        "a.bias:0": eight,
+        "up.weight:0": eight,
+    }
+    assert graph.unit_map("up.weight:1") == {
+        "up.weight:1": four,
+        "up.bias:0": four,
+        "head.weight:1": four,
+    }
+    assert graph.group("a.weight:0").exact and graph.group("up.weight:1").exact
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Upsample(),
+        X,
+        {
+            "a.weight:0": ([0, 5], ["a.weight:0", "a.bias:0"]),
+            "up.weight:1": ([1], ["up.weight:1", "up.bias:0"]),
+        },
+    )
+    assert (slim.a.out_channels, slim.up.in_channels) == (6, 6)
+    assert (slim.up.out_channels, slim.head.in_channels) == (3, 3)
+
+
+def test_grouped_transposed_conv_freezes_what_it_touches() -> None:
+    graph = sg.trace(Upsample(groups=2), (X,))
+    assert prunable(graph) == {}
+    (line,) = [ln for ln in graph.explain("a.weight:0").splitlines() if "frozen by" in ln]
+    assert line == (
+        "  frozen by output relu dim 1 (aten.relu.default): "
+        "grouped transposed convolution is not pruned through"
+    )

@@ -385,3 +385,187 @@ def test_offsets_read_in_proportion_keep_their_parts_together() -> None:
     q, k, v = [0] * 8 + [1] * 8, [0] * 4 + [1] * 4, [0] * 4 + [1] * 4
     assert graph.unit_map(group.id)["qkv.weight:0"] == q + k + v
     assert graph.unit_map(group.id)["o.weight:1"] == q
+
+
+# -- roll, pad, unbind and select: the dim they act on freezes, the others pass through.
+
+
+def frozen_line(graph: sg.DependencyGraph, slot: str) -> str:
+    """The line of ``explain`` that says what froze the group of ``slot``."""
+    (line,) = [ln for ln in graph.explain(slot).splitlines() if ln.startswith("  frozen by ")]
+    return line
+
+
+class Rolled(nn.Module):
+    """A linear's output rolled by a constant shift along ``dim`` (Swin's shifted windows
+    roll the tokens), then a head."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.a = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(torch.roll(self.a(x), 2, self.dim))
+
+
+def test_roll_along_tokens_passes_the_channels() -> None:
+    graph = sg.trace(Rolled(1), (X_SEQ,))
+    assert prunable(graph) == {"a.weight:0": 6}
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": SIX,
+        "a.bias:0": SIX,
+        "head.weight:1": SIX,
+    }
+    assert graph.group("a.weight:0").exact
+    assert "rolled by a constant shift" in set(graph.frozen_slots.values())
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Rolled(1), X_SEQ, {"a.weight:0": ([1, 4], ["a.weight:0", "a.bias:0"])}
+    )
+    assert (slim.a.out_features, slim.head.in_features) == (4, 4)
+
+
+def test_roll_along_channels_freezes_them() -> None:
+    graph = sg.trace(Rolled(2), (X_SEQ,))
+    assert prunable(graph) == {}
+    assert frozen_line(graph, "a.weight:0") == (
+        "  frozen by output linear dim 2 (aten.linear.default in a): rolled by a constant shift"
+    )
+
+
+class Padded(nn.Module):
+    """conv -> constant pad of ``pad`` (F.pad order: last dim first) -> conv."""
+
+    def __init__(self, pad: tuple[int, ...]) -> None:
+        super().__init__()
+        self.pad = pad
+        self.a = nn.Conv2d(3, 8, 3)
+        self.head = nn.Conv2d(8 + sum(pad[4:6]), 2, 3)
+
+    def forward(self, x):
+        return self.head(nn.functional.pad(self.a(x), self.pad))
+
+
+def test_spatial_padding_passes_the_channels_and_zeros_keep_them_dead() -> None:
+    graph = sg.trace(Padded((1, 1, 1, 1)), (X,))
+    assert prunable(graph) == {"a.weight:0": 8}
+    eight = list(range(8))
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": eight,
+        "a.bias:0": eight,
+        "head.weight:1": eight,
+    }
+    assert graph.group("a.weight:0").exact
+    assert "padded by a constant amount" in set(graph.frozen_slots.values())
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Padded((1, 1, 1, 1)), X, {"a.weight:0": ([0, 6], ["a.weight:0", "a.bias:0"])}
+    )
+    assert (slim.a.out_channels, slim.head.in_channels) == (6, 6)
+
+
+def test_padding_the_channels_freezes_them() -> None:
+    graph = sg.trace(Padded((0, 0, 0, 0, 1, 1)), (X,))
+    assert prunable(graph) == {}
+    assert frozen_line(graph, "a.weight:0") == (
+        "  frozen by output conv2d dim 1 (aten.conv2d.default in a): padded by a constant amount"
+    )
+
+
+class Unbound(nn.Module):
+    """A fused projection viewed as (3, 6) and unbound into q, k, v; q * k + v -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(4, 18)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, -1).unbind(2)
+        return self.head(q * k + v)
+
+
+class TokensUnbound(nn.Module):
+    """The first and last token, unbound from the sequence, summed -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        tokens = self.a(x).unbind(1)
+        return self.head(tokens[0] + tokens[-1])
+
+
+def test_unbind_pins_its_dim_and_couples_the_parts_channel_by_channel() -> None:
+    graph = sg.trace(Unbound(), (X_SEQ,))
+    assert prunable(graph) == {"qkv.weight:0": 6}
+    assert graph.unit_map("qkv.weight:0") == {
+        "qkv.weight:0": SIX * 3,
+        "qkv.bias:0": SIX * 3,
+        "head.weight:1": SIX,
+    }
+    assert graph.group("qkv.weight:0").exact
+    reasons = set(graph.frozen_slots.values())
+    assert {"unbind yields one tensor per index", "reshape factor 3 of a 18-wide dim"} <= reasons
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Unbound(), X_SEQ, {"qkv.weight:0": ([2, 5], ["qkv.weight:0", "qkv.bias:0"])}
+    )
+    assert (slim.qkv.out_features, slim.head.in_features) == (12, 4)
+
+
+def test_unbind_along_tokens_passes_the_channels() -> None:
+    graph = sg.trace(TokensUnbound(), (X_SEQ,))
+    assert prunable(graph) == {"a.weight:0": 6}
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": SIX,
+        "a.bias:0": SIX,
+        "head.weight:1": SIX,
+    }
+    torch.manual_seed(0)
+    assert_dead_units_drop_exactly(
+        TokensUnbound(), X_SEQ, {"a.weight:0": ([0], ["a.weight:0", "a.bias:0"])}
+    )
+
+
+class Selected(nn.Module):
+    """Index 0 of ``dim`` (dim 1: the class token) -> head."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.a = nn.Linear(4, 6)
+        self.head = nn.Linear(6 if dim == 1 else 5, 2)
+
+    def forward(self, x):
+        return self.head(self.a(x).select(self.dim, 0))
+
+
+def test_select_of_a_token_passes_the_channels() -> None:
+    graph = sg.trace(Selected(1), (X_SEQ,))
+    assert prunable(graph) == {"a.weight:0": 6}
+    assert graph.unit_map("a.weight:0") == {
+        "a.weight:0": SIX,
+        "a.bias:0": SIX,
+        "head.weight:1": SIX,
+    }
+    assert "indexed with a constant by select" in set(graph.frozen_slots.values())
+    torch.manual_seed(0)
+    slim = assert_dead_units_drop_exactly(
+        Selected(1), X_SEQ, {"a.weight:0": ([3, 4, 5], ["a.weight:0", "a.bias:0"])}
+    )
+    assert slim.head.in_features == 3
+
+
+def test_select_of_a_channel_pins_the_channels() -> None:
+    graph = sg.trace(Selected(2), (X_SEQ,))
+    assert prunable(graph) == {}
+    assert frozen_line(graph, "a.weight:0") == (
+        "  frozen by output linear dim 2 (aten.linear.default in a): "
+        "indexed with a constant by select"
+    )
