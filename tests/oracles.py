@@ -22,6 +22,12 @@ def prunable(graph: sg.DependencyGraph) -> dict[str, int]:
     return {g.id: g.size for g in graph.prunable_groups()}
 
 
+def frozen_line(graph: sg.DependencyGraph, slot: str) -> str:
+    """The line of ``graph.explain(slot)`` that says what froze the group of ``slot``."""
+    (line,) = [ln for ln in graph.explain(slot).splitlines() if ln.startswith("  frozen by ")]
+    return line
+
+
 def drop_plan(graph: sg.DependencyGraph, drops: Mapping[str, Sequence[int]]) -> sg.PruningPlan:
     """A plan that drops exactly ``drops`` (group id -> unit indices) and nothing else."""
     base = sg.plan(graph, ratio=0.0)

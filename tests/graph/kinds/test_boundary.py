@@ -1,6 +1,7 @@
-"""Kinds ``filled`` and ``creation``: a tensor of one repeated value follows the dims it
-meets (the rewrite sizes it again from the attribute it was built from); one made from
-constant sizes (arange) freezes them."""
+"""Kinds ``filled``, ``creation`` and ``frozen``: a tensor of one repeated value follows
+the dims it meets (the rewrite sizes it again from the attribute it was built from); one
+made from constant sizes (arange) freezes them; an op the table declares frozen freezes
+everything it touches, with the table's reason."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from tests.oracles import assert_dead_units_drop_exactly, prunable
+from tests.oracles import assert_dead_units_drop_exactly, frozen_line, prunable
 
 X = torch.randn(2, 5, 4)
 SIX = list(range(6))
@@ -88,8 +89,28 @@ def test_created_positions_leave_the_channels_prunable() -> None:
 def test_created_channels_freeze_the_channels_they_meet() -> None:
     graph = sg.trace(Positions(2), (X,))
     assert prunable(graph) == {}
-    (line,) = [ln for ln in graph.explain("a.weight:0").splitlines() if "frozen by" in ln]
-    assert line == (
+    assert frozen_line(graph, "a.weight:0") == (
         "  frozen by output arange dim 0 (aten.arange.default): "
         "created with constant shape by aten.arange.default"
+    )
+
+
+class PrefixSum(nn.Module):
+    """A cumulative sum over the tokens (attention-mask bookkeeping) -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.a(x).cumsum(1))
+
+
+def test_a_declared_frozen_op_freezes_every_dim_it_touches_with_the_tables_reason() -> None:
+    graph = sg.trace(PrefixSum(), (X,))
+    assert prunable(graph) == {}
+    assert frozen_line(graph, "a.weight:0") == (
+        "  frozen by output linear dim 2 (aten.linear.default in a): aten.cumsum.default: "
+        "prefix sums mix positions (attention-mask bookkeeping)"
     )

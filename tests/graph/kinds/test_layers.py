@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from tests.oracles import assert_dead_units_drop_exactly, assert_slims, prunable
+from tests.oracles import assert_dead_units_drop_exactly, assert_slims, frozen_line, prunable
 
 # -- conv: grouped units are offsets in every group or whole groups; kernels carry none.
 
@@ -289,8 +289,7 @@ def test_transposed_conv_reads_dim_0_and_writes_dim_1_of_its_weight() -> None:
 def test_grouped_transposed_conv_freezes_what_it_touches() -> None:
     graph = sg.trace(Upsample(groups=2), (X,))
     assert prunable(graph) == {}
-    (line,) = [ln for ln in graph.explain("a.weight:0").splitlines() if "frozen by" in ln]
-    assert line == (
+    assert frozen_line(graph, "a.weight:0") == (
         "  frozen by output relu dim 1 (aten.relu.default): "
         "grouped transposed convolution is not pruned through"
     )

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from tests.oracles import assert_dead_units_drop_exactly, assert_slims, drop_plan, prunable
+from tests.oracles import (
+    assert_dead_units_drop_exactly,
+    assert_slims,
+    drop_plan,
+    frozen_line,
+    prunable,
+)
 
 # -- cat: input k's index i is the output's index offset_k + i along the cat dim.
 
@@ -388,12 +394,6 @@ def test_offsets_read_in_proportion_keep_their_parts_together() -> None:
 
 
 # -- roll, pad, unbind and select: the dim they act on freezes, the others pass through.
-
-
-def frozen_line(graph: sg.DependencyGraph, slot: str) -> str:
-    """The line of ``explain`` that says what froze the group of ``slot``."""
-    (line,) = [ln for ln in graph.explain(slot).splitlines() if ln.startswith("  frozen by ")]
-    return line
 
 
 class Rolled(nn.Module):
