@@ -39,26 +39,6 @@ def first_output(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def kill_units(graph, plan) -> None:
-    """Zero every parameter slice of the plan's dropped units (the dead-channel oracle).
-
-    After this the dropped channels contribute nothing, so on exact paths the slim model
-    must compute what the killed model computes.
-    """
-    from slimgraph.resolve.indices import kept_shapes
-
-    params = graph.named_parameters()
-    with torch.no_grad():
-        for name, kept in kept_shapes(graph, plan).items():
-            p = params.get(name)
-            if p is None:
-                continue
-            for dim, keep in kept:
-                gone = torch.ones(p.shape[dim], dtype=torch.bool)
-                gone[torch.as_tensor(keep)] = False
-                p.index_fill_(dim, gone.nonzero().flatten(), 0.0)
-
-
 # -- the slimgraph executable ----------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ import argparse
 import copy
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-import slimgraph as sg
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import slimgraph as sg  # noqa: E402
+from tests.peer import meta_pruner  # noqa: E402
 
 SEED = 0
 BATCH = 64
@@ -157,26 +161,12 @@ def slim_torch_pruning(
     model: nn.Module, x: torch.Tensor, criterion: str, ratio: float, calibration: list[Data]
 ) -> nn.Module:
     """Torch-Pruning slims ``model`` in place; taylor reads the summed ``.grad``."""
-    import torch_pruning as tp
-
     if criterion == "taylor":
         model.zero_grad(set_to_none=True)
         for batch in calibration:
             loss_fn(model, batch).backward()
 
-    importance = (
-        tp.importance.GroupMagnitudeImportance(p=2)
-        if criterion == "l2"
-        else tp.importance.GroupTaylorImportance()
-    )
-    tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=importance,
-        pruning_ratio=ratio,
-        ignored_layers=[model.fc],
-        global_pruning=False,
-    ).step()
+    meta_pruner(model, x, ratio, importance=criterion).step()  # the classifier is model.fc
     return model
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,10 @@ import torch
 import torchvision
 from torch import nn
 
-import slimgraph as sg
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import slimgraph as sg  # noqa: E402
+from tests.peer import meta_pruner  # noqa: E402
 
 
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -31,18 +35,8 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor]:
 
 
 def torch_pruning_copy(name: str, ratio: float) -> nn.Module:
-    import torch_pruning as tp
-
     model, x = build(name)
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=ratio,
-        ignored_layers=[classifier],
-        global_pruning=False,
-    ).step()
+    meta_pruner(model, x, ratio).step()
     return model
 
 

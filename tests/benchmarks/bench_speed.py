@@ -27,12 +27,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-import slimgraph as sg
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import slimgraph as sg  # noqa: E402
+from tests.peer import meta_pruner  # noqa: E402
 
 RATIO = 0.5
 
@@ -56,19 +60,9 @@ def time_ours(name: str) -> dict[str, float]:
 
 
 def time_theirs(name: str) -> dict[str, float]:
-    import torch_pruning as tp
-
     model, x = build(name)
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     t0 = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=RATIO,
-        ignored_layers=[classifier],
-        global_pruning=False,
-    )
+    pruner = meta_pruner(model, x, RATIO)
     t1 = time.perf_counter()
     pruner.step()
     t2 = time.perf_counter()

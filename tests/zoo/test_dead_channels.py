@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import slimgraph as sg
-from tests.helpers import build_torchvision, first_output, kill_units
+from tests.helpers import build_torchvision, first_output
+from tests.oracles import kill_dropped
 
 pytestmark = pytest.mark.zoo
 
@@ -51,7 +52,7 @@ def test_dead_channels_drop_without_changing_outputs(name: str) -> None:
     cuts = tuple(c for c in plan.cuts if c.group in exact and c.drop)
     assert cuts, "no exact group to test"
     dead = plan.model_copy(update={"cuts": cuts})
-    kill_units(graph, dead)
+    kill_dropped(graph, dead)
     model.eval()
     with torch.no_grad():
         expected = first_output(model(x))

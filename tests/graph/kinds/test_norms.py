@@ -1,4 +1,5 @@
-"""ConvNeXt block: permute to NHWC, LayerNorm, MLP, layer scale (C, 1, 1), residual."""
+"""Kinds ``batch_norm``, ``layer_norm`` and ``group_norm``: a norm joins the group of the
+channels it normalises; LayerNorm makes it inexact."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from torch import nn
 from torch.nn import functional as F
 
 import slimgraph as sg
+from tests.oracles import assert_dead_units_drop_exactly, assert_slims, prunable
 
-from ._oracle import assert_dead_units_drop_exactly, assert_slims, prunable
+# -- ConvNeXt block: permute to NHWC, LayerNorm, MLP, layer scale (C, 1, 1), residual.
+
 
 X = torch.randn(2, 3, 4, 4)
+
+
 C = list(range(8))
+
+
 HIDDEN = list(range(16))
 
 

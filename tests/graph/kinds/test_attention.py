@@ -1,4 +1,5 @@
-"""matmul, einsum and scaled_dot_product_attention: q/k share units, v's go to the output."""
+"""Kind ``attention`` (scaled_dot_product_attention): q and k share units, v's go to the
+output; whole heads are the units unless traced with ``head_dims=True``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import slimgraph as sg
-
-from ._oracle import assert_dead_units_drop_exactly, assert_slims, prunable
+from tests.oracles import assert_dead_units_drop_exactly, assert_slims, prunable
 
 X = torch.randn(2, 5, 3)  # batch, tokens, features
 
@@ -43,23 +43,9 @@ class Attention(nn.Module):
         return self.head(self.o(a.transpose(1, 2).flatten(2)))
 
 
-class MatmulAttention(nn.Module):
-    """softmax(q @ k^T) then einsum with v: no scale, so q/k stay exact."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.q = nn.Linear(3, 8)
-        self.k = nn.Linear(3, 8)
-        self.v = nn.Linear(3, 6)
-        self.o = nn.Linear(6, 4)
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), -1)
-        return self.head(self.o(torch.einsum("bij,bjd->bid", scores, self.v(x))))
-
-
 EIGHT = list(range(8))
+
+
 EMBED_MAP = {
     "embed.weight:0": EIGHT,
     "embed.bias:0": EIGHT,
@@ -146,31 +132,3 @@ def test_attention_slims_end_to_end(heads: int, head_dim: int) -> None:
     torch.manual_seed(0)
     slim = assert_slims(Attention(heads, head_dim), X).model
     assert slim.q.out_features == slim.k.out_features == slim.v.out_features == 4
-
-
-def test_matmul_and_einsum_couple_shared_letters() -> None:
-    graph = sg.trace(MatmulAttention(), (X,))
-    assert prunable(graph) == {"q.weight:0": 8, "v.weight:0": 6, "o.weight:0": 4}
-    eight, six = list(range(8)), list(range(6))
-    assert graph.unit_map("q.weight:0") == {
-        "q.weight:0": eight,
-        "q.bias:0": eight,
-        "k.weight:0": eight,
-        "k.bias:0": eight,
-    }
-    assert graph.unit_map("v.weight:0") == {"v.weight:0": six, "v.bias:0": six, "o.weight:1": six}
-    assert graph.group("q.weight:0").exact and graph.group("v.weight:0").exact
-
-
-def test_dead_query_key_and_value_units_drop_exactly() -> None:
-    torch.manual_seed(0)
-    slim = assert_dead_units_drop_exactly(
-        MatmulAttention(),
-        X,
-        {
-            "q.weight:0": ([0, 5], ["q.weight:0", "q.bias:0"]),  # dead in q alone is enough
-            "v.weight:0": ([3], ["v.weight:0", "v.bias:0"]),
-        },
-    )
-    assert (slim.q.out_features, slim.k.out_features, slim.v.out_features) == (6, 6, 5)
-    assert slim.o.in_features == 5

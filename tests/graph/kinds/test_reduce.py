@@ -1,4 +1,5 @@
-"""Stochastic depth, dropout and global pooling: channels pass through one to one."""
+"""Kinds ``pool``, ``reduce`` and ``softmax``, with the dropout and stochastic depth that
+sit before a global pool: channels pass through one to one."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from torch.nn import functional as F
 from torchvision.ops import StochasticDepth
 
 import slimgraph as sg
+from tests.oracles import assert_dead_units_drop_exactly, assert_slims, prunable
 
-from ._oracle import assert_dead_units_drop_exactly, assert_slims, prunable
+# -- stochastic depth, dropout and global pooling: channels pass through one to one.
+
 
 X = torch.randn(2, 3, 4, 4)
+
+
 C = list(range(8))
+
 
 POOLS = {
     "adaptive_avg_pool2d": lambda y: F.adaptive_avg_pool2d(y, 1).flatten(1),

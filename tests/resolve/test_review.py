@@ -35,7 +35,30 @@ def test_explain_answers_for_every_group(resnet50, llama) -> None:
             text = graph.explain(group.id)
             assert text.startswith(f"group {group.id}: {group.size} ")
         for module in {m for g in graph.groups for m in g.modules}:
-            assert graph.explain(module)
+            # A module's answer is the answer of every group it holds a parameter in, in order.
+            holding = [g.id for g in graph.groups if module in g.modules]
+            assert graph.explain(module) == "\n".join(graph.explain(gid) for gid in holding)
+
+
+def test_explain_a_module_lists_every_group_of_its_parameters(resnet50) -> None:
+    assert resnet50.explain("layer1.0.conv2") == (
+        "group layer1.0.conv1.weight:0: 64 channels, prunable, exact\n"
+        "  layers: layer1.0.conv1, layer1.0.bn1, layer1.0.conv2\n"
+        "  members: layer1.0.conv1.weight dim 0, layer1.0.bn1.weight dim 0, "
+        "layer1.0.bn1.bias dim 0, layer1.0.conv2.weight dim 1\n"
+        "group layer1.0.conv2.weight:0: 64 channels, prunable, exact\n"
+        "  layers: layer1.0.conv2, layer1.0.bn2, layer1.0.conv3\n"
+        "  members: layer1.0.conv2.weight dim 0, layer1.0.bn2.weight dim 0, "
+        "layer1.0.bn2.bias dim 0, layer1.0.conv3.weight dim 1\n"
+        "group layer1.0.conv2.weight:2: 0 channels, frozen, exact\n"
+        "  layers: layer1.0.conv2\n"
+        "  members: layer1.0.conv2.weight dim 2\n"
+        "  frozen by layer1.0.conv2.weight dim 2: convolution kernel size\n"
+        "group layer1.0.conv2.weight:3: 0 channels, frozen, exact\n"
+        "  layers: layer1.0.conv2\n"
+        "  members: layer1.0.conv2.weight dim 3\n"
+        "  frozen by layer1.0.conv2.weight dim 3: convolution kernel size"
+    )
 
 
 def test_explain_a_bottleneck_conv(resnet50) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 import slimgraph as sg
 from slimgraph.rewrite.hf_config import update_configs
 from tests.hf_models import FAMILIES, build, first_output
-from tests.unit._oracle import drop_plan, kill_units
+from tests.oracles import drop_plan, kill_units
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.config")
 

@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.criteria.registry import CRITERIA
 
 
 class Three(nn.Module):
@@ -90,7 +91,9 @@ def test_random_is_seeded(graph) -> None:
     assert a.cuts != c.cuts
 
 
-def test_custom_criterion_by_name(graph) -> None:
+def test_custom_criterion_by_name(graph, monkeypatch) -> None:
+    monkeypatch.setitem(CRITERIA, "reverse-index", None)  # removed again after the test
+
     @sg.register_importance("reverse-index")
     def reverse_index(graph, groups, config):
         return {g.id: -torch.arange(g.size).double().numpy() for g in groups}

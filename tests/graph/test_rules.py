@@ -14,7 +14,7 @@ from slimgraph.errors import RuleTableError
 from slimgraph.graph.kinds import KINDS
 from slimgraph.graph.ruletable import load_rules, rules_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/graph/ is two levels down
 
 
 def write_tables(tmp_path: Path, ops: str, modules: str = "") -> str:

@@ -26,8 +26,10 @@ import torchvision
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.criteria.registry import CRITERIA
+from tests.peer import meta_pruner
 
-tp = pytest.importorskip(
+pytest.importorskip(
     "torch_pruning", reason="torch-pruning (a test extra) is the peer compared against"
 )
 
@@ -55,15 +57,7 @@ def run_both(name: str) -> Both:
     theirs = copy.deepcopy(model)
     x = torch.randn(1, 3, 64, 64)
     ours = sg.slim(model, (x,), ratio=RATIO, importance="l2", scope="local")
-    classifier = [m for m in theirs.modules() if isinstance(m, nn.Linear)][-1]
-    pruner = tp.pruner.MetaPruner(
-        theirs,
-        x,
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=RATIO,
-        ignored_layers=[classifier],
-        global_pruning=False,
-    )
+    pruner = meta_pruner(theirs, x, RATIO)
     names = {m: n for n, m in theirs.named_modules()}
     groups = pruner.DG.get_all_groups(
         ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
@@ -205,7 +199,7 @@ def _tp_magnitude(
     return scores
 
 
-def test_mobilenet_v2_same_count_choice_differs_by_depthwise_weights() -> None:
+def test_mobilenet_v2_same_count_choice_differs_by_depthwise_weights(monkeypatch) -> None:
     both = run_both("mobilenet_v2")
     assert sg.count_params(both.model) == 3_504_872
     assert sg.count_params(both.ours.model) == sg.count_params(both.theirs) == 1_221_768
@@ -223,6 +217,7 @@ def test_mobilenet_v2_same_count_choice_differs_by_depthwise_weights() -> None:
             getattr(both.model.get_submodule(m), "groups", 1) > 1
             for m in both.ours.graph.group(gid).modules
         )
+    monkeypatch.setitem(CRITERIA, "tp_magnitude", None)  # removed again after the test
     sg.register_importance("tp_magnitude")(_tp_magnitude)
     as_tp = sg.plan(both.ours.graph, ratio=RATIO, importance="tp_magnitude")
     assert {c.group: c.drop for c in as_tp.cuts} == replayed_drops

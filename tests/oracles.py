@@ -1,4 +1,9 @@
-"""Checks shared by the rule-family tests: group tables, hand-made plans, dead units."""
+"""The oracles shared by the tests: group tables, hand-made plans, dead units.
+
+The dead-unit oracle: zero every slice a unit writes (or, for a plan, every slice of its
+dropped units), then drop exactly those units; on exact paths the slim model computes what
+the zeroed model computes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,18 @@ import torch
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.resolve.indices import kept_shapes
 
 
 def prunable(graph: sg.DependencyGraph) -> dict[str, int]:
     """Group id -> unit count, for every group that can lose units."""
     return {g.id: g.size for g in graph.prunable_groups()}
+
+
+def frozen_line(graph: sg.DependencyGraph, slot: str) -> str:
+    """The line of ``graph.explain(slot)`` that says what froze the group of ``slot``."""
+    (line,) = [ln for ln in graph.explain(slot).splitlines() if ln.startswith("  frozen by ")]
+    return line
 
 
 def drop_plan(graph: sg.DependencyGraph, drops: Mapping[str, Sequence[int]]) -> sg.PruningPlan:
@@ -42,6 +54,21 @@ def kill_units(
             idx = [i for i, u in enumerate(unit_map[key]) if u in units]
             assert idx, f"{key} holds none of the units {list(units)}"
             params[name].index_fill_(int(dim), torch.tensor(idx), 0.0)
+
+
+def kill_dropped(graph: sg.DependencyGraph, plan: sg.PruningPlan) -> None:
+    """Zero every parameter slice of the plan's dropped units (the plan-wide form of
+    :func:`kill_units`), in the parameters the graph was traced from."""
+    params = graph.named_parameters()
+    with torch.no_grad():
+        for name, kept in kept_shapes(graph, plan).items():
+            p = params.get(name)
+            if p is None:
+                continue
+            for dim, keep in kept:
+                gone = torch.ones(p.shape[dim], dtype=torch.bool)
+                gone[torch.as_tensor(keep)] = False
+                p.index_fill_(dim, gone.nonzero().flatten(), 0.0)
 
 
 def randomize_norm_stats(model: nn.Module) -> None:
