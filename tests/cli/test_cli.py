@@ -69,19 +69,6 @@ COMMANDS = {
     "slim --json": ["slim", "--ratio", "0.25", "--out", "o", "--input-shape", SMALL, "--json"],
     "inspect": ["inspect", SPEC, "--input-shape", SMALL],
     "inspect --json": ["inspect", SPEC, "--input-shape", SMALL, "--all", "--json"],
-    # The table commands again with --json: the facts their tables show, as data.
-    "slim, as JSON": [
-        "slim",
-        SPEC,
-        "--ratio",
-        "0.5",
-        "--out",
-        "out",
-        "--input-shape",
-        SMALL,
-        "--json",
-    ],  # fmt: skip
-    "inspect, as JSON": ["inspect", SPEC, "--input-shape", SMALL, "--json"],
     **{case: args for case, (args, _) in BAD_INPUTS.items()},
 }
 
@@ -158,20 +145,22 @@ def test_slim_weights_reload_as_the_help_says(slimmed, capsys):
         torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
 
 
-@pytest.fixture(scope="module")
-def slimmed_as_json(runs):
-    """The report the slim table shows, as JSON, and the plan that run wrote."""
-    proc, cwd = runs["slim, as JSON"]
-    assert proc.returncode == 0, proc.stderr
-    plan = sg.PruningPlan.model_validate_json((cwd / "out" / "plan.json").read_text())
-    return json.loads(proc.stdout), plan
+def _as_json(args: list[str], where: Path, capsys, monkeypatch) -> dict:
+    """The report of ``slimgraph ARGS --json`` (the facts its tables show, as data), run in
+    process in ``where``."""
+    monkeypatch.chdir(where)
+    assert main([*args, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return json.loads(out)
 
 
-def test_slim_table_shows_params_macs_stages_and_time(slimmed, slimmed_as_json):
+def test_slim_table_shows_params_macs_stages_and_time(slimmed, tmp_path, capsys, monkeypatch):
     proc, out = slimmed
     text = proc.stdout
     assert text.startswith(f"{SPEC}: ratio 0.5, l2, local scope, input 1x3x64x64\n")
-    report, plan = slimmed_as_json  # the table's facts, as data
+    report = _as_json(COMMANDS["slim"], tmp_path, capsys, monkeypatch)
+    plan = sg.PruningPlan.model_validate_json((tmp_path / "out" / "plan.json").read_text())
     assert plan == sg.PruningPlan.model_validate_json((out / "plan.json").read_text())
     params = report["params"]
     assert params["before"] == 11_689_512
@@ -237,13 +226,14 @@ def inspected(runs):
     return runs["inspect"][0]
 
 
-def test_inspect_lists_groups_with_units_dims_and_state(inspected, runs, graph):
+def test_inspect_lists_groups_with_units_dims_and_state(
+    inspected, graph, tmp_path, capsys, monkeypatch
+):
     assert inspected.returncode == 0, inspected.stderr
     assert inspected.stderr == ""
     text = inspected.stdout
-    as_json = runs["inspect, as JSON"][0]
-    assert as_json.returncode == 0, as_json.stderr
-    groups = {g["id"]: g for g in json.loads(as_json.stdout)["groups"]}
+    report = _as_json(COMMANDS["inspect"], tmp_path, capsys, monkeypatch)
+    groups = {g["id"]: g for g in report["groups"]}
     first = groups["conv1.weight:0"]
     assert (first["units"], len(first["params"])) == (64, 13)
     assert first["modules"][:3] == ["conv1", "bn1", "layer1.0.conv1"] and len(first["modules"]) > 3

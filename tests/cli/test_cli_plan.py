@@ -86,28 +86,12 @@ FIRST = {
         "plans/b.json",
         "--show",
     ],  # fmt: skip
-    # The same plan again with --json: the facts its tables show, as data.
-    "plan --show --json": [
-        "plan",
-        SPEC,
-        "--input-shape",
-        SMALL,
-        "--ratio",
-        "0.25",
-        "--importance",
-        "random",
-        "--out",
-        "plans/c.json",
-        "--show",
-        "--json",
-    ],  # fmt: skip
     "slim hf": ["slim", "hf:bert", "--out", "bert-slim", "--json"],
     "slim pt2": ["slim", "net.pt2", "--out", "net-slim", "--json"],
 }
 # These read the plans the first ones write.
 SECOND = {
     "apply": ["apply", SPEC, "--plan", "a.json", "--out", "applied"],
-    "apply --json": ["apply", SPEC, "--plan", "a.json", "--out", "applied-json", "--json"],
     "diff": ["diff", "a.json", "plans/b.json"],
     "diff --json": ["diff", "a.json", "plans/b.json", "--json"],
 }
@@ -131,6 +115,16 @@ def _ok(proc: subprocess.CompletedProcess) -> str:
 
 def _plan(path: Path) -> sg.PruningPlan:
     return sg.PruningPlan.model_validate_json(path.read_text())
+
+
+def _as_json(args: list[str], where: Path, capsys, monkeypatch) -> dict:
+    """The report of ``slimgraph ARGS --json`` (the facts its tables show, as data), run in
+    process in ``where``."""
+    monkeypatch.chdir(where)
+    assert main([*args, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return json.loads(out)
 
 
 # -- plan -----------------------------------------------------------------------------
@@ -160,11 +154,13 @@ def test_plan_json_describes_the_plan_it_wrote(runs, work):
     assert set(report["seconds"]) == {"load", "trace", "plan", "save", "total"}
 
 
-def test_plan_show_prints_the_summary_and_every_group(runs, work):
+def test_plan_show_prints_the_summary_and_every_group(runs, work, capsys, monkeypatch):
     text = _ok(runs["plan --show"])
     plan = _plan(work / "plans" / "b.json")
     assert text.startswith(f"{SPEC}: ratio 0.25, random, local scope, input 1x3x64x64\n")
-    report = json.loads(_ok(runs["plan --show --json"]))  # the table's facts, as data
+    again = [*FIRST["plan --show"]]
+    again[again.index("plans/b.json")] = "plans/c.json"
+    report = _as_json(again, work, capsys, monkeypatch)
     assert _plan(work / "plans" / "c.json") == plan  # the --json run planned the same
     assert (report["groups_cut"], len(report["groups"])) == (12, 12)
     assert report["units_dropped"] == plan.dropped
@@ -193,7 +189,9 @@ def test_plan_show_prints_the_summary_and_every_group(runs, work):
 # -- apply ----------------------------------------------------------------------------
 
 
-def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(runs, work):
+def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(
+    runs, work, capsys, monkeypatch
+):
     text = _ok(runs["apply"])
     out = work / "applied"
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "plan.json"]
@@ -206,7 +204,9 @@ def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(runs, work):
     for name, tensor in expected.state_dict().items():
         torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
     assert text.startswith(f"{SPEC}: ratio 0.5, l2, local scope, input 1x3x64x64\n")
-    report = json.loads(_ok(runs["apply --json"]))
+    again = [*SECOND["apply"]]
+    again[again.index("applied")] = "applied-json"
+    report = _as_json(again, work, capsys, monkeypatch)
     assert (report["params"]["before"], report["params"]["after"]) == (
         11_689_512,
         plan.params_after,
