@@ -120,11 +120,12 @@ def add_config_flags(
         common: dict[str, Any] = {"dest": name, "help": help_text}
         if shown.metavar:
             common["metavar"] = shown.metavar
-        if kind is bool:
-            # a True default is switched off by its flag (--keep-residual, or --no-NAME)
-            off = shown.flag or f"--no-{name.replace('_', '-')}"
-            parser.add_argument(off if default else flag_name(name), default=default, **common,
-                                action="store_false" if default else "store_true")  # fmt: skip
+        if kind is bool:  # the flag sets the opposite of the default
+            flag = flag_name(name)
+            if default and not shown.flag:
+                flag = "--no-" + flag.removeprefix("--")
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, **common)
         elif isinstance(kind, tuple):  # Literal choices
             choices = list(kind)
             parser.add_argument(
@@ -147,7 +148,7 @@ def add_config_flags(
             )
         else:
             raise TypeError(
-                f"PruneConfig.{name}: {field.annotation} has no command-line form; teach "
+                f"{config.__name__}.{name}: {field.annotation} has no command-line form; teach "
                 "slimgraph.cli.flags this type, or add the field to EXCLUDED with the reason"
             )
 

@@ -68,8 +68,24 @@ def test_special_flags_build_the_config_they_stand_for():
 
 def test_a_new_field_of_a_type_without_a_flag_form_is_refused():
     odd = create_model("OddConfig", __base__=sg.PruneConfig, odd=(set[int], Field(set())))
-    with pytest.raises(TypeError, match=r"PruneConfig\.odd: .* add the field to EXCLUDED"):
+    with pytest.raises(TypeError, match=r"OddConfig\.odd: .* add the field to EXCLUDED"):
         _parser(odd)
+
+
+def test_a_bool_field_is_a_flag_that_sets_the_opposite_of_its_default():
+    switches = create_model(
+        "Switches",
+        __base__=sg.PruneConfig,
+        fold=(bool, Field(False, description="fold it")),
+        keep=(bool, Field(True, description="keep it")),
+    )
+    parser = _parser(switches)
+    assert (_action(parser, "--fold").default, _action(parser, "--no-keep").default) == (
+        False,
+        True,
+    )
+    config = config_from_args(parser.parse_args(["--fold", "--no-keep"]), switches)
+    assert (config.fold, config.keep) == (True, False)
 
 
 def test_a_bad_value_names_its_flag_and_a_valid_one():
