@@ -9,7 +9,6 @@ Keyword inputs through plan and apply, and bad input, are checked in process thr
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,8 +20,8 @@ from torch import nn
 
 import slimgraph as sg
 from slimgraph.cli.main import main
-from slimgraph.cli.render import measure, stage_widths
 from slimgraph.io.specs import load_model
+from slimgraph.tools.measure import measure, stage_widths
 from tests.helpers import finish, start_slimgraph
 
 SPEC = "torchvision:resnet18"
@@ -118,6 +117,16 @@ def _plan(path: Path) -> sg.PruningPlan:
     return sg.PruningPlan.model_validate_json(path.read_text())
 
 
+def _as_json(args: list[str], where: Path, capsys, monkeypatch) -> dict:
+    """The report of ``slimgraph ARGS --json`` (the facts its tables show, as data), run in
+    process in ``where``."""
+    monkeypatch.chdir(where)
+    assert main([*args, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return json.loads(out)
+
+
 # -- plan -----------------------------------------------------------------------------
 
 
@@ -145,18 +154,32 @@ def test_plan_json_describes_the_plan_it_wrote(runs, work):
     assert set(report["seconds"]) == {"load", "trace", "plan", "save", "total"}
 
 
-def test_plan_show_prints_the_summary_and_every_group(runs, work):
+def test_plan_show_prints_the_summary_and_every_group(runs, work, capsys, monkeypatch):
     text = _ok(runs["plan --show"])
     plan = _plan(work / "plans" / "b.json")
     assert text.startswith(f"{SPEC}: ratio 0.25, random, local scope, input 1x3x64x64\n")
-    assert re.search(r"│ groups cut\s+│\s+12 of 12 │", text), text
-    assert re.search(rf"│ units dropped\s+│\s+{plan.dropped:,} │", text)
+    again = [*FIRST["plan --show"]]
+    again[again.index("plans/b.json")] = "plans/c.json"
+    report = _as_json(again, work, capsys, monkeypatch)
+    assert _plan(work / "plans" / "c.json") == plan  # the --json run planned the same
+    assert (report["groups_cut"], len(report["groups"])) == (12, 12)
+    assert report["units_dropped"] == plan.dropped
     ratio = f"{100 * plan.params_after / 11_689_512:.1f}%"
-    assert f"│ params        │ 11,689,512 → {plan.params_after:,} ({ratio}) │" in text
-    assert re.search(r"│ conv1\.weight:0\s+│\s+48/64 │ conv1, bn1, layer1\.0\.conv1, …\s+│", text)
-    assert re.search(r"│ layer4\.1\.conv1\.weight:0\s+│\s+384/512 │", text)
+    params = report["params"]
+    assert (params["before"], params["after"]) == (11_689_512, plan.params_after)
+    assert f"{100 * params['ratio']:.1f}%" == ratio
+    groups = {g["id"]: g for g in report["groups"]}
+    first = groups["conv1.weight:0"]
+    assert (first["kept"], first["units"]) == (48, 64)
+    assert first["modules"][:3] == ["conv1", "bn1", "layer1.0.conv1"] and len(first["modules"]) > 3
+    layer4 = groups["layer4.1.conv1.weight:0"]
+    assert (layer4["kept"], layer4["units"]) == (384, 512)
     # per layer: shapes, params and MACs before -> after; the groups left whole, by reason
-    assert re.search(r"│ conv1\s+│ Conv2d\s+│ 64×3×7×7 → 48×3×7×7\s+│\s+9,408 → 7,056 │", text)
+    conv1 = next(layer for layer in report["layers"] if layer["layer"] == "conv1")
+    assert conv1["kind"] == "Conv2d"
+    changed = [(a, b) for a, b in conv1["shapes"].values() if a != b]
+    assert changed == [([64, 3, 7, 7], [48, 3, 7, 7])]
+    assert (conv1["params_before"], conv1["params_after"]) == (9_408, 7_056)
     assert (
         "left whole, model output: its shape is part of the model's contract: fc.weight:0" in text
     )
@@ -166,7 +189,9 @@ def test_plan_show_prints_the_summary_and_every_group(runs, work):
 # -- apply ----------------------------------------------------------------------------
 
 
-def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(runs, work):
+def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(
+    runs, work, capsys, monkeypatch
+):
     text = _ok(runs["apply"])
     out = work / "applied"
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "plan.json"]
@@ -179,8 +204,14 @@ def test_apply_writes_the_weights_slim_would_and_a_copy_of_the_plan(runs, work):
     for name, tensor in expected.state_dict().items():
         torch.testing.assert_close(tensor, weights[name], rtol=0, atol=0)
     assert text.startswith(f"{SPEC}: ratio 0.5, l2, local scope, input 1x3x64x64\n")
-    assert re.search(rf"│ params\s+│\s+11,689,512 │\s+{plan.params_after:,} │", text), text
-    assert re.search(r"│ conv1\s+│ Conv2d\s+│\s+64 │\s+32 │", text)
+    again = [*SECOND["apply"]]
+    again[again.index("applied")] = "applied-json"
+    report = _as_json(again, work, capsys, monkeypatch)
+    assert (report["params"]["before"], report["params"]["after"]) == (
+        11_689_512,
+        plan.params_after,
+    )
+    assert {"name": "conv1", "type": "Conv2d", "before": 64, "after": 32} in report["stages"]
     assert "wrote applied/plan.json, applied/model.safetensors\n" in text
 
 
@@ -191,11 +222,13 @@ def test_diff_table_shows_config_and_units_per_group(runs, work):
     text = _ok(runs["diff"])
     a, b = _plan(work / "a.json"), _plan(work / "plans" / "b.json")
     assert text.startswith(f"same model (fingerprint {a.fingerprint})\n")
-    assert re.search(r"│ ratio\s+│ 0\.5\s+│ 0\.25\s+│", text), text
-    assert re.search(r"│ importance\s+│ l2\s+│ random\s+│", text)
+    report = json.loads(_ok(runs["diff --json"]))  # the same diff, as data
+    assert {"field": "ratio", "a": 0.5, "b": 0.25} in report["config"]
+    assert {"field": "importance", "a": "l2", "b": "random"} in report["config"]
     da, db = set(a.cut("conv1.weight:0").drop), set(b.cut("conv1.weight:0").drop)
-    row = rf"│ conv1\.weight:0\s+│\s+64 │\s+32 │\s+16 │\s+{len(da - db)} │\s+{len(db - da)} │"
-    assert re.search(row, text)
+    row = next(g for g in report["groups"] if g["id"] == "conv1.weight:0")
+    assert (row["units_a"], row["units_b"], row["dropped_a"], row["dropped_b"]) == (64, 64, 32, 16)
+    assert (row["only_a"], row["only_b"]) == (len(da - db), len(db - da))
     assert text.splitlines()[-1] == (
         f"12 of 12 groups differ; units dropped {a.dropped:,} (A) vs {b.dropped:,} (B); "
         f"params after {a.params_after:,} (A) vs {b.params_after:,} (B)"
@@ -229,10 +262,11 @@ def test_diff_of_plans_for_different_models_says_so_and_still_compares(
         f"a.json and net-slim/plan.json were made for different models (fingerprints "
         f"{a.fingerprint} and {b.fingerprint}); groups are matched by id only"
     )
-    assert any(
-        re.search(r"│ conv1\.weight:0\s+│\s+64 / - │\s+32 │\s+- │\s+32 │\s+0 │", x) for x in lines
-    )
-    assert any(re.search(r"│ 0\.weight:0\s+│\s+- / 16 │\s+- │\s+8 │\s+0 │\s+8 │", x) for x in lines)
+    assert main(["diff", "a.json", "net-slim/plan.json", "--json"]) == 0
+    groups = {g["id"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    facts = ("units_a", "units_b", "dropped_a", "dropped_b", "only_a", "only_b")
+    assert [groups["conv1.weight:0"][k] for k in facts] == [64, None, 32, None, 32, 0]
+    assert [groups["0.weight:0"][k] for k in facts] == [None, 16, None, 8, 0, 8]
 
 
 # -- hf:DIRECTORY and PATH.pt2 --------------------------------------------------------

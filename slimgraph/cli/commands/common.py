@@ -1,0 +1,172 @@
+"""What several commands do alike: check the paths and flags they were given before any
+work, build and trace the model, read a plan, write the slim model, describe the inputs.
+
+>>> inputs_json({"input_ids": torch.zeros(1, 16, dtype=torch.long)})
+[{'name': 'input_ids', 'shape': [1, 16], 'dtype': 'int64'}]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+import slimgraph as sg
+from slimgraph._core.inputs import input_specs, split_inputs
+from slimgraph._core.progress import Progress
+from slimgraph.cli.flags import config_from_args
+from slimgraph.criteria.calibration import needs_of
+from slimgraph.errors import UsageError
+from slimgraph.io.specs import build
+from slimgraph.io.weights import save_weights
+
+__all__ = [
+    "Outcome",
+    "Parents",
+    "build_traced",
+    "check_out",
+    "check_patterns",
+    "inputs_json",
+    "inputs_report",
+    "planning_config",
+    "read_plan",
+    "write_slim",
+]
+
+# A command's result (printed as JSON with --json) and the function that prints it as text.
+Outcome = tuple[dict[str, Any], Callable[[dict[str, Any]], None]]
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The argument sets a command's parser may take as argparse parents: ``output`` (-v,
+    --json), ``model`` (SPEC), ``shaped`` (--input-shape), ``planning`` (PruneConfig)."""
+
+    output: argparse.ArgumentParser
+    model: argparse.ArgumentParser
+    shaped: argparse.ArgumentParser
+    planning: argparse.ArgumentParser
+
+    def common(self) -> list[argparse.ArgumentParser]:
+        """What a command that builds and traces a model at a chosen shape takes."""
+        return [self.output, self.shaped, self.model]
+
+
+def planning_config(args: argparse.Namespace) -> sg.PruneConfig:
+    """The planning flags as a validated PruneConfig; a criterion that reads calibration
+    data is refused, since the command line takes none."""
+    config = config_from_args(args)
+    if needs_of(config):
+        raise UsageError(
+            f"--importance {config.importance} reads calibration data, which the command line "
+            f"does not take; in Python: sg.slim(model, inputs, importance="
+            f"{config.importance!r}, calibration=batches)"
+        )
+    return config
+
+
+def build_traced(
+    spec: str,
+    shape: tuple[int, ...] | None,
+    seed: int,
+    progress: Progress,
+    check: Callable[[nn.Module], None] | None = None,
+):
+    """Build the model in eval mode and its example inputs, check it, then trace it.
+
+    The example inputs are what ``sg.trace`` takes: a tuple of positional tensors, or a
+    dict of keyword tensors (``hf:`` specs).
+    """
+    torch.manual_seed(seed)
+    with progress.step("load", f"building {spec}…"):
+        model, example = build(spec, shape)
+        model.eval()  # deployment mode: dropout off, BatchNorm frozen
+    if check is not None:
+        check(model)
+    with progress.step("trace", "tracing…"):
+        graph = sg.trace(model, example)
+    return model, example, graph
+
+
+def inputs_json(example_inputs: Any) -> list[dict[str, Any]]:
+    """Name (None for a positional input), shape and dtype of every example input."""
+    args, kwargs = split_inputs(example_inputs)
+    tensors = tuple(t for t in args if isinstance(t, torch.Tensor))
+    specs = input_specs(tensors, {k: t for k, t in kwargs.items() if isinstance(t, torch.Tensor)})
+    return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in specs]
+
+
+def inputs_report(example: Any) -> dict[str, Any]:
+    """The example inputs in a report: the first one's shape, and every one's name,
+    shape and dtype."""
+    inputs = inputs_json(example)
+    return {"input_shape": inputs[0]["shape"] if inputs else [], "inputs": inputs}
+
+
+def check_out(out: Path, flag: str = "--out", file: bool = False) -> None:
+    """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
+    file in a writable directory), before any work."""
+    if file and out.is_dir():
+        raise UsageError(
+            f"{flag} {out}: a directory is in the way; pass a file path, e.g. {out / 'plan.json'}"
+        )
+    if not file and out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out}: a file is in the way; pass a directory path")
+    parent = out.parent if file else out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{flag} {out}: {parent} is not writable; choose a directory you can write"
+        )
+
+
+def check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
+    """A glob that matches no module is a typo: say so instead of silently slimming it."""
+    names = [name for name, _ in model.named_modules() if name]
+    for flag, patterns in (("--ignore", config.ignore), ("--override", config.overrides)):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise UsageError(
+                    f"{flag} {pattern!r} matches no module of this model; module names look "
+                    f"like {', '.join(names[:3])} (see 'slimgraph inspect --all')"
+                )
+
+
+def read_plan(path: Path, flag: str = "--plan") -> sg.PruningPlan:
+    """The validated plan in ``path``; a bad file is one line naming ``flag`` and the path."""
+    named = f"{flag} {path}" if flag else str(path)
+    try:
+        return sg.PruningPlan.model_validate_json(path.read_text())
+    except OSError as err:
+        raise UsageError(f"{named}: cannot read it ({err.strerror or err})") from err
+    except (ValidationError, ValueError) as err:
+        if not isinstance(err, ValidationError):  # not text: bytes that are not UTF-8
+            raise UsageError(f"{named}: not a valid plan (not UTF-8 text)") from err
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "the file"
+        raise UsageError(f"{named}: not a valid plan ({where}: {first['msg']})") from err
+
+
+def write_slim(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
+    """Write ``out/plan.json`` and ``out/model.safetensors``; return their paths."""
+    files = {"plan": out / "plan.json", "weights": out / "model.safetensors"}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        files["plan"].write_text(plan.model_dump_json(indent=2))
+        save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
+    except OSError as err:
+        raise UsageError(
+            f"--out {out}: cannot write ({err.strerror or err}); choose another directory"
+        ) from err
+    return {k: str(v) for k, v in files.items()}

@@ -1,0 +1,96 @@
+"""``slimgraph export``: write simplified, checked ONNX of a model or of its slim copy."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import slimgraph as sg
+from slimgraph._core.progress import Progress
+from slimgraph.cli.commands.common import Outcome, Parents, read_plan
+from slimgraph.cli.render.onnx import print_export
+from slimgraph.errors import UsageError
+from slimgraph.io.specs import build
+
+__all__ = ["register", "run"]
+
+
+def register(commands: Any, parents: Parents) -> None:
+    """Add ``export`` to the subparsers ``commands``."""
+    export = commands.add_parser(
+        "export",
+        parents=parents.common(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write simplified, checked ONNX of a model or of its slimmed copy",
+        description="Build a model (slimmed by --plan, with --weights if given), export it to\n"
+        "ONNX with a dynamic batch dim, simplify it, and check it in ONNX Runtime against\n"
+        "PyTorch at two batch sizes.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph export torchvision:resnet18 --out r18.onnx   # the original model\n"
+            "  slimgraph slim torchvision:resnet18 --out slim-out\n"
+            "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json \\\n"
+            "      --weights slim-out/model.safetensors --out slim-out/model.onnx --int8"
+        ),
+    )
+    export.add_argument(
+        "--plan", type=Path, metavar="PLAN.json", help="slim the model by this plan first"
+    )
+    export.add_argument(
+        "--weights", type=Path, metavar="FILE", help="load these safetensors weights"
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        default=Path("model.onnx"),
+        metavar="FILE.onnx",
+        help="where to write (default: model.onnx)",
+    )
+    export.add_argument(
+        "--int8", action="store_true", help="also write FILE.int8.onnx (dynamic int8 quantization)"
+    )
+    export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    export.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> Outcome:
+    """Export the model of ``args.spec`` (slimmed by ``args.plan``) to ``args.out``."""
+    start = time.perf_counter()
+    plan = read_plan(args.plan) if args.plan else None
+    if args.weights and not args.weights.is_file():
+        raise UsageError(f"--weights {args.weights}: no such file")
+    progress = Progress(enabled=not args.json)
+    torch.manual_seed(0)
+    with progress.step("load", f"building {args.spec}…"):
+        model, example = build(args.spec, args.input_shape)
+        model.eval()
+    if plan is not None:
+        with progress.step("apply", "applying the plan…"):
+            try:
+                model = sg.apply(model, plan)
+            except sg.PlanError as err:
+                raise UsageError(f"--plan {args.plan}: {err}") from err
+    if args.weights:
+        try:
+            sg.load_weights(model, args.weights)
+        except (RuntimeError, OSError) as err:
+            raise UsageError(f"--weights {args.weights}: {str(err).splitlines()[0]}") from err
+    with progress.step("export", f"exporting {args.out}…"):
+        report = sg.export_onnx(
+            model,
+            example,
+            args.out,
+            simplify=not args.no_simplify,
+            quantize="int8" if args.int8 else None,
+        )
+    result = {
+        "spec": args.spec,
+        "plan": str(args.plan) if args.plan else None,
+        **report.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return result, print_export

@@ -1,0 +1,120 @@
+"""``slimgraph slim``: trace, plan and apply; write plan.json and model.safetensors."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import slimgraph as sg
+from slimgraph._core.progress import Progress
+from slimgraph.cli.commands.common import (
+    Outcome,
+    Parents,
+    build_traced,
+    check_out,
+    check_patterns,
+    inputs_report,
+    planning_config,
+    write_slim,
+)
+from slimgraph.cli.render.slim import print_slim
+from slimgraph.rewrite.fallback import plan_that_applies
+from slimgraph.tools.measure import measure
+
+__all__ = ["DEFAULT_OUT", "register", "run", "slim_report"]
+
+DEFAULT_OUT = "slim-out"
+
+
+def register(commands: Any, parents: Parents) -> None:
+    """Add ``slim`` to the subparsers ``commands``."""
+    slim = commands.add_parser(
+        "slim",
+        parents=[*parents.common(), parents.planning],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="trace, plan and apply; write plan.json and model.safetensors",
+        description="Trace a model, plan which units to drop, apply the plan, and write\n"
+        "OUT/plan.json and OUT/model.safetensors. Prints params, MACs and stage widths\n"
+        "before and after.",
+        epilog=(
+            "examples:\n"
+            "  slimgraph slim torchvision:resnet18 --ratio 0.5 --out slim-out\n"
+            "  slimgraph slim torchvision:mobilenet_v3_large --ratio 0.3 --round-to 8 "
+            "--ignore 'classifier.*'\n"
+            "  slimgraph slim timm:resnet50 --scope global --json > report.json\n"
+            "  slimgraph slim my_package.models:build --input-shape 1,3,128,128\n\n"
+            "reload: slim = sg.apply(fresh_model.eval(), sg.PruningPlan.model_validate_json(\n"
+            "            open('OUT/plan.json').read()))\n"
+            "        sg.load_weights(slim, 'OUT/model.safetensors')"
+        ),
+    )
+    slim.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_OUT),
+        metavar="DIR",
+        help=f"output directory (default: {DEFAULT_OUT})",
+    )
+    slim.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE.onnx",
+        help="also export the slim model to simplified, checked ONNX",
+    )
+    slim.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> Outcome:
+    """Slim the model of ``args.spec`` into ``args.out``."""
+    start = time.perf_counter()
+    config = planning_config(args)
+    check_out(args.out)
+    if args.onnx:
+        check_out(args.onnx.parent, "--onnx")
+    progress = Progress(enabled=not args.json)
+    model, example, graph = build_traced(
+        args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
+    )
+    with progress.step("plan", "planning…"):
+        plan = plan_that_applies(model, graph, config)
+    with progress.step("apply", "applying…"):
+        slim = sg.apply(model, plan, graph=graph, example_inputs=example)
+    with progress.step("measure", "counting params and MACs…"):
+        report = measure(model, slim, example)
+    with progress.step("save", f"writing {args.out}…"):
+        files = write_slim(args.out, plan, slim)
+    if args.onnx:
+        with progress.step("export", f"exporting {args.onnx}…"):
+            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx).path)
+    progress.seconds["total"] = time.perf_counter() - start
+    # the plan's config holds the ratio a --target-macs search settled on
+    return slim_report(args, example, plan, plan.config or config, report, files, progress)
+
+
+def slim_report(
+    args: argparse.Namespace,
+    example: Any,
+    plan: sg.PruningPlan,
+    config: sg.PruneConfig | None,
+    report: dict[str, Any],
+    files: dict[str, str],
+    progress: Progress,
+    source: dict[str, Any] | None = None,
+) -> Outcome:
+    """The report ``slim`` and ``apply`` print: a table, or the same data as JSON;
+    ``source`` (apply's plan file) follows the spec."""
+    result = {
+        "spec": args.spec,
+        **(source or {}),
+        **inputs_report(example),
+        "config": config.model_dump(mode="json") if config else None,
+        "fingerprint": plan.fingerprint,
+        "groups_cut": sum(1 for c in plan.cuts if c.drop),
+        "units_dropped": plan.dropped,
+        **report,
+        "files": files,
+        "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
+    }
+    return result, print_slim
