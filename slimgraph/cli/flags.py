@@ -117,7 +117,8 @@ def add_config_flags(
         help_text = shown.help or field.description or name.replace("_", " ")
         if kind is not bool and default not in (None, [], {}, ()):
             help_text += f" (default: {default})"
-        common: dict[str, Any] = {"dest": name, "help": help_text}
+        # argparse formats help with %: a description's own % must stay literal
+        common: dict[str, Any] = {"dest": name, "help": help_text.replace("%", "%%")}
         if shown.metavar:
             common["metavar"] = shown.metavar
         if kind is bool:  # the flag sets the opposite of the default

@@ -104,3 +104,12 @@ def test_the_planning_commands_take_the_generated_flags():
     for command in ("slim", "plan", "bench"):
         args = parser.parse_args([command, "--min-keep", "4", "--normalize", "max"])
         assert (args.min_keep, args.normalize) == (4, "max")
+
+
+def test_every_command_formats_its_help():
+    """argparse formats help with %: a description that says "70 %" must not break it."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert sub.format_help().startswith(f"usage: slimgraph {name}")
+    assert "(0.3 keeps 70 %)" in " ".join(commands.choices["slim"].format_help().split())
