@@ -9,6 +9,7 @@ model, input shape, the planning flags), and one subcommand per module of
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from slimgraph.cli.commands import COMMANDS, Parents
@@ -107,8 +108,6 @@ def _shape_arg(text: str) -> tuple[int, ...]:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("slimgraph")
     except PackageNotFoundError:

@@ -182,6 +182,7 @@ def draw(
     groups involved; larger selections are cut to the first ``max_nodes`` layers. Colours:
     one per group; frozen groups grey, with dashed arcs and hatched layers.
     """
+    # slow to import (about a second): only drawing needs it
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch
 

@@ -36,11 +36,12 @@ def diff_plans(a: PruningPlan, b: PruningPlan) -> dict[str, Any]:
     groups = []
     for gid in [*cuts_a, *(g for g in cuts_b if g not in cuts_a)]:
         ca, cb = cuts_a.get(gid), cuts_b.get(gid)
+        either = ca if ca is not None else cuts_b[gid]
         da, db = set(ca.drop if ca else ()), set(cb.drop if cb else ())
         groups.append(
             {
                 "id": gid,
-                "modules": list((ca or cb).modules),
+                "modules": list(either.modules),
                 "units_a": ca.size if ca else None,
                 "units_b": cb.size if cb else None,
                 "dropped_a": len(da) if ca else None,

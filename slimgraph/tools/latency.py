@@ -89,7 +89,7 @@ def _torch_call(
 
 
 def _onnx_call(path: Path, inputs: list[torch.Tensor], threads: int) -> Callable[[], Any]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # slow to import: only ONNX files are timed with it
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
