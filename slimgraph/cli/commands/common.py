@@ -64,6 +64,7 @@ def planning_config(args: argparse.Namespace) -> sg.PruneConfig:
     """The planning flags as a validated PruneConfig; a criterion that reads calibration
     data is refused, since the command line takes none."""
     config = config_from_args(args)
+    assert isinstance(config, sg.PruneConfig)  # the default config class
     if needs_of(config):
         raise UsageError(
             f"--importance {config.importance} reads calibration data, which the command line "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -39,12 +40,13 @@ def print_slim(r: dict[str, Any]) -> None:
 def _print_stages(console: Any, rows: list[dict[str, Any]]) -> None:
 
     stages = Table(title="stage widths (output channels)")
-    for col, justify in (
+    columns: list[tuple[str, JustifyMethod]] = [
         ("stage", "left"),
         ("type", "left"),
         ("before", "right"),
         ("after", "right"),
-    ):
+    ]
+    for col, justify in columns:
         stages.add_column(col, justify=justify)
     for s in rows:
         after = "-" if s["after"] is None else str(s["after"])
@@ -86,8 +88,11 @@ def _layers_table(layers: list[dict[str, Any]], macs: dict[str, Any]) -> Any:
 
     dims = lambda shape: "×".join(map(str, shape)) or "scalar"  # noqa: E731
     table = Table(title=f"layers (MACs {macs['before']:,} → {macs['after']:,})")
-    for col, justify in (("layer", "left"), ("type", "left"), ("shapes", "left"),
-                         ("params", "right"), ("MACs", "right")):  # fmt: skip
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("layer", "left"), ("type", "left"), ("shapes", "left"), ("params", "right"),
+        ("MACs", "right"),
+    ]  # fmt: skip
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for r in layers:
         shapes = "; ".join(f"{dims(a)} → {dims(b)}" for a, b in r["shapes"].values() if a != b)
