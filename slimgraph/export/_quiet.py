@@ -14,12 +14,22 @@ import contextlib
 import io
 import logging
 import os
+import random
 import re
 import sys
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["captured", "one_line", "quiet_root_logger", "reason", "silent_fds"]
+import numpy as np
+
+__all__ = [
+    "captured",
+    "kept_random_state",
+    "one_line",
+    "quiet_root_logger",
+    "reason",
+    "silent_fds",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's export errors colour their text
 
@@ -89,3 +99,23 @@ def quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Python's and numpy's global random state as they were on entry: importing onnxsim
+    draws from ``random``, and its check draws inputs from ``np.random``, which would change
+    what a user's seeded code does after an export.
+
+    >>> random.seed(0)
+    >>> with kept_random_state():
+    ...     _ = random.random()
+    >>> random.random() == random.Random(0).random()
+    True
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

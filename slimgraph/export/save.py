@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 
 from slimgraph.errors import ExportError
-from slimgraph.export._quiet import one_line, silent_fds
+from slimgraph.export._quiet import kept_random_state, one_line, silent_fds
 
 __all__ = ["EXTERNAL_DATA_BYTES", "Saved", "check_onnx", "data_name", "file_size", "save"]
 
@@ -65,7 +65,8 @@ def _simplify(
     proto: onnx.ModelProto, feeds: dict[str, np.ndarray]
 ) -> tuple[onnx.ModelProto, int | None, str | None]:
     """onnxsim with its own check on the example inputs; the exported graph if it fails."""
-    import onnxsim  # optional and slow to import: only a simplified export needs it
+    with kept_random_state():
+        import onnxsim  # slow to import: only a simplified export needs it
 
     names = {v.name for v in proto.graph.input}
     options: dict[str, Any] = {
@@ -78,7 +79,7 @@ def _simplify(
     if "certify" in inspect.signature(onnxsim.simplify).parameters:
         options["certify"] = False  # a Z3 proof is not what this check is for
     try:
-        with silent_fds(), contextlib.redirect_stdout(io.StringIO()):
+        with silent_fds(), contextlib.redirect_stdout(io.StringIO()), kept_random_state():
             simplified, ok = onnxsim.simplify(proto, **options)
     except Exception as exc:
         return (
