@@ -12,6 +12,7 @@ from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.registry import register as register_importance
 from slimgraph.errors import (
+    BatchError,
     ExportArgumentError,
     ExportError,
     ModelCallError,
@@ -93,4 +94,5 @@ __all__ = [
     "ExportArgumentError",
     "ModelCallError",
     "ParityError",
+    "BatchError",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from slimgraph._core.batches import Selector
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.graph.depgraph import DependencyGraph
@@ -37,6 +38,7 @@ def slim(
     prune_residual: bool = True,
     calibration: Any = None,
     loss_fn: Any = None,
+    inputs: Selector | None = None,
     head_dims: bool = False,
     query_heads: bool = False,
     inplace: bool = False,
@@ -49,7 +51,8 @@ def slim(
     on this model) feeds the data-aware criteria: input statistics for
     ``importance="activation"`` / ``"fluctuation"`` and ``bias_compensation=True``;
     gradients of ``loss_fn(model, batch) -> loss`` for ``importance="taylor"`` (without
-    them, taylor reads the ``.grad`` the caller has accumulated). The plan's
+    them, taylor reads the ``.grad`` the caller has accumulated); ``inputs(batch)``
+    selects the model inputs of batches that hold more, such as ``(inputs, labels)``. The plan's
     ``provenance`` says which.
     ``head_dims`` and ``query_heads`` choose the attention units, as for
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
@@ -67,7 +70,7 @@ def slim(
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
     if calibration is not None:
         if not isinstance(calibration, Calibration):
-            calibration = calibrate(graph, calibration, loss_fn, config)
+            calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
         graph = graph.calibrated(calibration)  # what the criteria read
     plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)

@@ -13,6 +13,7 @@ __all__ = [
     "ExportArgumentError",
     "ModelCallError",
     "ParityError",
+    "BatchError",
 ]
 
 
@@ -62,3 +63,7 @@ class ModelCallError(ExportError):
 
 class ParityError(ExportError):
     """ONNX Runtime's outputs differ from PyTorch's beyond the tolerance."""
+
+
+class BatchError(SlimGraphError):
+    """A batch of calibration or training data does not fit the model's ``forward``."""

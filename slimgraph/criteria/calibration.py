@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes, split_inputs
+from slimgraph._core.batches import Selector, call_on_batch
+from slimgraph._core.inputs import preserve_modes
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.data_aware import consumer_dims
 from slimgraph.criteria.gradient import unit_terms
@@ -106,10 +107,13 @@ class Calibration:
 
 
 def collect_activations(
-    model: nn.Module, batches: Iterable[Any], max_batches: int | None = None
+    model: nn.Module,
+    batches: Iterable[Any],
+    max_batches: int | None = None,
+    inputs: Selector | None = None,
 ) -> tuple[dict[str, ChannelStats], int]:
-    """Run ``batches`` (tensors, tuples of positional inputs or dicts of keyword inputs)
-    through ``model`` without gradients; return the input statistics of every consumer
+    """Run ``batches`` (tensors, tuples of positional inputs or dicts of keyword inputs;
+    ``inputs(batch)`` selects them from other batches) through ``model`` without gradients; return the input statistics of every consumer
     layer by module name, and the number of batches. Every position counts: feed
     unpadded batches when padding would skew the statistics."""
     stats: dict[str, ChannelStats] = {}
@@ -153,8 +157,7 @@ def collect_activations(
             for batch in batches:
                 if max_batches is not None and used >= max_batches:
                     break
-                args, kwargs = split_inputs(batch)
-                model(*args, **kwargs)
+                call_on_batch(model, batch, inputs)
                 outputs.clear()
                 used += 1
     finally:
@@ -170,6 +173,8 @@ def calibrate(
     calibration: Iterable[Any],
     loss_fn: Any = None,
     config: PruneConfig | None = None,
+    *,
+    inputs: Selector | None = None,
 ) -> Calibration:
     """Measure what ``config.importance`` (and ``bias_compensation``) need on the traced
     model and return it as a :class:`Calibration`; ``graph`` is not changed. Measured are
@@ -178,7 +183,9 @@ def calibrate(
     per-batch unit terms in ``Calibration.taylor``); ``provenance`` says where they came
     from, as the plan records it. Pass the result to ``sg.plan(graph, config,
     calibration=...)``: a plan made without it has no activations to read (and taylor
-    falls back to the one summed ``.grad``)."""
+    falls back to the one summed ``.grad``). ``inputs(batch)`` selects the model inputs
+    of batches that hold more, such as ``(inputs, labels)`` pairs (``loss_fn`` gets the
+    whole batch)."""
     config = config or PruneConfig(importance="activation")
     needs = needs_of(config)
     if not needs:
@@ -199,7 +206,7 @@ def calibrate(
         used, taylor = accumulate_gradients(graph.model, batches, loss_fn, graph)
         provenance["gradients"] = f"loss_fn over {used} calibration batches"
     if "activations" in needs:
-        activations, used = collect_activations(graph.model, batches)
+        activations, used = collect_activations(graph.model, batches, inputs=inputs)
         first = next(iter(activations.values()), None)
         samples = f" ({first.count} samples at the first consumer)" if first else ""
         provenance["activations"] = f"{used} calibration batches{samples}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from slimgraph._core.batches import Selector
 from slimgraph.criteria.calibration import Calibration, calibrate, needs_of
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.registry import CRITERIA
@@ -45,6 +46,7 @@ def plan(
     skip: dict[str, str] | None = None,
     calibration: Any = None,
     loss_fn: Any = None,
+    inputs: Selector | None = None,
     **fields,
 ) -> PruningPlan:
     """Decide which units every prunable group drops.
@@ -54,7 +56,8 @@ def plan(
     ``calibration`` is what data-aware criteria read: the :class:`Calibration` that
     :func:`slimgraph.calibrate` returned (measure once, plan many), or batches (and
     ``loss_fn(model, batch) -> loss`` for criteria that read gradients) to measure it from
-    first. The criteria get ``graph.calibrated(calibration)``; ``graph`` is not changed.
+    first (``inputs(batch)`` selects a batch's model inputs, as for
+    :func:`slimgraph.calibrate`). The criteria get ``graph.calibrated(calibration)``; ``graph`` is not changed.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -65,7 +68,7 @@ def plan(
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     if calibration is not None:
         if not isinstance(calibration, Calibration):
-            calibration = calibrate(graph, calibration, loss_fn, config)
+            calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
         graph = graph.calibrated(calibration)
     if config.target_macs is not None or config.target_params is not None:
         return _plan_for_budget(graph, config, skip)

@@ -21,16 +21,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes, split_inputs
+from slimgraph._core.batches import Selector, call_on_batch
+from slimgraph._core.inputs import preserve_modes
 from slimgraph.errors import SlimGraphError
 
 __all__ = ["recalibrate_bn"]
 
 
-def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> int:
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterable[Any],
+    max_batches: int | None = None,
+    *,
+    inputs: Selector | None = None,
+) -> int:
     """Reset every BatchNorm's running statistics and re-estimate them as a plain average
     over ``batches`` (each a tensor, a tuple of positional inputs or a dict of keyword
-    inputs). Only the BatchNorm layers run in train mode; dropout and the rest stay as they
+    inputs; ``inputs(batch)`` selects them from batches that hold more, such as
+    ``(inputs, labels)`` pairs). Only the BatchNorm layers run in train mode; dropout and the rest stay as they
     are; no weight changes. Returns the number of batches used."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -46,8 +54,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | 
             for batch in batches:
                 if max_batches is not None and used >= max_batches:
                     break
-                args, kwargs = split_inputs(batch)
-                model(*args, **kwargs)
+                call_on_batch(model, batch, inputs)
                 used += 1
         finally:
             for m, momentum in zip(norms, momenta):

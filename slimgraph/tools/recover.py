@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes, split_inputs
+from slimgraph._core.batches import Selector, call_on_batch
+from slimgraph._core.inputs import preserve_modes
 from slimgraph._core.progress import progress_bar
 from slimgraph.errors import RecoverError
 
@@ -64,7 +65,7 @@ def recover(
     alpha: float = 0.5,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    inputs: Callable[[Any], Any] | None = None,
+    inputs: Selector | None = None,
     distill: Distill = "auto",
     progress: bool = True,
 ) -> RecoverReport:
@@ -93,7 +94,6 @@ def recover(
             "data is a one-pass iterator, but more than one pass may be needed: "
             "pass a list of batches or a DataLoader"
         )
-    inputs = inputs or (lambda batch: batch)
     params = [p for p in student.parameters() if p.requires_grad]
     if optimizer is None:
         if not params:
@@ -189,18 +189,16 @@ def _loss(
     student: nn.Module,
     teacher: nn.Module,
     batch: Any,
-    inputs: Callable[[Any], Any],
+    inputs: Selector | None,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None,
     alpha: float,
     temperature: float,
     distill: Distill,
 ) -> tuple[torch.Tensor, str]:
-    given = inputs(batch)
-    args, kwargs = split_inputs(_to(given, _device(teacher)))
+    given, selected = (inputs(batch), True) if inputs is not None else (batch, False)
     with torch.no_grad():
-        teacher_out = teacher(*args, **kwargs)
-    args, kwargs = split_inputs(_to(given, _device(student)))
-    student_out = student(*args, **kwargs)
+        teacher_out = call_on_batch(teacher, _to(given, _device(teacher)), selected=selected)
+    student_out = call_on_batch(student, _to(given, _device(student)), selected=selected)
     loss, kind = distill_loss(student_out, teacher_out, temperature, distill)
     if loss_fn is None:
         return loss, kind

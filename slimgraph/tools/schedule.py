@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from slimgraph._core.batches import Selector
 from slimgraph._core.progress import progress_bar
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
@@ -63,6 +64,7 @@ def prune_iteratively(
     progress: bool = True,
     calibration: Any = None,
     loss_fn: Any = None,
+    inputs: Selector | None = None,
     head_dims: bool = False,
     query_heads: bool = False,
     **config_fields: Any,
@@ -72,7 +74,8 @@ def prune_iteratively(
     Each step re-traces the current model and scores it afresh: ``calibration`` batches
     are measured again on that model as :func:`slimgraph.slim` measures them (gradients
     of ``loss_fn`` for ``importance="taylor"``, input statistics for the activation
-    criteria), so they must be re-iterable: a list or a DataLoader. Without them taylor
+    criteria; ``inputs(batch)`` selects a batch's model inputs), so they must be
+    re-iterable: a list or a DataLoader. Without them taylor
     reads the ``.grad`` the previous ``finetune`` left behind. After each step
     ``finetune(model, step)`` (steps count from 1) may train the model in place and return
     None, or return the model to continue with. ``config_fields`` are further
@@ -106,7 +109,9 @@ def prune_iteratively(
             step_config = _step_config(graph, config, target)
             seen = graph  # with this step's calibration attached, for the criteria
             if calibration is not None:
-                seen = graph.calibrated(calibrate(graph, calibration, loss_fn, step_config))
+                seen = graph.calibrated(
+                    calibrate(graph, calibration, loss_fn, step_config, inputs=inputs)
+                )
             plan = plan_that_applies(model, seen, step_config)
             if config.scope == "local":
                 _check_schedule(graph, plan, target, k)
