@@ -5,7 +5,8 @@ Usage: python tests/benchmarks/bench_digits.py [--ratio 0.5] [--epochs 3] [--jso
 A torchvision ``resnet18(num_classes=10)`` with a CIFAR-style stem (3x3 stride-1 conv1,
 no max pool) is trained on scikit-learn's 8x8 digits, upsampled to 32x32 (bilinear), grey
 repeated to 3 channels, normalised; a fixed stratified 80/20 split and seeds throughout.
-The baseline (Adam, cosine schedule, 5 epochs) is cached under /tmp, so a rerun skips it.
+The baseline (Adam, cosine schedule, 5 epochs) is cached (safetensors, in the user's cache
+directory, never a shared /tmp path) so a rerun skips it.
 
 Then, for the l2 and taylor criteria, both tools slim the same trained model to channel
 ratio 0.5 in local scope, the classifier left whole (Torch-Pruning: MetaPruner with
@@ -26,12 +27,14 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -45,7 +48,7 @@ from tests.peer import meta_pruner  # noqa: E402
 SEED = 0
 BATCH = 64
 LR = 1e-3
-CACHE = Path("/tmp/slimgraph_bench_digits")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slimgraph-bench-digits"
 
 Data = tuple[torch.Tensor, torch.Tensor]
 
@@ -130,16 +133,16 @@ def accuracy(model: nn.Module, data: Data) -> float:
 
 def baseline(train_data: Data, epochs: int) -> nn.Module:
     key = f"{epochs}-{SEED}-{BATCH}-{LR}-cosine-{torch.__version__}"
-    key = hashlib.sha1(key.encode()).hexdigest()[:12]
-    path = CACHE / f"resnet18-digits-{key}.pt"
+    key = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = CACHE / f"resnet18-digits-{key}.safetensors"
     model = build()
     if path.exists():
-        model.load_state_dict(torch.load(path))
+        model.load_state_dict(safetensors.torch.load_file(path))
         return model.eval()
     stream = batches(train_data, epochs, seed=SEED + 1)
     train(model, stream, cosine(len(stream)))
     CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    safetensors.torch.save_file(model.state_dict(), path)
     return model.eval()
 
 

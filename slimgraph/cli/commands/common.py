@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import ValidationError
@@ -63,8 +63,7 @@ class Parents:
 def planning_config(args: argparse.Namespace) -> sg.PruneConfig:
     """The planning flags as a validated PruneConfig; a criterion that reads calibration
     data is refused, since the command line takes none."""
-    config = config_from_args(args)
-    assert isinstance(config, sg.PruneConfig)  # the default config class
+    config = cast(sg.PruneConfig, config_from_args(args))  # the default config class
     if needs_of(config):
         raise UsageError(
             f"--importance {config.importance} reads calibration data, which the command line "
