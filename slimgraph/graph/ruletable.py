@@ -12,6 +12,9 @@ Example
 >>> rules = load_rules()
 >>> rules.ops["aten.relu.default"].kind
 'elementwise'
+>>> import torch
+>>> rules.op_rule(torch.ops.aten.floor.default).why  # not in the table: torch's own tag
+'torch tags aten.floor.default pointwise'
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from slimgraph._core.expr import check_expression
@@ -126,6 +130,15 @@ class RuleTables(BaseModel):
     modules: dict[str, ModuleRule]
     configs: dict[str, ConfigRule] = Field(default_factory=dict)
 
+    def op_rule(self, target: object) -> OpRule | None:
+        """The ``ops.toml`` entry of ``target``; else, for an op that torch itself tags
+        ``pointwise`` (``aten.floor``, ``aten.ge.Scalar``, ``aten.lerp``, their in-place
+        forms), the elementwise rule; else None, and the op freezes what it touches."""
+        rule = self.ops.get(str(target))
+        if rule is None and _pointwise(target):
+            return OpRule(kind="elementwise", why=f"torch tags {target} pointwise")
+        return rule
+
     def config_rule(self, model_type: str) -> ConfigRule | None:
         """The configs.toml entry that lists ``model_type``."""
         return next((r for r in self.configs.values() if model_type in r.model_types), None)
@@ -137,6 +150,16 @@ class RuleTables(BaseModel):
             if rule is not None:
                 return self.modules[rule.same_as] if rule.same_as else rule
         return None
+
+
+def _pointwise(target: object) -> bool:
+    # torch's operator registry says which ATen ops are elementwise with broadcasting:
+    # a mechanism that covers ops no table names (out= overloads never reach a graph)
+    return (
+        isinstance(target, torch._ops.OpOverload)
+        and torch.Tag.pointwise in target.tags
+        and not any(a.is_out for a in target._schema.arguments)
+    )
 
 
 def rules_dir() -> Path:

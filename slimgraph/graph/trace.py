@@ -281,7 +281,7 @@ def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -
 
 def _apply_rule(b: Builder, node: fx.Node, rules: RuleTables) -> None:
     outs = b.outputs(node)
-    rule = rules.ops.get(str(node.target))
+    rule = rules.op_rule(node.target)
     if rule is None:
         ctx = OpContext(node, {}, False, None, b, outs)
         where = node.meta.get(META_MODULE)

@@ -43,6 +43,12 @@ def reduce(ctx: OpContext) -> None:
         j += 1
 
 
+@kind("reduce_all", input=0)
+def reduce_all(ctx: OpContext) -> None:
+    """``x.sum()`` / ``x.mean()``: every dim reduced to one value."""
+    reduce(ctx)  # without a ``dims`` role: every dim
+
+
 @kind("softmax", input=0, dim=1)
 def softmax(ctx: OpContext) -> None:
     """Elementwise in every dim but ``dim``, whose kept values renormalise."""

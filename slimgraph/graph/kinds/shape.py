@@ -28,6 +28,24 @@ def transpose(ctx: OpContext) -> None:
         ctx.builder.couple(x.dim(d), out.dim(k), ctx.name)
 
 
+@kind("reverse", input=0)
+def reverse(ctx: OpContext) -> None:
+    """``x.T``: every dim in reverse order, out.dim(k) is x.dim(n - 1 - k)."""
+    x, out = ctx.tensor("input"), ctx.out
+    for k in range(x.ndim):
+        ctx.builder.couple(x.dim(x.ndim - 1 - k), out.dim(k), ctx.name)
+
+
+@kind("swap_last", input=0)
+def swap_last(ctx: OpContext) -> None:
+    """``x.mT``: the last two dims swap, the batch dims before them pass through."""
+    x, out = ctx.tensor("input"), ctx.out
+    order = list(range(x.ndim))
+    order[-2:] = order[:-3:-1]
+    for k, d in enumerate(order):
+        ctx.builder.couple(x.dim(d), out.dim(k), ctx.name)
+
+
 @kind("cat", tensors=0, dim=1)
 def cat(ctx: OpContext) -> None:
     """Input k's index i is the output's index offset_k + i along ``dim``."""
@@ -62,7 +80,7 @@ def stack(ctx: OpContext) -> None:
                 b.couple(t.dim(k), out.dim(k if k < dim else k + 1), ctx.name)
 
 
-@kind("split", input=0, split=1, dim=2)
+@kind("split", input=0, split=1, dim=2, positions=None)
 def split(ctx: OpContext) -> None:
     """Output k is the input's [offset_k, offset_k + n_k) along ``dim``.
 
@@ -71,7 +89,8 @@ def split(ctx: OpContext) -> None:
     it exactly (ShuffleNet's chunk after a channel shuffle mixes positions block after
     block), the split is *relaxed*: each part becomes a fresh index space that keeps the
     same fraction as the input, re-split by position, which is not exact.
-    Unequal parts have their sizes fixed in code, so the split dim freezes.
+    Unequal parts have their sizes fixed in code, so the split dim freezes, as does a
+    split at ``positions`` given in code (``tensor_split`` at indices).
     """
     b, x, outs = ctx.builder, ctx.tensor("input"), ctx.outs
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -91,6 +110,8 @@ def split(ctx: OpContext) -> None:
         offset += n
     if len(set(sizes)) > 1:
         b.freeze(x.dim(dim), f"{ctx.node.target} into unequal parts {sizes}")
+    elif ctx.roles.get("positions") is not None:
+        b.freeze(x.dim(dim), f"{ctx.node.target} at positions fixed in code")
     elif len(outs) > 1 and not relaxed:
         b.balance(x.dim(dim), len(outs), ctx.name)
 
@@ -168,6 +189,27 @@ def index(ctx: OpContext) -> None:
             b.couple(x.dim(d), out.dim(used[0] + gathered + k), ctx.name)
     for k in range(gathered):
         b.freeze(out.dim(used[0] + k), "gathered by computed indices")
+
+
+@kind("gather", input=0, dim=1, index=2)
+def gather(ctx: OpContext) -> None:
+    """``out[..., i, ...] = x[..., index[..., i, ...], ...]`` along ``dim``: that dim
+    reads computed positions (frozen). Every other dim of the output is the index's, and
+    reads the input's indices one to one where their sizes agree (a prefix otherwise:
+    frozen)."""
+    b, x, index, out = ctx.builder, ctx.tensor("input"), ctx.tensor("index"), ctx.out
+    dim = int(ctx.arg("dim")) % x.ndim
+    b.freeze(x.dim(dim), "gathered by computed indices")
+    b.freeze(out.dim(dim), "gathered by computed indices")
+    for d in range(x.ndim):
+        if d == dim or out.shape[d] <= 1:
+            continue
+        b.couple(index.dim(d), out.dim(d), ctx.name)
+        if x.shape[d] == out.shape[d]:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+        else:
+            b.freeze(x.dim(d), "gather reads a prefix of this dim")
+            b.freeze(out.dim(d), "gather reads a prefix of this dim")
 
 
 @kind("getitem", source=0, index=1)
