@@ -24,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes
+from slimgraph._core.inputs import preserve_modes, without_kv_cache
 from slimgraph.errors import ExportArgumentError, ExportError, ModelCallError, ParityError
 from slimgraph.export.arguments import (
     batch_size,
@@ -79,7 +79,9 @@ def export_onnx(
     largest magnitude. ``quantize="int8"`` also writes ``<stem>.int8.onnx`` by dynamic
     quantisation (int8 weights), held to ``int8_rtol`` (default :data:`INT8_RTOL`).
     Weights above :data:`EXTERNAL_DATA_BYTES` are saved to ``<file>.data`` and the graph
-    is then not simplified. The model's train/eval flags are restored afterwards.
+    is then not simplified. The model's train/eval flags are restored afterwards. A Hugging
+    Face model's key/value cache is switched off for the export (``use_cache=False``), so
+    a causal LM exports its logits.
     """
     path = check_path(path)
     check_options(quantize, opset, rtol, int8_rtol)
@@ -92,7 +94,8 @@ def export_onnx(
             "dynamic_batch=True needs an input with a batch dim (dim 0), but every example "
             "input is a scalar; pass dynamic_batch=False"
         )
-    with preserve_modes(model):
+    # a causal LM's key/value cache is inference state, not an output: logits alone
+    with preserve_modes(model), without_kv_cache(model):
         model.eval()
         expected = run_torch(model, args, kwargs)
         call = Call.of(args, kwargs, names, expected, dynamic_batch, batch)
