@@ -133,14 +133,6 @@ def check_out(out: Path, flag: str = "--out", file: bool = False, overwrite: boo
     """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
     file in a writable directory), before any work: also a symbolic link, and unless
     ``overwrite`` a directory that holds files (an existing file)."""
-    try:
-        if file:
-            check_output_file(out, overwrite)
-        else:
-            check_output_dir(out, overwrite)
-    except OutputError as err:
-        message = f"{flag}: {err}".replace("overwrite=True (--overwrite)", "--overwrite")
-        raise OutputError(message) from None
     if file and out.is_dir():
         raise UsageError(
             f"{flag} {out}: a directory is in the way; pass a file path, e.g. {out / 'plan.json'}"
@@ -156,6 +148,14 @@ def check_out(out: Path, flag: str = "--out", file: bool = False, overwrite: boo
         raise UsageError(
             f"{flag} {out}: {parent} is not writable; choose a directory you can write"
         )
+    try:
+        if file:
+            check_output_file(out, overwrite)
+        else:
+            check_output_dir(out, overwrite)
+    except OutputError as err:
+        message = f"{flag}: {err}".replace("overwrite=True (--overwrite)", "--overwrite")
+        raise OutputError(message) from None
 
 
 def check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
