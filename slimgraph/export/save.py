@@ -58,6 +58,8 @@ def save(model: ir.Model, path: Path, simplify: bool, feeds: dict[str, np.ndarra
     if simplify:
         proto, nodes_after, skipped = _simplify(proto, feeds)
     atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
+    # an earlier export's external data beside it would be taken for this model's
+    (path.parent / data_name(path)).unlink(missing_ok=True)
     return Saved(False, nodes_after, skipped)
 
 

@@ -41,9 +41,10 @@ def test_an_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
-def test_a_save_replaces_the_previous_file(tmp_path):
+def test_a_save_replaces_the_previous_file_and_its_stale_data_file(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"previous")
+    (tmp_path / "model.onnx.data").write_bytes(b"weights of an earlier, larger export")
     save_module.save(_tiny_ir(), path, simplify=False, feeds={})
     assert onnx.load(path).graph.node[0].op_type == "Relu"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
