@@ -8,6 +8,7 @@ __all__ = [
     "RewriteError",
     "ModelSpecError",
     "UsageError",
+    "OutputError",
     "RecoverError",
     "ExportError",
     "ExportArgumentError",
@@ -43,6 +44,11 @@ class ModelSpecError(SlimGraphError):
 
 class UsageError(SlimGraphError):
     """The command line asks for something impossible (a bad flag, value or path)."""
+
+
+class OutputError(UsageError):
+    """An output path slimgraph will not write: a symbolic link, or a directory that holds
+    files when overwriting was not asked for."""
 
 
 class RecoverError(SlimGraphError):

@@ -7,11 +7,16 @@ on them without changing its train/eval modes or its key/value-cache setting.
 (InputSpec(shape=(2, 3), dtype='float32', name=None), 'meta')
 >>> synthesize([InputSpec((1, 4), "int64", "input_ids")], "meta")["input_ids"].shape
 torch.Size([1, 4])
+>>> synthesize([InputSpec((10**7, 10**6), "float32")])
+Traceback (most recent call last):
+...
+slimgraph.errors.TraceError: the inputs to synthesise (10000000x1000000 float32) take 40000000000000 bytes, over the limit of 268435456 (2**28); pass smaller example inputs, or raise the limit with max_input_bytes= (--max-input-bytes on the command line)
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +26,9 @@ import torch
 from slimgraph.errors import TraceError
 
 __all__ = [
+    "MAX_INPUT_BYTES",
     "ExampleInputs",
+    "check_input_bytes",
     "InputSpec",
     "input_specs",
     "output_shapes",
@@ -33,6 +40,10 @@ __all__ = [
 ]
 
 ExampleInputs = tuple | list | Mapping[str, Any] | torch.Tensor
+
+MAX_INPUT_BYTES = 2**28
+"""Default limit on the memory of inputs synthesised from recorded shapes (256 MiB): a
+recorded shape comes from a file (a plan) and is checked before anything is allocated."""
 
 
 def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict[str, Any]]:
@@ -84,10 +95,47 @@ def input_specs(args: tuple, kwargs: Mapping[str, Any]) -> list[InputSpec]:
     return specs
 
 
-def synthesize(specs: Iterable[Any], device: str | torch.device = "cpu") -> ExampleInputs:
-    """Inputs of the recorded shapes (anything with ``shape``, ``dtype`` and ``name``):
-    a dict when they are keyword inputs, else a tuple."""
+def check_input_bytes(specs: Iterable[Any], max_bytes: int = MAX_INPUT_BYTES) -> int:
+    """The bytes that inputs of the recorded shapes and dtypes take; refuse (before any
+    allocation) more than ``max_bytes``.
+
+    >>> check_input_bytes([InputSpec((2, 3), "float32")])
+    24
+    """
     specs = list(specs)
+    total = 0
+    for s in specs:
+        dtype = getattr(torch, s.dtype, None) if isinstance(s.dtype, str) else s.dtype
+        if not isinstance(dtype, torch.dtype):
+            raise TraceError(f"input dtype {s.dtype!r} is no torch dtype; use e.g. 'float32'")
+        total += math.prod(s.shape) * dtype.itemsize
+    if total > max_bytes:
+        shapes = ", ".join(
+            f"{s.name + ' ' if s.name else ''}{'x'.join(map(str, s.shape))} "
+            f"{str(s.dtype).removeprefix('torch.')}"
+            for s in specs
+        )
+        limit = f"{max_bytes}" + (" (2**28)" if max_bytes == MAX_INPUT_BYTES else "")
+        raise TraceError(
+            f"the inputs to synthesise ({shapes}) take {total} bytes, over the limit of "
+            f"{limit}; pass smaller example inputs, or raise the limit with max_input_bytes= "
+            "(--max-input-bytes on the command line)"
+        )
+    return total
+
+
+def synthesize(
+    specs: Iterable[Any],
+    device: str | torch.device = "cpu",
+    max_input_bytes: int = MAX_INPUT_BYTES,
+) -> ExampleInputs:
+    """Inputs of the recorded shapes (anything with ``shape``, ``dtype`` and ``name``):
+    a dict when they are keyword inputs, else a tuple. Unless on the meta device (where
+    nothing is allocated), inputs over ``max_input_bytes`` in all are refused first
+    (:func:`check_input_bytes`)."""
+    specs = list(specs)
+    if torch.device(device).type != "meta":
+        check_input_bytes(specs, max_input_bytes)
     kwargs = {s.name: random_tensor(s.shape, s.dtype, device) for s in specs if s.name}
     return kwargs or tuple(random_tensor(s.shape, s.dtype, device) for s in specs if not s.name)
 

@@ -19,6 +19,8 @@ import traceback
 import warnings
 from collections.abc import Callable
 
+from safetensors import SafetensorError
+
 from slimgraph.cli.parser import build_parser
 from slimgraph.errors import ModelSpecError, SlimGraphError, UsageError
 
@@ -48,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err), EXIT_USAGE, verbose)
     except SlimGraphError as err:
         return _fail(str(err), EXIT_FAILED, verbose)
+    except SafetensorError as err:  # a weights file read by a model zoo's own loader
+        first = (str(err).splitlines() or [""])[0]
+        return _fail(
+            f"a safetensors file is corrupt or truncated ({first}); write it again",
+            EXIT_USAGE,
+            verbose,
+        )
     except KeyboardInterrupt:
         return _fail("interrupted", 130, verbose=False)
     except Exception as err:

@@ -24,8 +24,15 @@ import onnx
 import torch
 from torch import nn
 
+from slimgraph._core.files import check_output_file
 from slimgraph._core.inputs import preserve_modes, without_kv_cache
-from slimgraph.errors import ExportArgumentError, ExportError, ModelCallError, ParityError
+from slimgraph.errors import (
+    ExportArgumentError,
+    ExportError,
+    ModelCallError,
+    OutputError,
+    ParityError,
+)
 from slimgraph.export.arguments import (
     batch_size,
     check_options,
@@ -81,9 +88,14 @@ def export_onnx(
     Weights above :data:`EXTERNAL_DATA_BYTES` are saved to ``<file>.data`` and the graph
     is then not simplified. The model's train/eval flags are restored afterwards. A Hugging
     Face model's key/value cache is switched off for the export (``use_cache=False``), so
-    a causal LM exports its logits.
+    a causal LM exports its logits. Files are written under a temporary name and renamed
+    into place; a symbolic link at ``path`` is refused.
     """
     path = check_path(path)
+    try:  # a link is refused before the export, not after it
+        check_output_file(path)
+    except OutputError as err:
+        raise ExportArgumentError(str(err)) from err
     check_options(quantize, opset, rtol, int8_rtol)
     check_weights(model)
     args, kwargs = checked_inputs(model, example_inputs)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slimgraph._core.files import staged_files
 from slimgraph.errors import ExportError
 from slimgraph.export._quiet import one_line, quiet_root_logger
 from slimgraph.export.parity import parity
 from slimgraph.export.reference import Case
 from slimgraph.export.report import QuantizedReport
-from slimgraph.export.save import data_name, file_size
+from slimgraph.export.save import file_size
 
 __all__ = ["INT8_RTOL", "quantize_int8"]
 
@@ -27,13 +28,15 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = path.with_name(f"{path.stem}.int8.onnx")
-    if external:
-        # onnx appends to an existing data file instead of replacing it
-        (target.parent / data_name(target)).unlink(missing_ok=True)
     try:
-        with quiet_root_logger():
+        # written in a fresh folder and renamed into place: onnx appends to an existing
+        # data file instead of replacing it, and an interruption keeps the previous file
+        with quiet_root_logger(), staged_files(path.parent) as stage:
             quantize_dynamic(
-                path, target, weight_type=QuantType.QInt8, use_external_data_format=external
+                path,
+                stage / target.name,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=external,
             )
     except Exception as exc:
         raise ExportError(

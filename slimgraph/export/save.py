@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from slimgraph._core.files import atomic_write, staged_files
 from slimgraph.errors import ExportError
 from slimgraph.export._quiet import kept_random_state, one_line, silent_fds
 
@@ -38,9 +39,13 @@ class Saved(NamedTuple):
 
 
 def save(model: ir.Model, path: Path, simplify: bool, feeds: dict[str, np.ndarray]) -> Saved:
-    """Write ``model`` (simplified unless it is too large); node count after, or why not."""
+    """Write ``model`` (simplified unless it is too large); node count after, or why not.
+
+    The file (and its external data) is written under a temporary name and renamed into
+    place: an interrupted save leaves the previous file whole."""
     if _initializer_bytes(model) > EXTERNAL_DATA_BYTES:
-        ir.save(model, path, external_data=data_name(path))
+        with staged_files(path.parent) as stage:  # the model and its data file together
+            ir.save(model, stage / path.name, external_data=data_name(path))
         return Saved(
             True,
             None,
@@ -52,7 +57,9 @@ def save(model: ir.Model, path: Path, simplify: bool, feeds: dict[str, np.ndarra
     skipped: str | None = "simplify=False was passed"
     if simplify:
         proto, nodes_after, skipped = _simplify(proto, feeds)
-    onnx.save_model(proto, path)
+    atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
+    # an earlier export's external data beside it would be taken for this model's
+    (path.parent / data_name(path)).unlink(missing_ok=True)
     return Saved(False, nodes_after, skipped)
 
 

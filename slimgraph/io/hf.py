@@ -19,6 +19,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
+from slimgraph._core.files import check_output_dir, staged_files, write_text_atomic
 from slimgraph.errors import SlimGraphError
 from slimgraph.io.weights import save_weights
 from slimgraph.resolve.plan import PruningPlan
@@ -36,16 +37,18 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
     Hugging Face models go through their own ``save_pretrained`` (``config.json`` and
     ``model.safetensors``); any other module's weights are written with
     :func:`slimgraph.save_weights`. ``plan`` (the :class:`~slimgraph.PruningPlan` that made
-    the model) is written as ``slimgraph_plan.json``.
+    the model) is written as ``slimgraph_plan.json``. Every file is written under a
+    temporary name and renamed into place; a symbolic link is refused.
     """
-    directory = Path(directory)
+    directory = check_output_dir(directory, overwrite=True)
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(directory)
+        with staged_files(directory) as stage:  # its files, each renamed into place
+            model.save_pretrained(stage)
     else:
         save_weights(model, directory / "model.safetensors")
     if plan is not None:
-        (directory / PLAN_FILE).write_text(plan.model_dump_json(indent=2))
+        write_text_atomic(directory / PLAN_FILE, plan.model_dump_json(indent=2))
     return directory
 
 

@@ -28,6 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from slimgraph._core.files import atomic_write
+
 __all__ = ["save_weights", "load_weights"]
 
 # Metadata key of the tied names: JSON, name -> the name it is stored under.
@@ -42,7 +44,8 @@ def save_weights(
     Tensors are made contiguous; a key whose tensor is the same view as an earlier key's
     (tied weights) is stored once and recorded in the ``slimgraph.aliases`` metadata
     (JSON, key -> stored key); entries that are not tensors are skipped. ``metadata`` is
-    added to the file's metadata.
+    added to the file's metadata. The file is written to a temporary name and renamed into
+    place; a symbolic link at ``path`` is refused.
 
     >>> import tempfile, safetensors.torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
@@ -78,7 +81,8 @@ def save_weights(
     meta = {"format": "pt", **(metadata or {})}
     if aliases:
         meta[ALIASES] = json.dumps(aliases)
-    save_file(tensors, str(path), metadata=meta)
+    # written beside the target and renamed: an interrupted save keeps the previous file
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return aliases
 
 

@@ -11,19 +11,21 @@ from typing import Any
 import torch
 
 import slimgraph as sg
-from slimgraph._core.inputs import synthesize
+from slimgraph._core.inputs import MAX_INPUT_BYTES, check_input_bytes, synthesize
 from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
+    add_overwrite,
     check_out,
     inputs_json,
+    load_weights_flag,
     read_plan,
     write_slim,
 )
 from slimgraph.cli.commands.slim import DEFAULT_OUT, slim_report
 from slimgraph.cli.render.text import inputs_text
-from slimgraph.errors import UsageError
+from slimgraph.errors import SlimGraphError, UsageError
 from slimgraph.io.specs import build
 from slimgraph.tools.measure import measure
 
@@ -66,6 +68,15 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="DIR",
         help=f"output directory (default: {DEFAULT_OUT})",
     )
+    add_overwrite(apply)
+    apply.add_argument(
+        "--max-input-bytes",
+        type=int,
+        default=MAX_INPUT_BYTES,
+        metavar="N",
+        help="largest total size of the inputs made at the plan's recorded shapes "
+        f"(default: {MAX_INPUT_BYTES})",
+    )
     apply.set_defaults(run=run)
 
 
@@ -75,7 +86,11 @@ def run(args: argparse.Namespace) -> Outcome:
     plan = read_plan(args.plan)
     if args.weights and not args.weights.is_file():
         raise UsageError(f"--weights {args.weights}: no such file")
-    check_out(args.out)
+    check_out(args.out, overwrite=args.overwrite)
+    try:  # before anything is built: a recorded shape is data from a file
+        check_input_bytes(plan.inputs, args.max_input_bytes)
+    except SlimGraphError as err:
+        raise UsageError(f"--plan {args.plan}: {err}") from err
     progress = Progress(enabled=not args.json)
     model, example, graph = _build_for_plan(args, plan, progress)
     with progress.step("apply", "applying…"):
@@ -86,7 +101,7 @@ def run(args: argparse.Namespace) -> Outcome:
     with progress.step("measure", "counting params and MACs…"):
         report = measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
-        files = write_slim(args.out, plan, slim)
+        files = write_slim(args.out, plan, slim, args.overwrite)
     progress.seconds["total"] = time.perf_counter() - start
     source = {"plan": str(args.plan)}
     return slim_report(args, example, plan, plan.config, report, files, progress, source)
@@ -101,13 +116,7 @@ def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: Pr
         model.train(plan.training)
         example = _plan_inputs(plan, own, args)
     if args.weights:
-        try:
-            sg.load_weights(model, args.weights)
-        except (RuntimeError, OSError) as err:
-            raise UsageError(
-                f"--weights {args.weights}: {str(err).splitlines()[0]} (pass the weights of "
-                "the model before slimming)"
-            ) from err
+        load_weights_flag(model, args.weights, " (pass the weights of the model before slimming)")
     with progress.step("trace", "tracing…"):
         try:
             graph = sg.trace(model, example, head_dims=plan.head_dims, query_heads=plan.query_heads)
@@ -139,7 +148,7 @@ def _plan_inputs(plan: sg.PruningPlan, example: Any, args: argparse.Namespace) -
             args,
             f"it records input {inputs_text(recorded)}, {args.spec} takes {inputs_text(built)}",
         )
-    return synthesize(plan.inputs)
+    return synthesize(plan.inputs, max_input_bytes=args.max_input_bytes)
 
 
 def _another_model(args: argparse.Namespace, detail: str) -> UsageError:

@@ -17,27 +17,37 @@ from typing import Any, cast
 
 import torch
 from pydantic import ValidationError
+from safetensors import SafetensorError
 from torch import nn
 
 import slimgraph as sg
+from slimgraph._core.files import (
+    check_output_dir,
+    check_output_file,
+    prepare_output_dir,
+    write_text_atomic,
+)
 from slimgraph._core.inputs import input_specs, split_inputs
 from slimgraph._core.progress import Progress
 from slimgraph.cli.flags import config_from_args
 from slimgraph.criteria.calibration import needs_of
-from slimgraph.errors import UsageError
+from slimgraph.errors import OutputError, SlimGraphError, UsageError
 from slimgraph.io.specs import build
-from slimgraph.io.weights import save_weights
+from slimgraph.io.weights import load_weights, save_weights
 
 __all__ = [
     "Outcome",
     "Parents",
+    "add_overwrite",
     "build_traced",
     "check_out",
     "check_patterns",
     "inputs_json",
     "inputs_report",
+    "load_weights_flag",
     "planning_config",
     "read_plan",
+    "write_plan",
     "write_slim",
 ]
 
@@ -111,9 +121,17 @@ def inputs_report(example: Any) -> dict[str, Any]:
     return {"input_shape": inputs[0]["shape"] if inputs else [], "inputs": inputs}
 
 
-def check_out(out: Path, flag: str = "--out", file: bool = False) -> None:
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "files in --out") -> None:
+    """The ``--overwrite`` flag: without it an existing output is refused."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help=f"replace {what} (refused without it)"
+    )
+
+
+def check_out(out: Path, flag: str = "--out", file: bool = False, overwrite: bool = True) -> None:
     """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
-    file in a writable directory), before any work."""
+    file in a writable directory), before any work: also a symbolic link, and unless
+    ``overwrite`` a directory that holds files (an existing file)."""
     if file and out.is_dir():
         raise UsageError(
             f"{flag} {out}: a directory is in the way; pass a file path, e.g. {out / 'plan.json'}"
@@ -129,6 +147,14 @@ def check_out(out: Path, flag: str = "--out", file: bool = False) -> None:
         raise UsageError(
             f"{flag} {out}: {parent} is not writable; choose a directory you can write"
         )
+    try:
+        if file:
+            check_output_file(out, overwrite)
+        else:
+            check_output_dir(out, overwrite)
+    except OutputError as err:
+        message = f"{flag}: {err}".replace("overwrite=True (--overwrite)", "--overwrite")
+        raise OutputError(message) from None
 
 
 def check_patterns(model: nn.Module, config: sg.PruneConfig) -> None:
@@ -158,12 +184,42 @@ def read_plan(path: Path, flag: str = "--plan") -> sg.PruningPlan:
         raise UsageError(f"{named}: not a valid plan ({where}: {first['msg']})") from err
 
 
-def write_slim(out: Path, plan: sg.PruningPlan, slim: nn.Module) -> dict[str, str]:
-    """Write ``out/plan.json`` and ``out/model.safetensors``; return their paths."""
+def load_weights_flag(model: nn.Module, path: Path, hint: str = "") -> None:
+    """Load ``--weights path`` into ``model``; a file that is missing, corrupt or truncated,
+    or weights that do not fit, are one line naming the flag (bad input, exit 2)."""
+    try:
+        load_weights(model, path)
+    except (RuntimeError, OSError, ValueError, SafetensorError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"--weights {path}: {first}{hint}") from err
+    except SlimGraphError as err:  # refused by the reader: still the file's fault
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"--weights {path}: {err}") from err
+
+
+def write_plan(out: Path, plan: sg.PruningPlan) -> None:
+    """Write the plan to the file ``out`` (atomically; its directory made if missing)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, plan.model_dump_json(indent=2))
+    except OSError as err:
+        raise UsageError(
+            f"--out {out}: cannot write ({err.strerror or err}); choose another path"
+        ) from err
+
+
+def write_slim(
+    out: Path, plan: sg.PruningPlan, slim: nn.Module, overwrite: bool = False
+) -> dict[str, str]:
+    """Write ``out/plan.json`` and ``out/model.safetensors`` (each atomically; with
+    ``overwrite``, the files an earlier run left in ``out`` removed first); return their
+    paths."""
     files = {"plan": out / "plan.json", "weights": out / "model.safetensors"}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        files["plan"].write_text(plan.model_dump_json(indent=2))
+        check_out(out, overwrite=overwrite)
+        prepare_output_dir(out, overwrite)
+        write_text_atomic(files["plan"], plan.model_dump_json(indent=2))
         save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
     except OSError as err:
         raise UsageError(

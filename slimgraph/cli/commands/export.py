@@ -11,7 +11,14 @@ import torch
 
 import slimgraph as sg
 from slimgraph._core.progress import Progress
-from slimgraph.cli.commands.common import Outcome, Parents, read_plan
+from slimgraph.cli.commands.common import (
+    Outcome,
+    Parents,
+    add_overwrite,
+    check_out,
+    load_weights_flag,
+    read_plan,
+)
 from slimgraph.cli.render.onnx import print_export
 from slimgraph.errors import UsageError
 from slimgraph.io.specs import build
@@ -54,6 +61,7 @@ def register(commands: Any, parents: Parents) -> None:
         "--int8", action="store_true", help="also write FILE.int8.onnx (dynamic int8 quantization)"
     )
     export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    add_overwrite(export, "an existing --out file (and its .int8.onnx)")
     export.set_defaults(run=run)
 
 
@@ -63,6 +71,10 @@ def run(args: argparse.Namespace) -> Outcome:
     plan = read_plan(args.plan) if args.plan else None
     if args.weights and not args.weights.is_file():
         raise UsageError(f"--weights {args.weights}: no such file")
+    check_out(args.out, file=True, overwrite=args.overwrite)
+    if args.int8:
+        int8 = args.out.with_name(f"{args.out.stem}.int8.onnx")
+        check_out(int8, "--int8", file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
     torch.manual_seed(0)
     with progress.step("load", f"building {args.spec}…"):
@@ -75,10 +87,7 @@ def run(args: argparse.Namespace) -> Outcome:
             except sg.PlanError as err:
                 raise UsageError(f"--plan {args.plan}: {err}") from err
     if args.weights:
-        try:
-            sg.load_weights(model, args.weights)
-        except (RuntimeError, OSError) as err:
-            raise UsageError(f"--weights {args.weights}: {str(err).splitlines()[0]}") from err
+        load_weights_flag(model, args.weights)
     with progress.step("export", f"exporting {args.out}…"):
         report = sg.export_onnx(
             model,

@@ -12,14 +12,15 @@ from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
+    add_overwrite,
     build_traced,
     check_out,
     check_patterns,
     inputs_report,
     planning_config,
+    write_plan,
 )
 from slimgraph.cli.render.slim import print_plan
-from slimgraph.errors import UsageError
 from slimgraph.rewrite.fallback import plan_that_applies
 from slimgraph.tools.measure import pair
 
@@ -50,6 +51,7 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="FILE.json",
         help="where to write the plan (default: plan.json)",
     )
+    add_overwrite(plan, "an existing --out file")
     plan.add_argument(
         "--show", action="store_true", help="also list every group: units kept/total, modules"
     )
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> Outcome:
     """Plan the model of ``args.spec`` and write the plan to ``args.out``."""
     start = time.perf_counter()
     config = planning_config(args)
-    check_out(args.out, file=True)
+    check_out(args.out, file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
@@ -68,13 +70,8 @@ def run(args: argparse.Namespace) -> Outcome:
     with progress.step("plan", "planning…"):
         plan = plan_that_applies(model, graph, config)
     with progress.step("save", f"writing {args.out}…"):
-        try:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(plan.model_dump_json(indent=2))
-        except OSError as err:
-            raise UsageError(
-                f"--out {args.out}: cannot write ({err.strerror or err}); choose another path"
-            ) from err
+        check_out(args.out, file=True, overwrite=args.overwrite)  # nothing appeared since
+        write_plan(args.out, plan)
     progress.seconds["total"] = time.perf_counter() - start
     result = {
         "spec": args.spec,

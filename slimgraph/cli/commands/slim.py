@@ -12,6 +12,7 @@ from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
+    add_overwrite,
     build_traced,
     check_out,
     check_patterns,
@@ -63,6 +64,7 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="FILE.onnx",
         help="also export the slim model to simplified, checked ONNX",
     )
+    add_overwrite(slim, "the files an earlier run wrote in --out (and --onnx)")
     slim.set_defaults(run=run)
 
 
@@ -70,9 +72,9 @@ def run(args: argparse.Namespace) -> Outcome:
     """Slim the model of ``args.spec`` into ``args.out``."""
     start = time.perf_counter()
     config = planning_config(args)
-    check_out(args.out)
+    check_out(args.out, overwrite=args.overwrite)
     if args.onnx:
-        check_out(args.onnx.parent, "--onnx")
+        check_out(args.onnx, "--onnx", file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> Outcome:
     with progress.step("measure", "counting params and MACs…"):
         report = measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
-        files = write_slim(args.out, plan, slim)
+        files = write_slim(args.out, plan, slim, args.overwrite)
     if args.onnx:
         with progress.step("export", f"exporting {args.onnx}…"):
             files["onnx"] = str(sg.export_onnx(slim, example, args.onnx).path)
