@@ -13,6 +13,7 @@ __all__ = [
     "ExportArgumentError",
     "ModelCallError",
     "ParityError",
+    "WeightsError",
 ]
 
 
@@ -62,3 +63,7 @@ class ModelCallError(ExportError):
 
 class ParityError(ExportError):
     """ONNX Runtime's outputs differ from PyTorch's beyond the tolerance."""
+
+
+class WeightsError(SlimGraphError):
+    """A weights file cannot be read, or does not fit the model it is loaded into."""
