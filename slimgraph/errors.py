@@ -14,6 +14,7 @@ __all__ = [
     "ModelCallError",
     "ParityError",
     "WeightsError",
+    "LoadError",
 ]
 
 
@@ -67,3 +68,8 @@ class ParityError(ExportError):
 
 class WeightsError(SlimGraphError):
     """A weights file cannot be read, or does not fit the model it is loaded into."""
+
+
+class LoadError(SlimGraphError):
+    """A folder written by ``sg.save`` cannot be loaded back (missing or malformed files,
+    weights that do not fit the saved config, transformers not installed)."""
