@@ -10,6 +10,7 @@ anywhere.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -92,7 +93,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
     if not weights.is_file():
         raise LoadError(f"{directory} has no {WEIGHTS_FILE}; save the model again with sg.save")
     source = _config(transformers, directory, data[SOURCE])
-    meta = _on_meta(arch, source)
+    meta = _on_meta(arch, copy.deepcopy(source))  # apply updates the config it is given
     count = sum(p.numel() for p in meta.parameters())
     if plan.params_before and count != plan.params_before:  # before tracing: it sizes arrays
         raise LoadError(

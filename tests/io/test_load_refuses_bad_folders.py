@@ -14,17 +14,20 @@ from slimgraph.errors import LoadError
 from tests.hf_models import build
 
 SOURCE = "slimgraph_source_config"
+SLIM: dict = {}  # the slim models the fixture saved, to compare what loads back
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A llama slimmed under global scope (reloads through the plan) and a uniformly
-    slimmed one (reloads through from_pretrained)."""
+    """A bert slimmed under global scope (reloads through the plan) and a uniformly
+    slimmed llama (reloads through from_pretrained)."""
     root = tmp_path_factory.mktemp("saved")
-    model, x = build("llama")
+    model, x = build("bert")
     result = sg.slim(model, x, ratio=0.5, scope="global")
     sg.save(result.model, root / "plan", result.plan)
+    model, x = build("llama")
     sg.save(sg.slim(model, x, ratio=0.5).model, root / "exact")
+    SLIM["plan"] = result.model
     return root
 
 
@@ -41,8 +44,12 @@ def _edit_json(path, change):
 
 
 def test_saved_folders_still_load(saved):
-    assert not sg.load(saved / "plan").training
-    assert not sg.load(saved / "exact").training
+    again = sg.load(saved / "plan")
+    assert not again.training and not sg.load(saved / "exact").training
+    expected = SLIM["plan"].state_dict()
+    assert again.config.intermediate_size == SLIM["plan"].config.intermediate_size
+    for name, tensor in again.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("which", ["plan", "exact"])
