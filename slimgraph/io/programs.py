@@ -94,21 +94,27 @@ def check_archive(path: Path, name: str) -> None:
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            listed = [n.partition("/")[2] for n in archive.namelist() if not n.endswith("/")]
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (OSError, zipfile.BadZipFile) as err:
+        raise _not_a_program(name) from err
+    outside = [n for n in names if n.partition("/")[0] != names[0].partition("/")[0]]
+    if outside or any("/" not in n for n in names):  # torch < 2.8 read top-level pickles
+        stray = (outside or [n for n in names if "/" not in n])[0]
+        raise _unpickled(name, stray, "lies outside the archive's root folder")
+    try:
         records = PT2ArchiveReader(str(path))
-        members = set(listed) | set(records.get_file_names())
+        members = {n.partition("/")[2] for n in names} | set(records.get_file_names())
     except Exception as err:
         raise _not_a_program(name) from err
     for member in sorted(members):
         if not PLAIN_MEMBER.fullmatch(member):
             raise _unpickled(name, member, "is not part of an exported program of plain tensors")
-    for member in sorted(members):
-        data = records.read_bytes(member)
+    for member in sorted(members):  # weights are raw bytes: only configs and inputs are read
         if member.endswith(("_weights_config.json", "_constants_config.json")):
-            _check_payloads(name, member, data)
+            _check_payloads(name, member, records.read_bytes(member))
         elif member.startswith("data/sample_inputs/"):
             try:  # the restricted unpickler: it builds tensors and containers, nothing else
-                torch.load(io.BytesIO(data), weights_only=True)
+                torch.load(io.BytesIO(records.read_bytes(member)), weights_only=True)
             except Exception as err:
                 raise _unpickled(name, member, "holds objects other than tensors") from err
 
@@ -124,7 +130,7 @@ def _check_payloads(name: str, member: str, data: bytes) -> None:
         path = entry.get("path_name")
         if entry.get("use_pickle") is not False or not PLAIN_PAYLOAD.fullmatch(str(path)):
             target = f"{member.rpartition('/')[0]}/{path}"
-            raise _unpickled(name, target, f"is marked as a pickle in {member}")
+            raise _unpickled(name, target, f"is not a plain tensor in {member}")
 
 
 def _not_a_program(name: str) -> ModelSpecError:

@@ -128,3 +128,18 @@ def test_inspect_refuses_evil_pt2(tmp_path, capsys):
     assert main(["inspect", str(evil)]) == 2
     assert "data/sample_inputs/model.pt" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_member_outside_the_root_folder_is_refused(tmp_path):
+    """torch.export.load falls back to the pre-2.8 layout, top-level pickles, when the
+    archive does not load: such members are refused up front."""
+    marker = tmp_path / "marker"
+
+    def legacy(name, data):
+        extra = [("serialized_state_dict.pt", _pickled(WritesMarker(marker)))]
+        return [(name, data), *(extra if name.endswith("archive_format") else [])]
+
+    evil = _rewrite(_program(tmp_path / "net.pt2"), tmp_path / "evil.pt2", legacy)
+    with pytest.raises(ModelSpecError, match="serialized_state_dict.pt"):
+        load_program(str(evil))
+    assert not marker.exists()
