@@ -15,6 +15,8 @@ __all__ = [
     "ModelCallError",
     "ParityError",
     "BatchError",
+    "WeightsError",
+    "LoadError",
 ]
 
 
@@ -73,3 +75,12 @@ class ParityError(ExportError):
 
 class BatchError(SlimGraphError):
     """A batch of calibration or training data does not fit the model's ``forward``."""
+
+
+class WeightsError(SlimGraphError):
+    """A weights file cannot be read, or does not fit the model it is loaded into."""
+
+
+class LoadError(SlimGraphError):
+    """A folder written by ``sg.save`` cannot be loaded back (missing or malformed files,
+    weights that do not fit the saved config, transformers not installed)."""

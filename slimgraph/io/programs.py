@@ -2,6 +2,12 @@
 program as a module, the example inputs it was saved with, or inputs synthesised from the
 shapes its placeholders record.
 
+``torch.export.load`` unpickles parts of an archive (weights and constants marked
+``use_pickle``, opaque objects, sample inputs that need ``weights_only=False``), and
+unpickling runs whatever code the file names. So :func:`load_program` first reads the
+archive's members and refuses any that torch would unpickle: a spec file from elsewhere
+never runs code.
+
 >>> import tempfile, torch
 >>> path = tempfile.mkdtemp() + "/net.pt2"
 >>> torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.randn(1, 4),)), path)
@@ -12,18 +18,43 @@ shapes its placeholders record.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import re
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.export.pt2_archive import PT2ArchiveReader
 
 from slimgraph._core.inputs import random_tensor
 from slimgraph.errors import ModelSpecError
 
-__all__ = ["ExampleInputs", "load_program", "placeholder_inputs", "program_module", "stored_inputs"]
+__all__ = [
+    "ExampleInputs",
+    "check_archive",
+    "load_program",
+    "placeholder_inputs",
+    "program_module",
+    "stored_inputs",
+]
 
 ExampleInputs = tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
+
+# The members torch.export.save writes for a program of plain tensors; torch reads them
+# as raw bytes, JSON or text, except the sample inputs (a torch.save file, checked below).
+# Anything else (legacy ``.pt`` pickles, opaque or custom objects, compiled AOTInductor
+# libraries) is refused.
+PLAIN_MEMBER = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/[^/]+\.json|data/sample_inputs/[^/]+\.pt|extra/.+"
+    r"|data/weights/(weight_\d+|[^/]+_weights_config\.json)"
+    r"|data/constants/(tensor_\d+|[^/]+_constants_config\.json)"
+)
+# The payload files a weights or constants config may point at.
+PLAIN_PAYLOAD = re.compile(r"weight_\d+|tensor_\d+")
 
 
 def load_program(name: str) -> torch.export.ExportedProgram:
@@ -34,17 +65,87 @@ def load_program(name: str) -> torch.export.ExportedProgram:
             f"model spec {name!r}: no such file; pass an exported program written by "
             "torch.export.save"
         )
+    check_archive(path, name)
     export_log = logging.getLogger("torch.export")  # logs a traceback before raising
     disabled, export_log.disabled = export_log.disabled, True
     try:
         return torch.export.load(path)
     except Exception as err:
-        raise ModelSpecError(
-            f"model spec {name!r}: not an exported program (torch.export.load cannot read "
-            "it); write one with torch.export.save(torch.export.export(model, args), path)"
-        ) from err
+        raise _not_a_program(name) from err
     finally:
         export_log.disabled = disabled
+
+
+def check_archive(path: Path, name: str) -> None:
+    """Refuse an archive that ``torch.export.load`` would unpickle any part of, naming
+    the member; an archive of plain tensors (what ``torch.export.save`` writes for an
+    ordinary model) passes.
+
+    >>> import tempfile, zipfile
+    >>> path = Path(tempfile.mkdtemp()) / "odd.pt2"
+    >>> with zipfile.ZipFile(path, "w") as archive:
+    ...     archive.writestr("odd/.data/version", "3")
+    ...     archive.writestr("odd/archive_format", "pt2")
+    ...     archive.writestr("odd/data/weights/model.pt", b"")
+    >>> check_archive(path, "odd.pt2")
+    Traceback (most recent call last):
+    ...
+    slimgraph.errors.ModelSpecError: model spec 'odd.pt2': member data/weights/model.pt is not part of an exported program of plain tensors; torch.export.load would unpickle it, which can run any code, so slimgraph does not read it: export the model again with torch.export.save, from a model you trust
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (OSError, zipfile.BadZipFile) as err:
+        raise _not_a_program(name) from err
+    outside = [n for n in names if n.partition("/")[0] != names[0].partition("/")[0]]
+    if outside or any("/" not in n for n in names):  # torch < 2.8 read top-level pickles
+        stray = (outside or [n for n in names if "/" not in n])[0]
+        raise _unpickled(name, stray, "lies outside the archive's root folder")
+    try:
+        records = PT2ArchiveReader(str(path))
+        members = {n.partition("/")[2] for n in names} | set(records.get_file_names())
+    except Exception as err:
+        raise _not_a_program(name) from err
+    for member in sorted(members):
+        if not PLAIN_MEMBER.fullmatch(member):
+            raise _unpickled(name, member, "is not part of an exported program of plain tensors")
+    for member in sorted(members):  # weights are raw bytes: only configs and inputs are read
+        if member.endswith(("_weights_config.json", "_constants_config.json")):
+            _check_payloads(name, member, records.read_bytes(member))
+        elif member.startswith("data/sample_inputs/"):
+            try:  # the restricted unpickler: it builds tensors and containers, nothing else
+                torch.load(io.BytesIO(records.read_bytes(member)), weights_only=True)
+            except Exception as err:
+                raise _unpickled(name, member, "holds objects other than tensors") from err
+
+
+def _check_payloads(name: str, member: str, data: bytes) -> None:
+    """Every entry of a weights or constants config points at raw tensor bytes."""
+    try:
+        entries = json.loads(data)["config"].values()
+    except Exception as err:
+        raise _unpickled(name, member, "is not a config of tensors") from err
+    for entry in entries:
+        entry = entry if isinstance(entry, dict) else {}
+        path = entry.get("path_name")
+        if entry.get("use_pickle") is not False or not PLAIN_PAYLOAD.fullmatch(str(path)):
+            target = f"{member.rpartition('/')[0]}/{path}"
+            raise _unpickled(name, target, f"is not a plain tensor in {member}")
+
+
+def _not_a_program(name: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"model spec {name!r}: not an exported program (torch.export.load cannot read "
+        "it); write one with torch.export.save(torch.export.export(model, args), path)"
+    )
+
+
+def _unpickled(name: str, member: str, why: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"model spec {name!r}: member {member} {why}; torch.export.load would unpickle it, "
+        "which can run any code, so slimgraph does not read it: export the model again "
+        "with torch.export.save, from a model you trust"
+    )
 
 
 def program_module(program: torch.export.ExportedProgram) -> nn.Module:

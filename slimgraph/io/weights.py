@@ -24,11 +24,12 @@ import os
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimgraph._core.files import atomic_write
+from slimgraph.errors import WeightsError
 
 __all__ = ["save_weights", "load_weights"]
 
@@ -93,7 +94,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     The tied names recorded in the metadata get their stored tensor back, so a model
     with tied weights loads strictly. A plain safetensors file loads too. Entries that
     were not tensors (a module's extra state) were never saved: load such a model with
-    ``strict=False``.
+    ``strict=False``. Everything is checked before anything is loaded: a file that does
+    not fit (keys, shapes, a dtype that would be converted, malformed aliases) raises a
+    :class:`~slimgraph.errors.WeightsError` naming the keys, and leaves the model as it was.
 
     >>> import tempfile
     >>> net = torch.nn.Linear(2, 3)
@@ -107,12 +110,84 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     >>> load_weights(torch.nn.Linear(2, 4), path)
     Traceback (most recent call last):
     ...
-    RuntimeError: Error(s) in loading state_dict for Linear:
-    ...
+    slimgraph.errors.WeightsError: ...w.safetensors does not fit Linear: size mismatch for weight: the file holds [3, 2], the model [4, 2]; size mismatch for bias: ...; nothing was loaded
     """
-    state = load_file(str(path))
-    with safe_open(str(path), framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get(ALIASES, "{}"))
-    for name, stored in aliases.items():
-        state[name] = state[stored]
+    state = _read_weights(path)
+    expected = model.state_dict(keep_vars=True)
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if strict and missing:
+        problems.append(
+            f"missing keys {_names(missing)} (entries that are not tensors, such as a "
+            "module's extra state, are never saved: load with strict=False)"
+        )
+    if strict and unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    for name, target in expected.items():  # in the model's order
+        tensor = state.get(name)
+        if tensor is None or not isinstance(target, torch.Tensor):
+            continue
+        if tensor.shape != target.shape:
+            problems.append(
+                f"size mismatch for {name}: the file holds {list(tensor.shape)}, "
+                f"the model {list(target.shape)}"
+            )
+        elif tensor.dtype != target.dtype and not (
+            tensor.dtype.is_floating_point and target.dtype.is_floating_point
+        ):  # float widths convert losslessly enough; ints, bools and floats do not mix
+            problems.append(
+                f"dtype mismatch for {name}: the file holds {_dtype(tensor)}, "
+                f"the model {_dtype(target)}"
+            )
+    if problems:
+        raise WeightsError(
+            f"{path} does not fit {type(model).__name__}: {'; '.join(problems)}; nothing was loaded"
+        )
     return model.load_state_dict(state, strict=strict)
+
+
+def _read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The file's tensors, with every tied name recorded in its metadata put back."""
+    try:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(ALIASES, "{}")
+    except (OSError, SafetensorError) as err:
+        raise WeightsError(
+            f"{path} cannot be read as safetensors ({err}); pass a file written by "
+            "sg.save_weights or save_file"
+        ) from err
+    try:
+        aliases = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"{path}: the {ALIASES} metadata is not JSON ({err})") from err
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+    ):
+        raise WeightsError(
+            f"{path}: the {ALIASES} metadata must map names to stored names, "
+            f"not {type(aliases).__name__} {text[:80]}"
+        )
+    clashing = [name for name in aliases if name in state]
+    if clashing:
+        raise WeightsError(
+            f"{path}: the {ALIASES} metadata would replace the stored tensors "
+            f"{_names(clashing)}; a tied name is stored once, so this file is corrupt"
+        )
+    dangling = [f"{name} -> {stored}" for name, stored in aliases.items() if stored not in state]
+    if dangling:
+        raise WeightsError(
+            f"{path}: the {ALIASES} metadata points at keys the file does not hold: "
+            f"{', '.join(dangling[:5])}"
+        )
+    return {**state, **{name: state[stored] for name, stored in aliases.items()}}
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(f'"{k}"' for k in keys[:5])
+    return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")

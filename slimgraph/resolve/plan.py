@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -67,6 +68,13 @@ class InputShape(BaseModel):
         if any(s < 0 for s in shape):
             raise ValueError(f"negative size in shape {shape}")
         return shape
+
+    @field_validator("dtype")
+    @classmethod
+    def _torch_dtype(cls, dtype: str) -> str:
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; name a torch dtype such as float32")
+        return dtype
 
 
 class Fold(BaseModel):

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.errors import WeightsError
 
 
 class TiedNet(nn.Module):
@@ -114,7 +115,7 @@ def test_load_weights_reads_a_plain_safetensors_file(tmp_path):
 def test_load_weights_refuses_a_model_of_other_widths(tmp_path):
     path = tmp_path / "w.safetensors"
     sg.save_weights(nn.Linear(2, 3), path)
-    with pytest.raises(RuntimeError, match=r"size mismatch for weight: .*\[3, 2\].*\[4, 2\]"):
+    with pytest.raises(WeightsError, match=r"size mismatch for weight: .*\[3, 2\].*\[4, 2\]"):
         sg.load_weights(nn.Linear(2, 4), path)
 
 
@@ -154,7 +155,7 @@ def test_extra_state_is_not_saved_so_only_a_lax_load_accepts_it(tmp_path):
     path = tmp_path / "w.safetensors"
     sg.save_weights(net, path)
     fresh = torch.nn.Sequential(torch.nn.Linear(3, 3), _WithExtraState(3, 2))
-    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "1._extra_state"'):
+    with pytest.raises(WeightsError, match=r'missing keys "1._extra_state"'):
         sg.load_weights(fresh, path)
     result = sg.load_weights(fresh, path, strict=False)
     assert (result.missing_keys, result.unexpected_keys) == (["1._extra_state"], [])
