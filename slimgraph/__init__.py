@@ -15,6 +15,7 @@ from slimgraph.errors import (
     BatchError,
     ExportArgumentError,
     ExportError,
+    LoadError,
     ModelCallError,
     ModelSpecError,
     ParityError,
@@ -25,6 +26,7 @@ from slimgraph.errors import (
     SlimGraphError,
     TraceError,
     UsageError,
+    WeightsError,
 )
 from slimgraph.export.onnx import ExportReport, export_onnx
 from slimgraph.graph import viz
@@ -95,4 +97,6 @@ __all__ = [
     "ModelCallError",
     "ParityError",
     "BatchError",
+    "LoadError",
+    "WeightsError",
 ]

@@ -87,7 +87,7 @@ def _import_transformers() -> Any:
     except ImportError:
         raise ModelSpecError(
             "transformers is not installed, so hf:DIRECTORY specs cannot be built; "
-            "install it with `pip install transformers`"
+            'install it with `pip install "slimgraph[hf]"`'
         ) from None
     return transformers
 
