@@ -64,8 +64,13 @@ def reference_outputs(
     does not apply (see the module docstring). ``model`` is left as it was."""
     if example_inputs is None or not _checkable(model, plan, graph):
         return None
-    with _zeroed(model, slices):
-        outputs = _run(model, example_inputs, graph.modes)
+    try:
+        with _zeroed(model, slices):
+            outputs = _run(model, example_inputs, graph.modes)
+    except Exception:
+        # A model that refuses zeroed weights (an assert on its activations) cannot serve as
+        # its own reference; the shape check still runs, and nothing is left zeroed.
+        return None
     return Reference(outputs, example_inputs, graph.modes)
 
 
@@ -77,9 +82,10 @@ def check_values(slim: nn.Module, reference: Reference | None) -> None:
     for i, (out, ref) in enumerate(zip(got, reference.outputs)):
         if out.shape != ref.shape or not bool(torch.isfinite(ref).all()):
             continue  # the shape check reports shapes; a non-finite reference proves nothing
+        # Fewer channels sum in another order: allow rounding, scaled to the outputs.
         rtol = 1e-3 if torch.finfo(ref.dtype).bits > 16 else 3e-2
         scale = float(ref.abs().max()) if ref.numel() else 0.0
-        diff = float((out - ref).abs().max()) if ref.numel() else 0.0
+        diff = float((out.double() - ref.double()).abs().max()) if ref.numel() else 0.0
         if not diff <= rtol * scale + torch.finfo(ref.dtype).eps:
             raise RewriteError(
                 f"value check: output {i} of the slim model differs from the original's with "
@@ -106,7 +112,9 @@ def _checkable(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> b
 def _run(model: nn.Module, inputs: Any, modes: dict[str, bool]) -> list[torch.Tensor]:
     """Floating outputs of ``model`` run in the traced modes, without moving any buffer."""
     args, kwargs = split_inputs(inputs)
-    saved = {name: b.clone() for name, b in model.named_buffers()}
+    # Train mode moves BatchNorm statistics; eval mode moves nothing, so copies nothing.
+    trained = any(modes.values())
+    saved = {name: b.clone() for name, b in model.named_buffers()} if trained else {}
     with preserve_modes(model), without_kv_cache(model), torch.no_grad():
         for name, module in model.named_modules():
             module.training = modes.get(name, module.training)
@@ -116,7 +124,7 @@ def _run(model: nn.Module, inputs: Any, modes: dict[str, bool]) -> list[torch.Te
             for name, b in model.named_buffers():
                 if name in saved:
                     b.copy_(saved[name])
-    return [t.detach().float() for t in _tensors(out) if t.is_floating_point()]
+    return [t.detach() for t in _tensors(out) if t.is_floating_point()]
 
 
 def _tensors(out: Any) -> Iterator[torch.Tensor]:
