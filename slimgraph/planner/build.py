@@ -32,6 +32,7 @@ from slimgraph.graph.depgraph import DependencyGraph, Group
 from slimgraph.planner.choose import Chooser, rank_globally, ranked_together
 from slimgraph.planner.compensation import compensation
 from slimgraph.planner.links import enforce_links
+from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.resolve.cost import plan_macs
 from slimgraph.resolve.indices import param_counts
 from slimgraph.resolve.plan import Fold, GroupCut, InputShape, PruningPlan
@@ -72,6 +73,15 @@ def plan(
         graph = graph.calibrated(calibration)
     if config.target_macs is not None or config.target_params is not None:
         return _plan_for_budget(graph, config, skip)
+    result = _planned(graph, config, skip)
+    warn_if_nothing_dropped(graph, config, result, stacklevel=2)
+    return result
+
+
+def _planned(
+    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+) -> PruningPlan:
+    """The plan at ``config``'s ratio (no budget search, no warning that it is empty)."""
     skip = dict(skip or {})
     if not config.prune_residual:
         skip.update(
@@ -143,7 +153,7 @@ def _compensation(
             f"bias_compensation: {len(unbiased)} layer(s) reading dropped channels have no "
             f"bias or BatchNorm to fold their means into ({', '.join(unbiased[:3])}"
             f"{', …' if len(unbiased) > 3 else ''}); they lose those channels uncompensated",
-            stacklevel=3,
+            stacklevel=4,
         )
     return tuple(found)
 
@@ -159,7 +169,7 @@ def _plan_for_budget(
 
     def planned(ratio: float) -> PruningPlan:
         update = {"ratio": ratio, "target_macs": None, "target_params": None}
-        return plan(graph, config.model_copy(update=update), skip=skip)
+        return _planned(graph, config.model_copy(update=update), skip)
 
     if config.target_macs is not None:
         target, total = config.target_macs, plan_macs(graph, planned(0.0))
@@ -185,4 +195,5 @@ def _plan_for_budget(
     chosen = best[1]
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})
+    warn_if_nothing_dropped(graph, found, final, stacklevel=3)
     return final.for_graph(graph)

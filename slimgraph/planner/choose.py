@@ -14,7 +14,7 @@ import numpy as np
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.graph.depgraph import DependencyGraph, Group
 
-__all__ = ["Chooser", "rank_globally", "ranked_together"]
+__all__ = ["Chooser", "channel_budget", "rank_globally", "ranked_together"]
 
 
 class Chooser:
@@ -69,10 +69,7 @@ class Chooser:
 
     def budget(self, ratio: float, config: PruneConfig) -> int:
         """Channels to drop: ``ratio`` of them, keeping a multiple of ``round_to``."""
-        n = self.channels
-        keep = max(n - math.floor(n * ratio + 1e-9), min(config.min_keep, n))
-        keep = min(n, math.ceil(keep / config.round_to) * config.round_to)
-        return n - keep
+        return channel_budget(self.channels, ratio, config)
 
     def items(self, units: list[int] | None = None) -> list[tuple[int, ...]]:
         """``units`` (default: all, lowest score per channel first) as droppable items."""
@@ -112,6 +109,18 @@ class Chooser:
             picked += item
             spent += w
         return sorted(picked)
+
+
+def channel_budget(channels: int, ratio: float, config: PruneConfig) -> int:
+    """How many of ``channels`` a group drops at ``ratio``: the kept count is at least
+    ``min_keep`` and a multiple of ``round_to`` (never more than all of them).
+
+    >>> channel_budget(64, 0.5, PruneConfig(round_to=8)), channel_budget(12, 0.5, PruneConfig(round_to=16))
+    (32, 0)
+    """
+    keep = max(channels - math.floor(channels * ratio + 1e-9), min(config.min_keep, channels))
+    keep = min(channels, math.ceil(keep / config.round_to) * config.round_to)
+    return channels - keep
 
 
 def ranked_together(graph: DependencyGraph, groups: list[Group], scope: str) -> list[list[Group]]:

@@ -6,7 +6,8 @@ Order of work, so that a plan that cannot apply never touches real weights:
 2. meta dry run: a weightless copy is sliced, its attributes updated from
    ``rules/modules.toml``, and run forward on the plan's input shapes;
 3. the real model (a copy unless ``inplace=True``) gets the sliced tensors;
-4. with ``example_inputs``, a real forward pass checks the output shapes.
+4. with ``example_inputs``, a real forward pass checks the output shapes, and on exact
+   plans the values (:mod:`slimgraph.rewrite.verify`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from slimgraph.resolve.slicing import (
 )
 from slimgraph.rewrite.compensation import bias_shifts
 from slimgraph.rewrite.hf_config import update_configs
+from slimgraph.rewrite.verify import check_values, reference_outputs
 
 __all__ = ["apply", "dry_run"]
 
@@ -65,6 +67,7 @@ def apply(
     slices = dry_run(model, plan, graph)
     shifts = bias_shifts(model, plan.compensation, slices)  # from the weights before slicing
     expected = graph.output_shapes
+    reference = reference_outputs(model, plan, graph, slices, example_inputs)  # before slicing
     if inplace:
         old = meta_copy(model)
         assign(model, sliced_tensors(model, slices, meta=False))
@@ -88,6 +91,7 @@ def apply(
         )
     if example_inputs is not None:
         _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
+        check_values(slim, reference)
     return slim
 
 

@@ -38,13 +38,18 @@ def recalibrate_bn(
     """Reset every BatchNorm's running statistics and re-estimate them as a plain average
     over ``batches`` (each a tensor, a tuple of positional inputs or a dict of keyword
     inputs; ``inputs(batch)`` selects them from batches that hold more, such as
-    ``(inputs, labels)`` pairs). Only the BatchNorm layers run in train mode; dropout and the rest stay as they
-    are; no weight changes. Returns the number of batches used."""
+    ``(inputs, labels)`` pairs). Only the BatchNorm layers run in train mode; dropout and
+    the rest stay as they are; no weight changes. Returns the number of batches used.
+
+    When a batch raises, or there is no batch, the statistics the model had are put back
+    before the error propagates: a half-finished estimate never replaces them."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         raise SlimGraphError("the model has no BatchNorm layer to recalibrate")
     momenta = [m.momentum for m in norms]
+    before = [_statistics(m) for m in norms]
     used = 0
+    finished = False
     with preserve_modes(model), torch.no_grad():
         for m in norms:
             m.reset_running_stats()
@@ -56,9 +61,23 @@ def recalibrate_bn(
                     break
                 call_on_batch(model, batch, inputs)
                 used += 1
+            finished = used > 0
         finally:
-            for m, momentum in zip(norms, momenta):
+            for m, momentum, stats in zip(norms, momenta, before):
                 m.momentum = momentum
+                if not finished:
+                    _restore(m, stats)
     if used == 0:
         raise SlimGraphError("recalibrate_bn got no batches; pass an iterable of inputs")
     return used
+
+
+def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> dict[str, torch.Tensor]:
+    """Copies of the running statistics ``reset_running_stats`` is about to overwrite."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    return {n: t.detach().clone() for n in names if (t := getattr(norm, n, None)) is not None}
+
+
+def _restore(norm: nn.modules.batchnorm._BatchNorm, stats: dict[str, torch.Tensor]) -> None:
+    for name, saved in stats.items():
+        getattr(norm, name).copy_(saved)
