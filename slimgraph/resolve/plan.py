@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
@@ -83,6 +84,23 @@ class Fold(BaseModel):
         "bias-free layer (subtracted)"
     )
     means: tuple[float, ...] = Field(description="one per dropped input index, in order")
+
+    @model_validator(mode="after")
+    def _fits(self) -> Fold:
+        layer, _, dim = self.reads.rpartition(":")
+        if not layer.endswith("weight") or not dim.isdigit():
+            raise ValueError(f'fold reads "{self.reads}"; expected "<layer>.weight:<dim>"')
+        if not self.into.endswith((".bias", ".running_mean")) and self.into not in (
+            "bias",
+            "running_mean",
+        ):
+            raise ValueError(
+                f"fold of {self.reads} goes into {self.into}; only a bias or a BatchNorm "
+                "running_mean can take the dropped channels' means"
+            )
+        if not all(math.isfinite(m) for m in self.means):
+            raise ValueError(f"fold of {self.reads}: its means must be finite numbers")
+        return self
 
 
 class PruningPlan(BaseModel):
