@@ -29,6 +29,9 @@ __all__ = ["build_graph", "trace"]
 # Ops that change memory layout only, which some code emits on one device and not another
 # (HF attention calls .contiguous() off the CPU): not part of the fingerprint.
 LAYOUT_ONLY = frozenset({"aten.contiguous.default", "aten.clone.default", "aten.alias.default"})
+# Broadcasts that export leaves out where they change nothing (batch 1): not part of the
+# fingerprint either, so a plan made at batch 1 fits the model traced at batch 8.
+BATCH_ONLY = frozenset({"aten.expand.default"})
 
 
 @contextlib.contextmanager
@@ -230,9 +233,13 @@ def _run_rules(
         ops[node.name] = str(node.target)
         if node.op in ("placeholder", "call_function"):
             b.register(node)
-            shapes = [tuple(t.shape) for t in b.outputs(node)]
-            if str(node.target) not in LAYOUT_ONLY:
-                lines.append(f"{node.op} {node.target} {node.meta.get(META_ROLE, '')} {shapes}")
+            role = node.meta.get(META_ROLE, "")
+            # the state's shapes, and only the rank of activations: a plan made at batch 1
+            # applies at batch 8 (group sizes are checked one by one anyway)
+            state = role and role[0] != "input"
+            shapes = [tuple(t.shape) if state else t.ndim for t in b.outputs(node)]
+            if str(node.target) not in LAYOUT_ONLY | BATCH_ONLY:
+                lines.append(f"{node.op} {node.target} {role} {shapes}")
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             role, _ = node.meta.get(META_ROLE, ("input", None))

@@ -17,13 +17,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from slimgraph._core.inputs import preserve_modes, split_inputs, synthesize
 from slimgraph.resolve.indices import kept_shapes
-from slimgraph.resolve.slicing import meta_copy, sliced_copy, update_attributes
+from slimgraph.resolve.slicing import Slices, meta_copy, sliced_copy, update_attributes
 
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph
     from slimgraph.resolve.plan import PruningPlan
 
-__all__ = ["count_macs", "count_params", "module_macs", "plan_macs"]
+__all__ = [
+    "count_macs",
+    "count_params",
+    "module_macs",
+    "plan_macs",
+    "plan_module_macs",
+    "reads_values",
+    "slim_meta_copy",
+]
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -44,7 +52,7 @@ def count_macs(model: torch.nn.Module, example_inputs: Any) -> int:
     try:
         return module_macs(meta_copy(model).requires_grad_(False), meta_inputs)[""]
     except RuntimeError as err:
-        if "meta tensors" not in str(err) or any(p.is_meta for p in model.parameters()):
+        if not reads_values(err) or any(p.is_meta for p in model.parameters()):
             raise
     return module_macs(model, example_inputs)[""]
 
@@ -68,13 +76,45 @@ def module_macs(model: torch.nn.Module, inputs: Any) -> dict[str, int]:
 
 def plan_macs(graph: DependencyGraph, plan: PruningPlan) -> int:
     """Multiply-accumulates of the model ``plan`` would make, on a sliced meta copy."""
-    inputs = synthesize(plan.inputs or graph.inputs, "meta")
-    return module_macs(slim_meta_copy(graph, plan), inputs)[""]
+    return plan_module_macs(graph, plan, before=False)[1][""]
+
+
+def plan_module_macs(
+    graph: DependencyGraph, plan: PruningPlan, before: bool = True
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Module name -> MACs, before (empty unless ``before``) and after ``plan``, measured
+    on meta copies; on the real model and a real sliced copy when its code reads tensor
+    values, which meta tensors cannot give (DeBERTa checks its input ids for padding)."""
+    slices = kept_shapes(graph, plan)
+    specs = plan.inputs or graph.inputs
+    model = graph.model
+    try:
+        inputs = synthesize(specs, "meta")
+        after = module_macs(_slim_copy(model, slices, plan.head_dims, meta=True), inputs)
+        return (module_macs(meta_copy(model), inputs) if before else {}), after
+    except RuntimeError as err:
+        if not reads_values(err) or any(p.is_meta for p in model.parameters()):
+            raise
+    inputs = synthesize(specs)
+    after = module_macs(_slim_copy(model, slices, plan.head_dims, meta=False), inputs)
+    return (module_macs(model, inputs) if before else {}), after
+
+
+def reads_values(err: BaseException) -> bool:
+    """Whether a forward pass failed because the model reads tensor values, which meta
+    tensors do not have."""
+    text = f"{err} {err.__cause__ or ''}"
+    return any(mark in text for mark in ("meta tensors", "data-dependent", "meta tensor.item"))
 
 
 def slim_meta_copy(graph: DependencyGraph, plan: PruningPlan) -> torch.nn.Module:
     """The model ``plan`` would make, weightless: sliced, with its attributes updated."""
-    slices = kept_shapes(graph, plan)
-    after = sliced_copy(graph.model, slices, meta=True)
-    update_attributes(after, graph.model, slices, plan.head_dims)
+    return _slim_copy(graph.model, kept_shapes(graph, plan), plan.head_dims, meta=True)
+
+
+def _slim_copy(
+    model: torch.nn.Module, slices: Slices, head_dims: bool, meta: bool
+) -> torch.nn.Module:
+    after = sliced_copy(model, slices, meta=meta)
+    update_attributes(after, model, slices, head_dims)
     return after

@@ -9,8 +9,10 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from torch import nn
 
 from slimgraph.errors import PlanError
+from slimgraph.resolve.slicing import Slices
 
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph
@@ -65,11 +67,38 @@ def kept_shapes(
             gone = is_dropped[graph.slot_labels(slot)]
             if gone.any():
                 result.setdefault(target, []).append((graph.slots[slot].dim, np.flatnonzero(~gone)))
-    return result
+    return _tied(graph.model, result)
+
+
+def _tied(model: nn.Module, result: dict[str, list[tuple[int, np.ndarray]]]) -> Slices:
+    """Every name of a tensor shared under several names (tied embeddings, one module
+    registered twice) gets the union of the cuts on any of them: per dim, the indices all
+    of them keep. The rewrite slices such a tensor once and the counts count it once, so
+    both must see the same cuts whichever name they read."""
+    names: dict[int, list[str]] = {}
+    for name, t in [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]:
+        names.setdefault(id(t), []).append(name)
+    merged: Slices = {}
+    for tied in names.values():
+        cuts = [c for name in tied for c in result.get(name, [])]
+        if not cuts:
+            continue
+        by_dim: dict[int, np.ndarray] = {}
+        for dim, idx in cuts:
+            by_dim[dim] = np.intersect1d(by_dim[dim], idx) if dim in by_dim else np.asarray(idx)
+        for name in tied:
+            merged[name] = sorted(by_dim.items(), key=lambda kv: kv[0])
+    # names the model does not hold (a graph bound to another copy) keep their own cuts
+    return merged | {k: v for k, v in result.items() if k not in merged}
 
 
 def param_counts(graph: DependencyGraph, plan: PruningPlan) -> tuple[int, int]:
-    """Parameter elements before and after ``plan`` (shared parameters counted once)."""
+    """Parameter elements before and after ``plan``: a tensor shared under several names
+    counted once, sliced by every cut that touches any of its names (what
+    :func:`slimgraph.resolve.cost.count_params` finds on the applied model)."""
     kept = kept_shapes(graph, plan)
     before = after = 0
     for name, p in graph.model.named_parameters():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -41,7 +43,8 @@ class GroupCut(BaseModel):
             f" ({', '.join(self.modules[:3])})" if self.modules else ""
         )
         if len(set(self.drop)) != len(self.drop):
-            dup = sorted({i for i in self.drop if self.drop.count(i) > 1})
+            # one counting pass: drop.count per index was quadratic on large groups
+            dup = sorted(i for i, n in Counter(self.drop).items() if n > 1)
             raise ValueError(f"{where}: duplicate drop indices {dup[:5]}")
         bad = [i for i in self.drop if not 0 <= i < self.size]
         if bad:
@@ -89,6 +92,23 @@ class Fold(BaseModel):
         "bias-free layer (subtracted)"
     )
     means: tuple[float, ...] = Field(description="one per dropped input index, in order")
+
+    @model_validator(mode="after")
+    def _fits(self) -> Fold:
+        layer, _, dim = self.reads.rpartition(":")
+        if not layer.endswith("weight") or not dim.isdigit():
+            raise ValueError(f'fold reads "{self.reads}"; expected "<layer>.weight:<dim>"')
+        if not self.into.endswith((".bias", ".running_mean")) and self.into not in (
+            "bias",
+            "running_mean",
+        ):
+            raise ValueError(
+                f"fold of {self.reads} goes into {self.into}; only a bias or a BatchNorm "
+                "running_mean can take the dropped channels' means"
+            )
+        if not all(math.isfinite(m) for m in self.means):
+            raise ValueError(f"fold of {self.reads}: its means must be finite numbers")
+        return self
 
 
 class PruningPlan(BaseModel):

@@ -25,6 +25,7 @@ from slimgraph.graph.ruletable import load_rules
 __all__ = [
     "Slices",
     "assign",
+    "memory_format",
     "meta_copy",
     "slice_tensor",
     "sliced_copy",
@@ -40,16 +41,36 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return sliced_copy(model, {}, meta=True)
 
 
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout ``t`` is stored in, so its slices can keep it (``index_select`` returns
+    contiguous tensors, which would turn a ``channels_last`` conv weight back).
+
+    >>> memory_format(torch.empty(2, 3, 4, 5).to(memory_format=torch.channels_last))
+    torch.channels_last
+    """
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if (
+        t.ndim == 5
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last_3d)
+    ):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def slice_tensor(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool) -> torch.Tensor:
+    """``t`` keeping only the given indices along each dim, in ``t``'s memory format."""
+    layout = memory_format(t)
     if meta:
         shape = list(t.shape)
         for dim, idx in kept:
             shape[dim] = len(idx)
-        return torch.empty(shape, dtype=t.dtype, device="meta")
+        return torch.empty(shape, dtype=t.dtype, device="meta", memory_format=layout)
     out = t.detach()
     for dim, idx in kept:
         out = out.index_select(dim, torch.as_tensor(idx, device=out.device))
-    return out.clone()
+    return out.clone(memory_format=layout)
 
 
 def sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, torch.Tensor]:

@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from slimgraph._core.inputs import synthesize
-from slimgraph.resolve.cost import module_macs, slim_meta_copy
+from slimgraph.resolve.cost import count_params, plan_module_macs, slim_meta_copy
 from slimgraph.resolve.indices import check_plan
-from slimgraph.resolve.slicing import meta_copy
 
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
@@ -149,18 +147,17 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
     check_plan(graph, plan)
     model = graph.model
     after = slim_meta_copy(graph, plan)
-    inputs = synthesize(plan.inputs or graph.inputs, "meta")
-    macs_before, macs_after = module_macs(meta_copy(model), inputs), module_macs(after, inputs)
-    after_params = dict(after.named_parameters())
+    macs_before, macs_after = plan_module_macs(graph, plan)
+    # by module and attribute, not by parameter name: named_parameters() lists a tied
+    # tensor under its first name only (lm_head.weight is absent beside embed_tokens)
+    after_modules = dict(after.named_modules())
     layers = []
     for name, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
         if not own:
             continue
-        prefix = f"{name}." if name else ""
-        shapes = {
-            p: (tuple(t.shape), tuple(after_params[prefix + p].shape)) for p, t in own.items()
-        }
+        slim_own = dict(after_modules[name].named_parameters(recurse=False))
+        shapes = {p: (tuple(t.shape), tuple(slim_own[p].shape)) for p, t in own.items()}
         layers.append(
             LayerChange(
                 layer=name,
@@ -177,8 +174,8 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
     return PlanSummary(
         layers=tuple(layers),
         untouched=untouched,
-        params_before=sum(r.params_before for r in layers),
-        params_after=sum(r.params_after for r in layers),
+        params_before=count_params(model),  # a tied tensor counted once, not per layer
+        params_after=count_params(after),
         macs_before=macs_before.get("", 0),
         macs_after=macs_after.get("", 0),
         scored_by=plan.criterion

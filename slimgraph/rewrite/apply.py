@@ -12,16 +12,26 @@ Order of work, so that a plan that cannot apply never touches real weights:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import output_shapes, preserve_modes, split_inputs, synthesize
+from slimgraph._core.inputs import (
+    output_shapes,
+    preserve_modes,
+    split_inputs,
+    synthesize,
+    without_kv_cache,
+)
 from slimgraph.errors import PlanError, RewriteError, SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
+from slimgraph.resolve.cost import reads_values
 from slimgraph.resolve.indices import check_plan, kept_shapes
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.resolve.slicing import (
@@ -35,7 +45,7 @@ from slimgraph.resolve.slicing import (
 )
 from slimgraph.rewrite.compensation import bias_shifts
 from slimgraph.rewrite.hf_config import update_configs
-from slimgraph.rewrite.verify import check_values, reference_outputs
+from slimgraph.rewrite.verify import Reference, check_values, reference_outputs
 
 __all__ = ["apply", "dry_run"]
 
@@ -65,21 +75,55 @@ def apply(
     if graph is None:
         graph = _retrace(model, plan)
     slices = dry_run(model, plan, graph)
-    shifts = bias_shifts(model, plan.compensation, slices)  # from the weights before slicing
+    # every new tensor is computed before any is swapped in: the folds read the weights
+    # before slicing, and a refusal here leaves the model as it was
+    replacements = _new_tensors(model, slices, bias_shifts(model, plan.compensation, slices))
     expected = graph.output_shapes
     reference = reference_outputs(model, plan, graph, slices, example_inputs)  # before slicing
-    if inplace:
+    if not inplace:
+        slim = copy.deepcopy(model, dict(replacements))
+        _finish(slim, model, slices, plan, example_inputs, expected, graph.modes, reference)
+        return slim
+    with _restored_on_failure(model):
         old = meta_copy(model)
-        assign(model, sliced_tensors(model, slices, meta=False))
-        slim = model
-    else:
-        old = model
-        slim = sliced_copy(model, slices, meta=False)
+        assign(model, replacements)
+        _finish(model, old, slices, plan, example_inputs, expected, graph.modes, reference)
+    return model
+
+
+def _new_tensors(
+    model: nn.Module, slices: Slices, shifts: dict[str, torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """id(tensor) -> its replacement: sliced, then with the folds' shifts added (on new
+    tensors, never on the caller's)."""
+    replacements = sliced_tensors(model, slices, meta=False)
+    named = dict(model.named_parameters(remove_duplicate=False)) | dict(
+        model.named_buffers(remove_duplicate=False)
+    )
     with torch.no_grad():
-        tensors = dict(slim.named_parameters()) | dict(slim.named_buffers())
         for name, shift in shifts.items():
-            t = tensors[name]
-            t.add_(slice_tensor(shift, slices.get(name, []), meta=False).to(t.dtype))
+            t = named[name]
+            base = replacements.get(id(t), t)
+            moved = slice_tensor(shift, slices.get(name, []), meta=False)
+            new = base.detach() + moved.to(device=base.device, dtype=base.dtype)
+            if isinstance(t, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=t.requires_grad)
+            replacements[id(t)] = new
+    return replacements
+
+
+def _finish(
+    slim: nn.Module,
+    old: nn.Module,
+    slices: Slices,
+    plan: PruningPlan,
+    example_inputs: Any,
+    expected: list[tuple[int, ...]],
+    modes: dict[str, bool],
+    reference: Reference | None,
+) -> None:
+    """Attributes, configs, and the shape and value checks of a model holding the new
+    tensors."""
     update_attributes(slim, old, slices, plan.head_dims)
     update = update_configs(slim, old) if slices else None
     if update is not None and not update.exact:
@@ -87,12 +131,39 @@ def apply(
             f"model.config ({update.model_type}) cannot describe the slim shapes"
             + (f" (per-layer {', '.join(update.differing)} differ)" if update.differing else "")
             + "; save with sg.save(model, directory, plan) and reload with sg.load(directory)",
-            stacklevel=2,
+            stacklevel=3,
         )
     if example_inputs is not None:
-        _check_forward(slim, example_inputs, expected, "forward check", graph.modes)
-        check_values(slim, reference)
-    return slim
+        out = _check_forward(slim, example_inputs, expected, "forward check", modes)
+        check_values(slim, reference, out)
+
+
+@contextlib.contextmanager
+def _restored_on_failure(model: nn.Module) -> Iterator[None]:
+    """Undo an in-place rewrite that fails part way: every module's attributes and
+    tensor tables, and the model configs, go back to what they were. The old tensors
+    themselves are never written to (new ones replace them), so this is cheap."""
+    tables = ("_parameters", "_buffers", "_modules")
+    saved = []
+    configs: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for module in model.modules():
+        state = dict(module.__dict__)
+        for key in tables:
+            state[key] = type(state[key])(state[key])
+        saved.append((module, state))
+        config = state.get("config")
+        if config is not None and hasattr(config, "to_dict"):
+            configs.setdefault(id(config), (config, copy.deepcopy(dict(config.__dict__))))
+    try:
+        yield
+    except BaseException:
+        for module, state in saved:
+            module.__dict__.clear()
+            module.__dict__.update(state)
+        for config, fields in configs.values():
+            config.__dict__.clear()
+            config.__dict__.update(fields)
+        raise
 
 
 def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slices:
@@ -105,7 +176,9 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     dry = sliced_copy(model, slices, meta=True)
     update_attributes(dry, model, slices, plan.head_dims)
     update_configs(dry, verify=False)  # code may read widths from the config
-    specs = plan.inputs or graph.inputs
+    # the graph's own input shapes first: they made the output shapes checked below (a
+    # plan made at batch 1 applies to the model traced at batch 8)
+    specs = graph.inputs or plan.inputs
     try:
         _check_forward(
             dry, synthesize(specs, "meta"), graph.output_shapes, "meta dry run", graph.modes
@@ -113,19 +186,13 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     except RewriteError as err:
         # Code that branches on values (an attention mask's ``.all()``) cannot run on the
         # meta device: dry-run on a real sliced copy instead, when the weights are real.
-        if not _reads_values(err) or any(p.is_meta for p in model.parameters()):
+        if not reads_values(err) or any(p.is_meta for p in model.parameters()):
             raise
         real = sliced_copy(model, slices, meta=False)
         update_attributes(real, model, slices, plan.head_dims)
         update_configs(real, verify=False)
         _check_forward(real, synthesize(specs), graph.output_shapes, "dry run", graph.modes)
     return slices
-
-
-def _reads_values(err: BaseException) -> bool:
-    """Whether a meta forward failed because the model reads tensor values."""
-    cause = str(err.__cause__ or "")
-    return any(mark in cause for mark in ("on meta tensors", "data-dependent", "meta tensor.item"))
 
 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:
@@ -147,20 +214,22 @@ def _check_forward(
     expected: list[tuple[int, ...]],
     what: str,
     modes: dict[str, bool],
-) -> None:
-    """Run ``model`` in the train/eval modes it was traced in and compare output shapes."""
-    with preserve_modes(model):
+) -> Any:
+    """Run ``model`` in the train/eval modes it was traced in, compare output shapes, and
+    return the outputs."""
+    with preserve_modes(model), without_kv_cache(model):  # as it was traced
         for name, module in model.named_modules():
             module.training = modes.get(name, module.training)
-        _forward_shapes(model, inputs, expected, what)
+        return _forward_shapes(model, inputs, expected, what)
 
 
 def _forward_shapes(
     model: nn.Module, inputs: Any, expected: list[tuple[int, ...]], what: str
-) -> None:
+) -> Any:
     args, kwargs = split_inputs(inputs)
-    # A check in train mode must not move BatchNorm running statistics.
-    saved = {name: b.clone() for name, b in model.named_buffers() if not b.is_meta}
+    # A check in train mode must not move BatchNorm running statistics (eval moves none).
+    trained = any(m.training for m in model.modules())
+    saved = {n: b.clone() for n, b in model.named_buffers() if trained and not b.is_meta}
     try:
         with torch.no_grad():
             out = model(*args, **kwargs)
@@ -181,3 +250,4 @@ def _forward_shapes(
     got = output_shapes(out)
     if got != expected:
         raise RewriteError(f"{what}: output shapes changed from {expected} to {got}")
+    return out

@@ -21,14 +21,22 @@ def bias_shifts(
 ) -> dict[str, torch.Tensor]:
     """Tensor name -> what the plan's folds add to it (negative for a running mean),
     computed from ``model``'s own weights before slicing. ``kept`` maps parameter names
-    to the ``(dim, kept indices)`` slices the plan makes."""
+    to the ``(dim, kept indices)`` slices the plan makes.
+
+    Raises :class:`PlanError` when a fold does not fit the model: a layer that is not
+    there, a means count other than the number of inputs dropped, a target tensor that is
+    missing or not one value per output of the layer.
+    """
     modules = dict(model.named_modules())
+    tensors = dict(model.named_parameters(remove_duplicate=False)) | dict(
+        model.named_buffers(remove_duplicate=False)
+    )
     shifts: dict[str, torch.Tensor] = {}
     for fold in folds:
         target, _, dim_text = fold.reads.rpartition(":")
         module = modules.get(target.rpartition(".")[0])
         dims = consumer_dims(module) if module is not None else None
-        if dims is None or dims[0] != int(dim_text):
+        if dims is None or f"{dims[0]}" != dim_text or target.rpartition(".")[2] != "weight":
             raise PlanError(f"bias compensation: {fold.reads} is not the input dim of a layer")
         w = module.weight.detach()
         held = dict(kept.get(target, [])).get(dims[0])
@@ -44,6 +52,18 @@ def bias_shifts(
         read = read.sum(taps) if taps else read  # a kernel's taps all read the mean
         read = read if dims[1] < dims[0] else read.T  # (outputs, dropped inputs)
         shift = read @ torch.tensor(fold.means, dtype=torch.float64)
+        into = tensors.get(fold.into)
+        if into is None:
+            raise PlanError(
+                f"bias compensation for {fold.reads}: the model has no tensor {fold.into}; "
+                "re-plan with bias_compensation=True on this model"
+            )
+        if tuple(into.shape) != tuple(shift.shape):
+            raise PlanError(
+                f"bias compensation for {fold.reads}: {fold.into} has shape "
+                f"{tuple(into.shape)}, but the layer has {shift.numel()} outputs; fold into "
+                "the bias (or BatchNorm running_mean) that follows that layer"
+            )
         sign = -1.0 if fold.into.endswith(".running_mean") else 1.0
         shifts[fold.into] = shifts.get(fold.into, 0) + sign * shift
     return shifts

@@ -234,3 +234,11 @@ def test_random_text_only_ever_fails_validation(text: str) -> None:
         sg.PruningPlan.model_validate_json(text)
     except ValidationError as err:  # anything else escapes and fails the test
         assert err.errors(), "a validation error says what is wrong"
+
+
+def test_duplicates_in_a_large_group_are_named() -> None:
+    # validation counts indices in one pass (tests/benchmarks/bench_plan_validation.py
+    # times a million units); the refusal still names the repeated ones, smallest first
+    drop = (*range(0, 20_000), 7, 3, *range(20_000, 30_000))
+    with pytest.raises(ValidationError, match=r"duplicate drop indices \[3, 7\]"):
+        sg.GroupCut(group="g", size=40_000, drop=drop)

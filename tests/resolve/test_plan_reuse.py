@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
+from tests.hf_models import build
 
 X = torch.randn(2, 3, 8, 8)
 
@@ -77,3 +78,22 @@ def test_a_plan_from_trained_weights_slices_the_initial_ones() -> None:
     slim_a = sg.apply(model_a, plan, graph=graph_a)
     assert torch.equal(slim_a[3].weight, model_a[3].weight[second][:, first])
     assert not torch.equal(slim_a[3].weight, slim_b[3].weight)
+
+
+def test_a_plan_made_at_batch_1_applies_at_batch_8() -> None:
+    # the exported program does not depend on the batch size, so neither does the
+    # fingerprint; tiny Llama's rotary broadcast is elided by export at batch 1 only
+    for model, one, eight in [
+        (cnn().eval(), (X[:1],), (torch.cat([X] * 4),)),
+        (*_llama_inputs(build("llama")),),
+    ]:
+        at_1, at_8 = sg.trace(model, one), sg.trace(model, eight)
+        assert at_1.fingerprint == at_8.fingerprint
+        plan = sg.plan(at_1, ratio=0.5)
+        slim = sg.apply(model, plan, graph=at_8, example_inputs=eight)
+        assert sg.count_params(slim) == plan.params_after
+
+
+def _llama_inputs(built):
+    model, x = built
+    return model, {k: v[:1] for k, v in x.items()}, {k: torch.cat([v] * 4) for k, v in x.items()}
