@@ -148,8 +148,9 @@ def _fresh_shapes_match(model: nn.Module) -> bool:
     except Exception:  # cannot recompute them: do not promise a reload
         return False
     mine, theirs = dict(model.named_buffers()), dict(fresh.named_buffers())
-    return all(
-        not theirs[n].is_meta and torch.equal(theirs[n].to(mine[n].device), mine[n])
+    return all(  # a model on the meta device (sg.load's size check) has no values to match
+        not theirs[n].is_meta
+        and (mine[n].is_meta or torch.equal(theirs[n].to(mine[n].device), mine[n]))
         for n in computed
     )
 

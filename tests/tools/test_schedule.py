@@ -168,9 +168,9 @@ def test_activation_statistics_are_measured_on_every_step_model(
 
     measured = []
 
-    def spy(graph, *args):
+    def spy(graph, *args, **kwargs):
         measured.append(widths(graph.model))
-        return calibrate(graph, *args)
+        return calibrate(graph, *args, **kwargs)
 
     calibrate = schedule.calibrate
     monkeypatch.setattr(schedule, "calibrate", spy)
