@@ -19,7 +19,9 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
+from slimgraph._core.inputs import synthesize
 from slimgraph.errors import SlimGraphError
+from slimgraph.graph.trace import trace
 from slimgraph.io.weights import save_weights
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
@@ -80,8 +82,12 @@ def load(directory: str | os.PathLike) -> nn.Module:
         warnings.simplefilter("ignore")
         model = arch(source).eval()
     plan = PruningPlan.model_validate_json(plan_path.read_text())
-    slim = apply(model, plan, inplace=True)
-    state = load_file(directory / "model.safetensors")
+    # traced with real weights: some models (Falcon) trace differently on the meta device
+    graph = trace(
+        model, synthesize(plan.inputs), head_dims=plan.head_dims, query_heads=plan.query_heads
+    )
+    slim = apply(model, plan, graph=graph, inplace=True)
+    state = _model_names(slim, load_file(directory / "model.safetensors"))
     missing, unexpected = slim.load_state_dict(state, strict=False)
     tensors = slim.state_dict(keep_vars=True)
     loaded = {id(tensors[k]) for k in state if k in tensors}
@@ -92,3 +98,18 @@ def load(directory: str | os.PathLike) -> nn.Module:
             f"unexpected {list(unexpected)[:3]})"
         )
     return slim.eval()
+
+
+def _model_names(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """``save_pretrained`` stores some weights under their checkpoint names (GPT-NeoX's
+    ``lm_head`` as ``embed_out``): rename them back to the model's own names."""
+    try:  # transformers 5 keeps the renaming in its loader; older ones do not rename
+        from transformers.core_model_loading import revert_weight_conversion
+
+        ours = model.state_dict()
+        saved = revert_weight_conversion(model, dict(ours))
+    except Exception:  # nothing to rename back
+        return state
+    names = {id(t): n for n, t in ours.items()}
+    rename = {k: names[id(t)] for k, t in saved.items() if names.get(id(t), k) != k}
+    return {rename.get(k, k): v for k, v in state.items()}

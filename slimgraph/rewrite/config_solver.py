@@ -17,7 +17,7 @@ import copy
 import itertools
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -171,7 +171,7 @@ def solve_config(
     derives from other fields).
     """
     rules = rules or load_rules()
-    cls, base = type(slim), original.config
+    cls, base = type(slim), cast(Any, original).config
     start = _build(cls, base, {})
     if start is None:
         return None

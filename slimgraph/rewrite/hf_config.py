@@ -85,8 +85,9 @@ def update_configs(
     valid = all([_set_fields(c, fields) for c in same])
     exact = verify and valid and not differing and _fresh_shapes_match(model, rules)
     by = "table" if rule is not None else "none"
-    if verify and not exact and original is not None:
-        # the table is an override; what it cannot describe the solver may
+    if verify and original is not None and not (exact and rule is not None):
+        # the table is an override; what it cannot describe (or does not list) the solver
+        # derives, from the original config (so a second call reports the same fields)
         solved = solve_config(model, original, rules)
         if solved is not None:
             if _apply_solved(same, original.config, fields, solved) and _fresh_shapes_match(
