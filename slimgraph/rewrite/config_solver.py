@@ -217,5 +217,18 @@ def solve_config(
         fields = {n: v for n, v in fields.items() if v != getattr(base, n, None)}
         built = _build(cls, base, fields)
         if built is not None and signature(built, rules) == target:
-            return fields
+            return _fewest(cls, base, fields, target, rules)
     return None
+
+
+def _fewest(
+    cls: type, config: Any, fields: dict[str, Any], target: Signature, rules: RuleTables
+) -> dict[str, Any]:
+    """Drop the fields that the config derives anyway (an unset inner width of
+    ``2 * width``), so that it stays as close to the original as it can."""
+    for field in list(fields):
+        fewer = {n: v for n, v in fields.items() if n != field}
+        built = _build(cls, config, fewer)
+        if built is not None and signature(built, rules) == target:
+            fields = fewer
+    return fields

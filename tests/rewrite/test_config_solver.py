@@ -120,3 +120,36 @@ def test_solver_reproduces_the_table(family: str) -> None:
     # the same values; the table may also pin a field that the config derives anyway
     # (ViT's head_dim = hidden / heads)
     assert solved and solved.items() <= changed.items()
+
+
+class ToyConfig:
+    """A config with one width per model and one that the model derives when unset."""
+
+    def __init__(self, hidden: int = 4, width: int = 8, layers: int = 2) -> None:
+        self.hidden, self.width, self.layers = hidden, width, layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class Toy(nn.Module):
+    def __init__(self, config: ToyConfig) -> None:
+        super().__init__()
+        self.config = config
+        inner = getattr(config, "inner", 2 * config.width)  # read but not set by default
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(config.hidden, config.width), nn.Linear(config.width, inner))
+            for _ in range(config.layers)
+        )
+
+
+def test_solver_on_a_toy_config() -> None:
+    original = Toy(ToyConfig())
+    assert solve_config(Toy(ToyConfig(width=3)), original) == {"width": 3}
+    assert solve_config(original, original) == {}
+    slim = Toy(ToyConfig(width=3))
+    slim.blocks[0][1] = nn.Linear(3, 5)  # a width that only the unset field can give
+    slim.blocks[1][1] = nn.Linear(3, 5)
+    assert solve_config(slim, original) == {"width": 3, "inner": 5}
+    slim.blocks[1][0], slim.blocks[1][1] = nn.Linear(4, 4), nn.Linear(4, 5)  # layers differ
+    assert solve_config(slim, original) is None
