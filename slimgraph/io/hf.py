@@ -24,7 +24,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from slimgraph._core.files import check_output_dir, staged_files, write_text_atomic
-from slimgraph.errors import LoadError
+from slimgraph._core.inputs import synthesize
+from slimgraph.errors import LoadError, SlimGraphError
+from slimgraph.graph.trace import trace
 from slimgraph.io.weights import save_weights
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
@@ -104,16 +106,33 @@ def load(directory: str | os.PathLike) -> nn.Module:
             f"parameters, but {PLAN_FILE} was made for one of {plan.params_before:,}; "
             "nothing was allocated. Save the model again with sg.save"
         )
-    _check_fits(apply(meta, plan, inplace=True), weights)
+    try:
+        _check_fits(apply(meta, plan, inplace=True), weights)
+    except LoadError:
+        raise
+    except SlimGraphError:  # traces differently on the meta device (Falcon): size only
+        _check_size(weights, plan.params_after)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = arch(source).eval()
-    slim = apply(model, plan, inplace=True)
+    # traced with real weights: some models (Falcon) trace differently on the meta device
+    graph = trace(
+        model, synthesize(plan.inputs), head_dims=plan.head_dims, query_heads=plan.query_heads
+    )
+    slim = apply(model, plan, graph=graph, inplace=True)
     try:
-        state = load_file(weights)
+        state = _model_names(slim, load_file(weights))
     except Exception as err:
         raise LoadError(f"{weights} cannot be read ({_first_line(err)})") from err
-    slim.load_state_dict(state, strict=False)  # the shapes were checked on the meta device
+    missing, unexpected = slim.load_state_dict(state, strict=False)
+    tensors = slim.state_dict(keep_vars=True)
+    loaded = {id(tensors[k]) for k in state if k in tensors}
+    untied = [k for k in missing if id(tensors[k]) not in loaded]  # tied names are not saved
+    if unexpected or untied:
+        raise LoadError(
+            f"{directory}: the weights do not fit the rebuilt model (missing {untied[:3]}, "
+            f"unexpected {list(unexpected)[:3]})"
+        )
     return slim.eval()
 
 
@@ -210,6 +229,7 @@ def _check_fits(model: nn.Module, weights: Path, by_name: bool = True) -> None:
     except Exception as err:
         raise LoadError(f"{weights} cannot be read as safetensors ({_first_line(err)})") from err
     tensors = model.state_dict(keep_vars=True)
+    shapes = _model_names(model, shapes)  # checkpoint names back to the model's (GPT-NeoX)
     unique = {id(t): t for t in tensors.values()}.values()  # a tied tensor is stored once
     needed, stored = sum(t.numel() for t in unique), sum(math.prod(s) for s in shapes.values())
     if not by_name:
@@ -237,6 +257,35 @@ def _check_fits(model: nn.Module, weights: Path, by_name: bool = True) -> None:
         )
 
 
+def _check_size(weights: Path, numbers: int) -> None:
+    """Refuse a weights file that holds fewer than ``numbers`` numbers (header only)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    except Exception as err:
+        raise LoadError(f"{weights} cannot be read as safetensors ({_first_line(err)})") from err
+    if stored < numbers:
+        raise LoadError(
+            f"{weights} holds {stored:,} numbers but the saved plan keeps {numbers:,} "
+            "parameters; nothing was allocated. Save the model again with sg.save"
+        )
+
+
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _model_names(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """``save_pretrained`` stores some weights under their checkpoint names (GPT-NeoX's
+    ``lm_head`` as ``embed_out``): rename them back to the model's own names."""
+    try:  # transformers 5 keeps the renaming in its loader; older ones do not rename
+        from transformers.core_model_loading import revert_weight_conversion
+
+        ours = model.state_dict()
+        saved = revert_weight_conversion(model, dict(ours))
+    except Exception:  # nothing to rename back
+        return state
+    names = {id(t): n for n, t in ours.items()}
+    rename = {k: names[id(t)] for k, t in saved.items() if names.get(id(t), k) != k}
+    return {rename.get(k, k): v for k, v in state.items()}

@@ -1,9 +1,12 @@
 """Hugging Face configs that describe the slim model.
 
 After :func:`slimgraph.apply`, :func:`update_configs` writes the slim widths into
-``model.config`` (and every copy of it inside the model, such as T5's decoder config) from
-the table in ``rules/configs.toml``, and checks the result: a model built afresh from the
-new config must have exactly the slim model's parameter shapes. When it does, plain
+``model.config`` (and every copy of it inside the model, such as T5's decoder config), and
+checks the result: a model built afresh from the new config must have exactly the slim
+model's parameter shapes and attention heads. The fields come from the table in
+``rules/configs.toml`` when it has the family and describes the slim model; otherwise
+:func:`~slimgraph.rewrite.config_solver.solve_config` derives them from the model itself
+(no table needed). When the config describes the model, plain
 ``save_pretrained`` / ``from_pretrained`` reload the slim model. When it cannot (layers
 slimmed differently under global scope; heads pruned in a family whose config derives the
 head size from the hidden size), :func:`slimgraph.save` and :func:`slimgraph.load` reload
@@ -23,6 +26,7 @@ from torch import nn
 
 from slimgraph._core.expr import Absent, evaluate
 from slimgraph.graph.ruletable import RuleTables, load_rules
+from slimgraph.rewrite.config_solver import signature, solve_config
 
 __all__ = ["EXACT", "SOURCE", "ConfigUpdate", "shapes", "update_configs"]
 
@@ -40,6 +44,7 @@ class ConfigUpdate(BaseModel):
     fields: dict[str, Any]
     differing: dict[str, list[Any]]
     exact: bool
+    by: str = "table"  # "table" (rules/configs.toml), "solver" (derived) or "none"
 
 
 def _configs(model: nn.Module) -> list[Any]:
@@ -66,13 +71,52 @@ def update_configs(
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    rule = (rules or load_rules()).config_rule(model_type) if model_type else None
-    if rule is None:
+    if not model_type:
         return None
+    rules = rules or load_rules()
+    rule = rules.config_rule(model_type)
+    fields: dict[str, Any] = {}
+    differing: dict[str, list[Any]] = {}
+    if rule is not None:
+        fields, differing = _table_fields(model, rule.fields)
+    elif not verify or original is None:
+        return None  # nothing to derive the fields from
+    same = [c for c in _configs(model) if getattr(c, "model_type", None) == model_type]
+    valid = all([_set_fields(c, fields) for c in same])
+    exact = verify and valid and not differing and _fresh_shapes_match(model, rules)
+    by = "table" if rule is not None else "none"
+    if verify and original is not None and not (exact and rule is not None):
+        # the table is an override; what it cannot describe (or does not list) the solver
+        # derives, from the original config (so a second call reports the same fields)
+        solved = solve_config(model, original, rules)
+        if solved is not None:
+            if _apply_solved(same, original.config, fields, solved) and _fresh_shapes_match(
+                model, rules
+            ):
+                fields, differing, exact, valid, by = solved, {}, True, True, "solver"
+            else:  # back to what the table said
+                _apply_solved(same, original.config, solved, fields)
+    source = getattr(getattr(original, "config", None), "to_dict", None)
+    if verify and source is not None and not hasattr(config, SOURCE):
+        setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
+    setattr(config, EXACT, exact)
+    return ConfigUpdate(
+        model_type=model_type,
+        fields=fields if valid else {},
+        differing=differing,
+        exact=exact,
+        by=by,
+    )
+
+
+def _table_fields(
+    model: nn.Module, specs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The fields of a configs.toml entry: one value, or the differing per-layer values."""
     modules = dict(model.named_modules())
     fields: dict[str, Any] = {}
     differing: dict[str, list[Any]] = {}
-    for field, spec in rule.fields.items():
+    for field, spec in specs.items():
         values = []
         for name, module in modules.items():
             if fnmatch.fnmatchcase(name, spec.at):
@@ -84,18 +128,23 @@ def update_configs(
             fields[field] = values[0]
         elif values:
             differing[field] = values
-    source = getattr(getattr(original, "config", None), "to_dict", None)
-    valid = True
-    for c in _configs(model):
-        if getattr(c, "model_type", None) == model_type:
-            valid &= _set_fields(c, fields)
-    exact = verify and valid and not differing and _fresh_shapes_match(model)
-    if verify and source is not None and not hasattr(config, SOURCE):
-        setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
-    setattr(config, EXACT, exact)
-    return ConfigUpdate(
-        model_type=model_type, fields=fields if valid else {}, differing=differing, exact=exact
-    )
+    return fields, differing
+
+
+def _apply_solved(
+    configs: list[Any], source: Any, old: dict[str, Any], new: dict[str, Any]
+) -> bool:
+    """Replace ``old`` fields by ``new`` ones: those of ``old`` that ``new`` does not set
+    go back to the source config's values (or away when the source lacks them)."""
+    ok = True
+    for config in configs:
+        for field in old.keys() - new.keys():
+            if hasattr(source, field):
+                setattr(config, field, getattr(source, field))
+            elif field in vars(config):
+                delattr(config, field)
+        ok &= _set_fields(config, new)
+    return ok
 
 
 def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
@@ -117,9 +166,9 @@ def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
     return True
 
 
-def _fresh_shapes_match(model: nn.Module) -> bool:
+def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bool:
     """Whether ``type(model)(model.config)`` rebuilds ``model``: the same parameter and
-    buffer shapes, and the same values in the buffers that are not saved but computed from
+    buffer shapes, the same head counts and sizes in attention modules, and the same values in the buffers that are not saved but computed from
     the config (rotary ``inv_freq``, Gemma's ``embed_scale``), which a reload recomputes.
 
     The fresh model is built on the meta device; only the modules that own such buffers
@@ -131,8 +180,8 @@ def _fresh_shapes_match(model: nn.Module) -> bool:
             fresh = type(model)(copy.deepcopy(model.config))
     except Exception:  # the config no longer builds a model at all: not a description
         return False
-    if shapes(fresh) != shapes(model):
-        return False
+    if shapes(fresh) != shapes(model) or signature(fresh, rules) != signature(model, rules):
+        return False  # signature: also the heads that the attention modules split into
     computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     if not computed:
         return True
