@@ -88,7 +88,10 @@ def load(directory: str | os.PathLike) -> nn.Module:
             meta = _on_meta(arch, _config(transformers, directory, data))
             _check_fits(meta, weights, by_name=False)
         try:
-            return arch.from_pretrained(directory).eval()
+            # safetensors only: a pytorch_model.bin is a pickle, which is never read
+            return arch.from_pretrained(
+                directory, local_files_only=True, use_safetensors=True
+            ).eval()
         except Exception as err:
             raise LoadError(
                 f"{directory}: {arch.__name__}.from_pretrained failed ({_first_line(err)}); "

@@ -138,7 +138,7 @@ def hf_model(directory: str) -> nn.Module:
                 '"architectures": ["LlamaForCausalLM"]'
             )
         cls = getattr(transformers, names[0], None)
-        if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
+        if not _is_model_class(transformers, cls):
             known = [n for n in dir(transformers) if n[:1].isupper() and "For" in n]
             raise ModelSpecError(
                 f"{where}: unknown architecture {names[0]!r} (transformers "
@@ -147,12 +147,20 @@ def hf_model(directory: str) -> nn.Module:
         try:
             if (path / PLAN_FILE).is_file():  # written by sg.save: may need the plan
                 return load(path)
-            return cls.from_pretrained(path, config=config, local_files_only=True)
+            # safetensors only: a pytorch_model.bin is a pickle, which is never read
+            return cls.from_pretrained(
+                path, config=config, local_files_only=True, use_safetensors=True
+            )
         except Exception as err:
             raise ModelSpecError(
                 f"{where}: {names[0]}.from_pretrained failed ({_first_line(err)}); check that "
                 "the folder holds the weights save_pretrained wrote"
             ) from err
+
+
+def _is_model_class(transformers: Any, cls: Any) -> bool:
+    """A transformers model class, not a tokenizer or a config (which load too)."""
+    return isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)
 
 
 def factory_model(module_name: str, attr: str, spec: str) -> nn.Module:

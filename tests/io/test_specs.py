@@ -148,3 +148,33 @@ def test_parse_shape_refuses_what_is_not_positive_integers(text):
     assert str(info.value) == (
         f"input shape {text!r} is not a list of positive integers; write it like 1,3,224,224"
     )
+
+
+def _saved_bert(tmp_path, pickled: bool):
+    from tests import hf_models
+
+    model, _ = hf_models.build("bert")
+    model.save_pretrained(tmp_path)
+    if pickled:  # the same weights as the legacy pickle checkpoint
+        (tmp_path / "model.safetensors").unlink()
+        torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    return tmp_path
+
+
+def test_hf_spec_never_reads_a_pickled_checkpoint(tmp_path):
+    # pytorch_model.bin is a pickle: from_pretrained would read it; slimgraph refuses
+    folder = _saved_bert(tmp_path, pickled=True)
+    assert (folder / "pytorch_model.bin").is_file()
+    with pytest.raises(ModelSpecError, match="from_pretrained failed"):
+        load_model(f"hf:{folder}")
+
+
+def test_hf_spec_builds_only_model_classes(tmp_path):
+    import json
+
+    folder = _saved_bert(tmp_path, pickled=False)
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["AutoTokenizer"]  # has from_pretrained, is no model
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSpecError, match="unknown architecture 'AutoTokenizer'"):
+        load_model(f"hf:{folder}")
