@@ -137,7 +137,7 @@ def hf_model(directory: str) -> nn.Module:
                 f"{where}: config.json names no architecture; add one, e.g. "
                 '"architectures": ["LlamaForCausalLM"]'
             )
-        cls = getattr(transformers, names[0], None)
+        cls: Any = getattr(transformers, names[0], None)
         if not _is_model_class(transformers, cls):
             known = [n for n in dir(transformers) if n[:1].isupper() and "For" in n]
             raise ModelSpecError(
