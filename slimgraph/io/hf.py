@@ -10,11 +10,13 @@ anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,28 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
     directory = check_output_dir(directory, overwrite=True)
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        with staged_files(directory) as stage:  # its files, each renamed into place
+        with staged_files(directory) as stage, _quiet_progress():  # renamed into place
             model.save_pretrained(stage)
     else:
         save_weights(model, directory / "model.safetensors")
     if plan is not None:
         write_text_atomic(directory / PLAN_FILE, plan.model_dump_json(indent=2))
     return directory
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """transformers' own progress bars off: the caller's (the CLI's) report progress, and
+    ``--json`` output stays the only output."""
+    from transformers.utils import logging as hf_logging  # only HF models are saved here
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load(directory: str | os.PathLike) -> nn.Module:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -280,6 +281,24 @@ def test_slim_hf_directory_prunes_heads_mlp_and_hidden(runs, work):
     assert report["params"]["after"] == plan.params_after < report["params"]["before"] // 2
     assert report["macs"]["after"] < report["macs"]["before"] // 2
     assert report["stages"][0] == {"name": "bert", "type": "BertModel", "before": 64, "after": 32}
+
+
+def test_slim_hf_directory_writes_a_folder_that_reloads(runs, work):
+    import transformers as T
+
+    _ok(runs["slim hf"])
+    out = work / "bert-slim"
+    assert {"config.json", "model.safetensors", "plan.json"} <= {p.name for p in out.iterdir()}
+    plan = _plan(out / "plan.json")
+    original = T.BertForSequenceClassification.from_pretrained(work / "bert").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # whether the config describes it is sg.load's business
+        expected = sg.apply(original, plan)
+    reloaded = sg.load(out)
+    assert sg.count_params(reloaded) == plan.params_after
+    ids = torch.randint(1, 90, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, expected.eval()(ids).logits)
 
 
 def test_slim_exported_program_uses_its_example_inputs(runs, work):

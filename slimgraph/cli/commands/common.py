@@ -214,13 +214,19 @@ def write_slim(
 ) -> dict[str, str]:
     """Write ``out/plan.json`` and ``out/model.safetensors`` (each atomically; with
     ``overwrite``, the files an earlier run left in ``out`` removed first); return their
-    paths."""
+    paths. A Hugging Face model is written by :func:`slimgraph.save` (its ``config.json``
+    too), so the folder reloads with ``sg.load`` or, when the config describes the slim
+    model, plain ``from_pretrained``."""
     files = {"plan": out / "plan.json", "weights": out / "model.safetensors"}
     try:
         check_out(out, overwrite=overwrite)
         prepare_output_dir(out, overwrite)
         write_text_atomic(files["plan"], plan.model_dump_json(indent=2))
-        save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
+        if hasattr(slim, "save_pretrained"):
+            sg.save(slim, out, plan)
+            files["config"] = out / "config.json"
+        else:
+            save_weights(slim, files["weights"], {"slimgraph.fingerprint": plan.fingerprint})
     except OSError as err:
         raise UsageError(
             f"--out {out}: cannot write ({err.strerror or err}); choose another directory"

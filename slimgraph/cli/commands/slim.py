@@ -37,7 +37,8 @@ def register(commands: Any, parents: Parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="trace, plan and apply; write plan.json and model.safetensors",
         description="Trace a model, plan which units to drop, apply the plan, and write\n"
-        "OUT/plan.json and OUT/model.safetensors. Prints params, MACs and stage widths\n"
+        "OUT/plan.json and OUT/model.safetensors (with config.json for a Hugging Face\n"
+        "model: the folder reloads with sg.load). Prints params, MACs and stage widths\n"
         "before and after.",
         epilog=(
             "examples:\n"
