@@ -10,8 +10,8 @@ tolerance scaled to the outputs' magnitude.
 
 The check runs only where it means something and costs one forward of each model:
 every group the plan drops from is exact and the graph has no inexact dim at all (no
-statistics over a dropped dim, no attention scale that reads the head dim), no means are folded into biases, the weights are real,
-and no random op runs (dropout in train mode).
+statistics over a dropped dim, no attention scale that reads the head dim), no means are
+folded into biases, the weights are real, and no random op runs (dropout in train mode).
 
 >>> import torch, slimgraph as sg
 >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
