@@ -243,11 +243,7 @@ def _check_fits(model: nn.Module, weights: Path, by_name: bool = True) -> None:
     """Refuse weights whose header does not match ``model``'s tensors: names and shapes
     (``by_name``), or only the total size, as ``from_pretrained`` may rename keys (ViT in
     transformers 5). Only the header is read; nothing is allocated."""
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:
-        raise LoadError(f"{weights} cannot be read as safetensors ({_first_line(err)})") from err
+    shapes = _header_shapes(weights)
     tensors = model.state_dict(keep_vars=True)
     shapes = _model_names(model, shapes)  # checkpoint names back to the model's (GPT-NeoX)
     unique = {id(t): t for t in tensors.values()}.values()  # a tied tensor is stored once
@@ -277,13 +273,18 @@ def _check_fits(model: nn.Module, weights: Path, by_name: bool = True) -> None:
         )
 
 
-def _check_size(weights: Path, numbers: int) -> None:
-    """Refuse a weights file that holds fewer than ``numbers`` numbers (header only)."""
+def _header_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone."""
     try:
         with safe_open(str(weights), framework="pt") as f:
-            stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as err:
         raise LoadError(f"{weights} cannot be read as safetensors ({_first_line(err)})") from err
+
+
+def _check_size(weights: Path, numbers: int) -> None:
+    """Refuse a weights file that holds fewer than ``numbers`` numbers (header only)."""
+    stored = sum(math.prod(shape) for shape in _header_shapes(weights).values())
     if stored < numbers:
         raise LoadError(
             f"{weights} holds {stored:,} numbers but the saved plan keeps {numbers:,} "
