@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slimgraph._core.expr import check_expression
 from slimgraph.errors import RuleTableError
+from slimgraph.graph.copies import code_key, code_key_of_path
 from slimgraph.graph.kinds import KINDS
 
 __all__ = ["OpRule", "ModuleRule", "LinkRule", "RuleTables", "load_rules", "rules_dir"]
@@ -144,12 +145,28 @@ class RuleTables(BaseModel):
         return next((r for r in self.configs.values() if model_type in r.model_types), None)
 
     def module_rule(self, module: object) -> ModuleRule | None:
-        """The rule of ``module``'s class or its nearest base class that has one."""
+        """The rule of ``module``'s class or its nearest base class that has one; else
+        the rule of a class whose code the module's class copies (:mod:`~.copies`)."""
         for cls in type(module).__mro__:
             rule = self.modules.get(f"{cls.__module__}.{cls.__qualname__}")
             if rule is not None:
                 return self.modules[rule.same_as] if rule.same_as else rule
-        return None
+        original = _copy_of(tuple(self.modules), type(module))
+        return self.module_rule_of(original) if original else None
+
+    def module_rule_of(self, path: str) -> ModuleRule:
+        """The rule named ``path`` in ``modules.toml``, through its ``same_as``."""
+        rule = self.modules[path]
+        return self.modules[rule.same_as] if rule.same_as else rule
+
+
+@functools.cache
+def _copy_of(paths: tuple[str, ...], cls: type) -> str | None:
+    """The named class (of the same library) whose code ``cls`` copies, if any."""
+    library = cls.__module__.partition(".")[0]
+    mine = [p for p in paths if p.partition(".")[0] == library]
+    key = code_key(cls) if mine else None
+    return next((p for p in mine if code_key_of_path(p) == key), None) if key else None
 
 
 def _pointwise(target: object) -> bool:

@@ -28,7 +28,7 @@ from slimgraph._core.expr import Absent, evaluate
 from slimgraph.graph.ruletable import RuleTables, load_rules
 from slimgraph.rewrite.config_solver import signature, solve_config
 
-__all__ = ["EXACT", "SOURCE", "ConfigUpdate", "shapes", "update_configs"]
+__all__ = ["EXACT", "SOURCE", "ConfigUpdate", "numbers", "shapes", "update_configs"]
 
 SOURCE = "slimgraph_source_config"  # config attribute: the config the model was slimmed from
 EXACT = "slimgraph_config_exact"  # config attribute: a fresh model from it has our shapes
@@ -168,8 +168,10 @@ def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
 
 def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bool:
     """Whether ``type(model)(model.config)`` rebuilds ``model``: the same parameter and
-    buffer shapes, the same head counts and sizes in attention modules, and the same values in the buffers that are not saved but computed from
-    the config (rotary ``inv_freq``, Gemma's ``embed_scale``), which a reload recomputes.
+    buffer shapes, the same head counts and sizes in attention modules, the same floats
+    held by the modules (scales, epsilons), and the same values in the buffers that are not
+    saved but computed from the config (rotary ``inv_freq``, Gemma's ``embed_scale``),
+    which a reload recomputes.
 
     The fresh model is built on the meta device; only the modules that own such buffers
     are materialised and initialised by the model's own ``_init_weights``.
@@ -182,6 +184,9 @@ def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bo
         return False
     if shapes(fresh) != shapes(model) or signature(fresh, rules) != signature(model, rules):
         return False  # signature: also the heads that the attention modules split into
+    if numbers(fresh) != numbers(model):
+        return False  # e.g. BioGPT's embed_scale = sqrt(hidden_size): the slim model keeps
+        # the original scale, a model rebuilt from the new hidden size would not
     computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     if not computed:
         return True
@@ -202,6 +207,25 @@ def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bo
         and (mine[n].is_meta or torch.equal(theirs[n].to(mine[n].device), mine[n]))
         for n in computed
     )
+
+
+def numbers(model: nn.Module) -> dict[str, float | tuple[float, ...]]:
+    """Module path and attribute -> value of every public float (or tuple of floats) that
+    the modules hold outside their tensors: scales a reload recomputes from the config.
+
+    Integers are left out: a stale width (Llama's ``mlp.intermediate_size``) is never read
+    once the weights are sliced, and one that shapes a tensor fails the shape check.
+    """
+    found: dict[str, Any] = {}
+    for path, module in model.named_modules():
+        for name, value in vars(module).items():
+            if name.startswith("_") or name == "training" or isinstance(value, bool):
+                continue
+            if isinstance(value, float) or (
+                isinstance(value, tuple) and value and all(isinstance(v, float) for v in value)
+            ):
+                found[f"{path}.{name}"] = value
+    return found
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

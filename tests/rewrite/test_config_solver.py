@@ -41,6 +41,13 @@ UNLISTED: dict[str, tuple[Any, dict[str, Any], Any]] = {
         T.BloomForCausalLM,
     ),
     "gemma2": (T.Gemma2Config, {**DECODER, "head_dim": 16}, T.Gemma2ForCausalLM),
+    # embed_scale = sqrt(hidden_size): a config with the slim hidden size rebuilds the
+    # shapes but not the scale (and the head size is hidden / heads): sg.load only
+    "biogpt": (
+        T.BioGptConfig,
+        {**TINY, "intermediate_size": 128, "num_attention_heads": 4},
+        T.BioGptForCausalLM,
+    ),
     "gemma3": (T.Gemma3TextConfig, {**DECODER, "head_dim": 16}, T.Gemma3ForCausalLM),
 }
 # (family, prune_residual) whose slim config the solver derives (the rest reload with sg.load)
