@@ -147,6 +147,21 @@ def test_dead_units_drop_exactly(cls, kw, sizes) -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_in_place_rewrite_refreshes_the_flat_weights() -> None:
+    """The module's forward reads ``_flat_weights``, a list of its parameters that an
+    in-place rewrite must rebuild from the new ones."""
+    model = _model(nn.LSTM, num_layers=2, bidirectional=True, proj_size=4)
+    graph = sg.trace(model, (X,))
+    slim = sg.apply(model, sg.plan(graph, ratio=0.5), graph=graph, inplace=True)
+    assert slim is model and model.rnn.hidden_size == 4
+    params = dict(model.rnn.named_parameters())
+    assert all(
+        w is params[n] for w, n in zip(model.rnn._flat_weights, model.rnn._flat_weights_names)
+    )
+    with torch.no_grad():
+        assert model(X).shape == (2, 5, 4)
+
+
 def test_dead_units_of_each_layer_are_their_own() -> None:
     """Layer 0 and layer 1 drop different units (linked only by count); killing just the
     rows that make those units is enough."""
