@@ -139,3 +139,6 @@ def update_attributes(
                     continue  # reads an optional tensor (bias, affine weight) it lacks
                 except RuleTableError as err:
                     raise RewriteError(f"module {name} ({type(module).__name__}): {err}") from err
+        if isinstance(module, nn.RNNBase):
+            # its forward reads a cached list of its own parameters, not the new ones
+            module._init_flat_weights()

@@ -46,6 +46,7 @@ from slimgraph.graph.kinds import (  # noqa: E402,F401
     elementwise,
     layers,
     norms,
+    recurrent,
     reduce,
     reshape,
     shape,
