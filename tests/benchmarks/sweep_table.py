@@ -35,8 +35,10 @@ def main() -> None:
     built = [o for o in outcomes if o.stage != "build"]
     slim = [o for o in built if o.stage == "done" and (o.macs_kept or 1) <= MACS_KEPT]
     reloads = [o for o in built if o.stage == "done" and (o.max_diff or 0) <= 1e-5]
-    print(f"{len(outcomes)} families; {len(built)} build tiny; {len(slim)} slim to <= "
-          f"{MACS_KEPT} of their MACs; {len(reloads)} reload with equal logits and generate\n")
+    print(
+        f"{len(outcomes)} families; {len(built)} build tiny; {len(slim)} slim to <= "
+        f"{MACS_KEPT} of their MACs; {len(reloads)} reload with equal logits and generate\n"
+    )
     print("| family | MACs kept | reloads with | note |")
     print("|---|---:|---|---|")
     for o in built:
