@@ -188,6 +188,3 @@ def run(model_type: str, task: str = "causal-lm", ratio: float = 0.5) -> Outcome
         out.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
         out.error += " @ " + traceback.extract_tb(e.__traceback__)[-1].filename.split("/")[-1]
     return out
-
-
-FAMILIES = TASKS["causal-lm"][0]

@@ -1,6 +1,6 @@
 """Which ops freeze groups for want of a rule: trace a zoo and list every such op.
 
-Usage: python tests/benchmarks/op_audit.py [torchvision|timm|causal-lm ...]
+Usage: python tests/benchmarks/op_audit.py [torchvision|timm|causal-lm|masked-lm|image-classification ...]
 
 For each model, every group whose frozen reasons include "no rule for OP" (or a rule that
 failed on a call) is counted under that op; the table lists op -> models. Every op listed
@@ -52,14 +52,18 @@ def timm_zoo() -> Zoo:
         yield name, (lambda n=name, x=x: (timm.create_model(n).eval(), x))
 
 
-def causal_lm_zoo() -> Zoo:
-    from tests import sweep
+def hf_zoo(task: str) -> Callable[[], Zoo]:
+    def zoo() -> Zoo:
+        from tests import sweep
 
-    for family in sweep.FAMILIES:
-        yield family, (lambda f=family: sweep.build(f))
+        for family in sweep.TASKS[task][0]:
+            yield family, (lambda f=family: sweep.build(f, task))
+
+    return zoo
 
 
-ZOOS = {"torchvision": torchvision_zoo, "timm": timm_zoo, "causal-lm": causal_lm_zoo}
+ZOOS = {"torchvision": torchvision_zoo, "timm": timm_zoo}
+ZOOS |= {task: hf_zoo(task) for task in ("causal-lm", "masked-lm", "image-classification")}
 
 
 def audit(zoo: Zoo) -> dict[str, set[str]]:

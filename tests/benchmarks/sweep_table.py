@@ -1,8 +1,9 @@
-"""The README's causal-LM sweep table: every model type of transformers' causal-LM auto
-mapping, built tiny by tests/sweep.py, slimmed at ratio 0.5, saved, reloaded, generating.
+"""The README's sweep tables: every model type of one of transformers' auto mappings
+(tests/sweep.py TASKS), built tiny, slimmed at ratio 0.5, saved, reloaded (and generating).
 
-Usage: python tests/benchmarks/sweep_table.py [family ...] > table.md
-(one JSON line per family goes to stderr as it finishes; about 5 s a family)
+Usage: python tests/benchmarks/sweep_table.py TASK [family ...] > table.md
+(TASK: causal-lm, masked-lm or image-classification; one JSON line per family goes to
+stderr as it finishes, about 5 s a family)
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from tests import sweep  # noqa: E402
-from tests.zoo.test_causal_lm_sweep import FAILS, MACS_KEPT, WEAK  # noqa: E402
+from tests.zoo.test_hf_sweep import FAILS, MACS_KEPT, WEAK  # noqa: E402
 
 
 def main() -> None:
-    families = sys.argv[1:] or sweep.FAMILIES
+    task = sys.argv[1]
+    families = sys.argv[2:] or sweep.TASKS[task][0]
     outcomes = []
     for family in families:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = sweep.run(family)
+            out = sweep.run(family, task)
         seconds = round(time.perf_counter() - start, 1)
         print(json.dumps(vars(out) | {"seconds": seconds}), file=sys.stderr, flush=True)
         outcomes.append(out)
@@ -43,7 +45,11 @@ def main() -> None:
     print("|---|---:|---|---|")
     for o in built:
         kept = f"{o.macs_kept:.2f}" if o.macs_kept is not None else "-"
-        note = FAILS.get(o.family) or WEAK.get(o.family) or ("" if o.stage == "done" else o.error)
+        note = (
+            FAILS.get((task, o.family))
+            or WEAK.get((task, o.family))
+            or ("" if o.stage == "done" else o.error)
+        )
         print(f"| {o.family} | {kept} | {o.reload} | {note} |")
     skipped = [o.family for o in outcomes if o.stage == "build"]
     print(f"\nNot built tiny ({len(skipped)}): {', '.join(skipped)}")
