@@ -21,6 +21,7 @@ from slimgraph.cli.commands.common import (
 )
 from slimgraph.cli.render.onnx import print_export
 from slimgraph.errors import UsageError
+from slimgraph.export.past import cache_keyword
 from slimgraph.io.specs import build
 
 __all__ = ["register", "run"]
@@ -96,6 +97,11 @@ def run(args: argparse.Namespace) -> Outcome:
                 raise UsageError(f"--plan {args.plan}: {err}") from err
     if args.weights:
         load_weights_flag(model, args.weights)
+    if args.with_past:
+        try:  # a model without a cache is a wrong flag, found before the slow export
+            cache_keyword(model)
+        except sg.ExportArgumentError as err:
+            raise UsageError(f"--with-past: {err}") from err
     with progress.step("export", f"exporting {args.out}…"):
         report = sg.export_onnx(
             model,
