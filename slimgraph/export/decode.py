@@ -40,13 +40,12 @@ class Decode:
     past_lengths: tuple[int, ...]
 
 
-def decode_cases(
-    model: nn.Module, example_inputs: Any, dynamic_batch: bool, second: bool
-) -> Decode:
+def decode_cases(model: nn.Module, example_inputs: Any, dynamic_batch: bool, check: bool) -> Decode:
     """The decoder step of ``model`` and its two-step decode on the example prompt.
 
     ``example_inputs`` holds ``input_ids`` (``batch, sequence``) and optionally
     ``attention_mask``; ``position_ids`` are made from the mask as ``generate`` does.
+    With ``dynamic_batch`` and ``check`` the decode is also run at a second batch size.
     """
     step = DecoderStep(model)
     args, kwargs = checked_inputs(model, example_inputs)
@@ -66,7 +65,7 @@ def decode_cases(
     mask = given.get("attention_mask", torch.ones_like(ids))
     batch = int(ids.shape[0])
     cases = _two_steps(step, ids, mask)
-    if second:
+    if dynamic_batch and check:
         size = SECOND_BATCH if batch != SECOND_BATCH else SECOND_BATCH - 1
         more = [rebatch(t, batch, size, seed=0) for t in (ids, mask)]
         cases += _two_steps(step, *more)

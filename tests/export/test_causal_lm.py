@@ -87,7 +87,10 @@ def test_slim_causal_lm_exports_a_decoder_step_with_its_cache(family: str, tmp_p
     names = ["input_ids", "attention_mask", "position_ids", *sg_past.past_names(layers)]
     assert [i.name for i in report.inputs] == names
     assert report.inputs[0].shape == ("batch", "sequence")
-    assert report.inputs[3].shape == ("batch", heads, "past_sequence", attention.head_dim)
+    for i, layer in enumerate(slim.model.layers):  # each layer's own (slim) cache shape
+        attn = layer.self_attn
+        shape = ("batch", attn.k_proj.out_features // attn.head_dim, "past_sequence", attn.head_dim)
+        assert report.inputs[3 + 2 * i].shape == report.inputs[4 + 2 * i].shape == shape
     assert [o.name for o in report.outputs] == ["logits", *sg_past.present_names(layers)]
     assert report.outputs[0].shape == ("batch", "sequence", hf_models.VOCAB)
     # ONNX Runtime's own loop against the model's own cache (use_cache=True)
@@ -157,6 +160,21 @@ def test_decode_cases_read_the_cache_shapes_from_the_model_not_its_config() -> N
         (2, 3),
         (2, 2, 4, 8),
     )
+
+
+def test_decode_cases_at_a_fixed_batch_keep_the_batch() -> None:
+    ids = torch.randint(1, hf_models.VOCAB, (3, 4), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, 0] = 0  # left padding: positions count the attended tokens only
+    decode = sg_decode.decode_cases(
+        _llama(), {"input_ids": ids, "attention_mask": mask}, False, True
+    )
+    assert [size for _, _, size in decode.cases] == [3, 3]  # no second batch size
+    assert decode.cases[0][0]["position_ids"][:2].tolist() == [[0, 0, 1, 2], [0, 1, 2, 3]]
+    assert decode.cases[1][0]["position_ids"][:, 0].tolist() == [3, 4, 4]
+    assert decode.call.args[0].shape[0] == 3 and not any(decode.call.dynamic)
+    more = sg_decode.decode_cases(_llama(), {"input_ids": ids}, True, True)
+    assert [size for _, _, size in more.cases] == [3, 3, 2, 2]
 
 
 @pytest.mark.parametrize(
