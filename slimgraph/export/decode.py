@@ -70,7 +70,7 @@ def decode_cases(model: nn.Module, example_inputs: Any, dynamic_batch: bool, che
         more = [rebatch(t, batch, size, seed=0) for t in (ids, mask)]
         cases += _two_steps(step, *more)
     past = (0, int(ids.shape[1]))
-    return Decode(step, _trace_call(step, ids, mask, dynamic_batch), cases, past)
+    return Decode(step, _trace_call(step, ids, dynamic_batch), cases, past)
 
 
 def _feeds_of(
@@ -88,7 +88,7 @@ def _empty_past(step: DecoderStep, ids: torch.Tensor, mask: torch.Tensor) -> lis
     """Zero-length past tensors of every layer's own (possibly pruned) shape."""
     # one step at a single token gives each layer's key/value heads and head dim as the
     # model really has them, whatever its config says
-    probe = step(*_feeds_of(step, ids[:1, :1], mask[:1, :1], []))
+    probe = run_torch(step, _feeds_of(step, ids[:1, :1], mask[:1, :1], []), {})
     return [t.new_zeros((ids.shape[0], t.shape[1], 0, t.shape[3])) for t in probe[1:]]
 
 
@@ -118,7 +118,9 @@ def _trace_sizes(batch: int, dynamic: bool) -> tuple[int, int, int]:
     return batch, rest[0], rest[1]
 
 
-def _trace_call(step: DecoderStep, ids: torch.Tensor, mask: torch.Tensor, dynamic: bool) -> Call:
+def _trace_call(step: DecoderStep, ids: torch.Tensor, dynamic: bool) -> Call:
+    """The prompt's tokens cycled to the trace sizes, the first ``past`` of them run
+    to make a real cache."""
     batch, new, past = _trace_sizes(int(ids.shape[0]), dynamic)
     rows = torch.arange(batch) % ids.shape[0]
     cols = torch.arange(past + new) % ids.shape[1]
