@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
@@ -147,3 +148,18 @@ def test_export_with_past_of_a_model_without_a_cache_exits_2(tmp_path, capsys, m
         "slimgraph: error: --with-past: with_past=True needs a Hugging Face causal"
     )
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_table_shows_the_past_lengths_checked(capsys) -> None:
+    from slimgraph.cli.render.onnx import print_export
+
+    report = {
+        "spec": "hf:llm", "path": "step.onnx", "exporter": "dynamo", "fallback_reason": None,
+        "opset": 20, "simplified": True, "nodes_before": 9, "nodes_after": 8,
+        "file_size": 100, "external_data": False, "batch_sizes": [1, 3],
+        "max_rel_diff": 1e-7, "quantized": None,
+    }  # fmt: skip
+    print_export({**report, "past_lengths": []})
+    assert "past length" not in capsys.readouterr().out
+    print_export({**report, "past_lengths": [0, 16]})
+    assert re.search(r"checked at past length\s*│\s*0, 16", capsys.readouterr().out)
