@@ -17,10 +17,11 @@ True
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 from torch import nn
 
@@ -41,10 +42,11 @@ from slimgraph.export.arguments import (
     checked_inputs,
     input_names,
 )
+from slimgraph.export.decode import decode_cases, export_step
 from slimgraph.export.exporters import run_exporters
 from slimgraph.export.parity import parity
 from slimgraph.export.quantize import INT8_RTOL, quantize_int8
-from slimgraph.export.reference import Call, cases, run_torch
+from slimgraph.export.reference import Call, Case, cases, run_torch
 from slimgraph.export.report import ExportReport, QuantizedReport, TensorInfo
 from slimgraph.export.save import EXTERNAL_DATA_BYTES, check_onnx, file_size, save
 
@@ -74,6 +76,7 @@ def export_onnx(
     quantize: str | None = None,
     rtol: float = 1e-4,
     int8_rtol: float = INT8_RTOL,
+    with_past: bool = False,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path``, simplify it, check it and compare it to PyTorch.
 
@@ -90,6 +93,15 @@ def export_onnx(
     Face model's key/value cache is switched off for the export (``use_cache=False``), so
     a causal LM exports its logits. Files are written under a temporary name and renamed
     into place; a symbolic link at ``path`` is refused.
+
+    ``with_past=True`` (a causal LM) exports one decoder step instead, with the cache as
+    tensors in the layout of Optimum and ONNX Runtime GenAI: inputs ``input_ids``,
+    ``attention_mask`` (past and new tokens), ``position_ids`` (when the model takes
+    them) and ``past_key_values.{i}.key`` / ``.value`` of shape ``(batch, kv_heads,
+    past_sequence, head_dim)``; outputs ``logits`` and ``present.{i}.key`` / ``.value``.
+    ``example_inputs`` is then the prompt (``input_ids``, optionally ``attention_mask``),
+    and the check is a two-step decode: the prompt with an empty past, then the greedy
+    next token with the prompt's presents (``past_lengths`` in the report).
     """
     path = check_path(path)
     try:  # a link is refused before the export, not after it
@@ -98,23 +110,19 @@ def export_onnx(
         raise ExportArgumentError(str(err)) from err
     check_options(quantize, opset, rtol, int8_rtol)
     check_weights(model)
-    args, kwargs = checked_inputs(model, example_inputs)
-    names = input_names(model, args, kwargs)
-    batch = batch_size([*args, *kwargs.values()])
-    if dynamic_batch and batch is None:
-        raise ExportArgumentError(
-            "dynamic_batch=True needs an input with a batch dim (dim 0), but every example "
-            "input is a scalar; pass dynamic_batch=False"
+    if with_past:
+        with preserve_modes(model):
+            model.eval()
+            decode = decode_cases(model, example_inputs, dynamic_batch, check)
+            call, checks, past_lengths = decode.call, decode.cases, decode.past_lengths
+            exporter: Literal["dynamo", "legacy"] = "dynamo"
+            fallback_reason = None
+            onnx_model = export_step(decode.step, call, opset)
+    else:
+        call, checks, exporter, fallback_reason, onnx_model = _export(
+            model, example_inputs, dynamic_batch, opset, check
         )
-    # a causal LM's key/value cache is inference state, not an output: logits alone
-    with preserve_modes(model), without_kv_cache(model):
-        model.eval()
-        expected = run_torch(model, args, kwargs)
-        call = Call.of(args, kwargs, names, expected, dynamic_batch, batch)
-        # PyTorch's side of the parity check first: a model that cannot take a second
-        # batch size should fail before the expensive export, not after it
-        checks = cases(model, call, expected, batch, dynamic_batch and check)
-        exporter, fallback_reason, onnx_model = run_exporters(model, call, batch, opset)
+        past_lengths = ()
     nodes_before = len(onnx_model.graph)
     saved = save(onnx_model, path, simplify, checks[0][0])
     del onnx_model
@@ -141,11 +149,40 @@ def export_onnx(
         external_data=saved.external,
         max_abs_diff=max_abs,
         max_rel_diff=max_rel,
-        batch_sizes=tuple(c[2] for c in checks),
+        batch_sizes=tuple(dict.fromkeys(c[2] for c in checks)),
+        past_lengths=past_lengths if checks else (),
         inputs=tuple(_describe(v) for v in written.graph.input),
         outputs=tuple(_describe(v) for v in written.graph.output),
         quantized=quantized,
     )
+
+
+def _export(
+    model: nn.Module,
+    example_inputs: Any,
+    dynamic_batch: bool,
+    opset: int | None,
+    check: bool,
+) -> tuple[Call, list[Case], Literal["dynamo", "legacy"], str | None, ir.Model]:
+    """The model's forward (its key/value cache off) exported, with its parity cases."""
+    args, kwargs = checked_inputs(model, example_inputs)
+    names = input_names(model, args, kwargs)
+    batch = batch_size([*args, *kwargs.values()])
+    if dynamic_batch and batch is None:
+        raise ExportArgumentError(
+            "dynamic_batch=True needs an input with a batch dim (dim 0), but every example "
+            "input is a scalar; pass dynamic_batch=False"
+        )
+    # a causal LM's key/value cache is inference state, not an output: logits alone
+    with preserve_modes(model), without_kv_cache(model):
+        model.eval()
+        expected = run_torch(model, args, kwargs)
+        call = Call.of(args, kwargs, names, expected, dynamic_batch, batch)
+        # PyTorch's side of the parity check first: a model that cannot take a second
+        # batch size should fail before the expensive export, not after it
+        checks = cases(model, call, expected, batch, dynamic_batch and check)
+        exporter, fallback_reason, onnx_model = run_exporters(model, call, batch, opset)
+    return call, checks, exporter, fallback_reason, onnx_model
 
 
 def _describe(value: onnx.ValueInfoProto) -> TensorInfo:

@@ -50,6 +50,8 @@ class ExportReport(BaseModel):
       PyTorch over every output at every size in ``batch_sizes``; the relative one is
       measured against the output's scale (its largest magnitude). ``None`` and ``()``
       when ``check=False``.
+    - ``past_lengths``: with ``with_past``, the past lengths of the decode steps checked at
+      every batch size (0 for the prompt, then the prompt's length for the next token).
     - ``inputs`` / ``outputs``: the graph's tensors as (name, shape, dtype).
     - ``quantized``: the int8 copy, when ``quantize="int8"``.
     """
@@ -69,6 +71,7 @@ class ExportReport(BaseModel):
     max_abs_diff: float | None
     max_rel_diff: float | None
     batch_sizes: tuple[int, ...]
+    past_lengths: tuple[int, ...] = ()
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     quantized: QuantizedReport | None = None

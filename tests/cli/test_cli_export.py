@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
@@ -114,3 +115,51 @@ def test_bad_bench_input_exits_2(tmp_path: Path, args, message, capsys, monkeypa
     assert main(["bench", SPEC, "--input-shape", SMALL, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"slimgraph: error: {message}"), err
+
+
+@pytest.mark.slow
+def test_export_with_past_writes_a_decoder_step(tmp_path: Path, capsys) -> None:
+    from tests import hf_models
+
+    model, _ = hf_models.build("llama")
+    model.save_pretrained(tmp_path / "llm")
+    out = tmp_path / "step.onnx"
+    assert (
+        main(["export", f"hf:{tmp_path / 'llm'}", "--with-past", "--out", str(out), "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["past_lengths"] == [0, 16]  # the hf: spec's prompt is 16 tokens
+    assert report["max_rel_diff"] <= 1e-4
+    assert [i["name"] for i in report["inputs"]][2:5] == [
+        "position_ids",
+        "past_key_values.0.key",
+        "past_key_values.0.value",
+    ]
+    assert report["inputs"][3]["shape"] == ["batch", 2, "past_sequence", 8]
+    assert [o["name"] for o in report["outputs"]][:2] == ["logits", "present.0.key"]
+    assert [o.name for o in onnx.load(str(out)).graph.output][-1] == "present.1.value"
+
+
+def test_export_with_past_of_a_model_without_a_cache_exits_2(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", SPEC, "--input-shape", SMALL, "--with-past"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "slimgraph: error: --with-past: with_past=True needs a Hugging Face causal"
+    )
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_table_shows_the_past_lengths_checked(capsys) -> None:
+    from slimgraph.cli.render.onnx import print_export
+
+    report = {
+        "spec": "hf:llm", "path": "step.onnx", "exporter": "dynamo", "fallback_reason": None,
+        "opset": 20, "simplified": True, "nodes_before": 9, "nodes_after": 8,
+        "file_size": 100, "external_data": False, "batch_sizes": [1, 3],
+        "max_rel_diff": 1e-7, "quantized": None,
+    }  # fmt: skip
+    print_export({**report, "past_lengths": []})
+    assert "past length" not in capsys.readouterr().out
+    print_export({**report, "past_lengths": [0, 16]})
+    assert re.search(r"checked at past length\s*│\s*0, 16", capsys.readouterr().out)

@@ -21,6 +21,7 @@ from slimgraph.cli.commands.common import (
 )
 from slimgraph.cli.render.onnx import print_export
 from slimgraph.errors import UsageError
+from slimgraph.export.past import cache_keyword
 from slimgraph.io.specs import build
 
 __all__ = ["register", "run"]
@@ -41,7 +42,8 @@ def register(commands: Any, parents: Parents) -> None:
             "  slimgraph export torchvision:resnet18 --out r18.onnx   # the original model\n"
             "  slimgraph slim torchvision:resnet18 --out slim-out\n"
             "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json \\\n"
-            "      --weights slim-out/model.safetensors --out slim-out/model.onnx --int8"
+            "      --weights slim-out/model.safetensors --out slim-out/model.onnx --int8\n"
+            "  slimgraph export hf:./my-llm --with-past --out step.onnx   # decoder with cache"
         ),
     )
     export.add_argument(
@@ -61,6 +63,13 @@ def register(commands: Any, parents: Parents) -> None:
         "--int8", action="store_true", help="also write FILE.int8.onnx (dynamic int8 quantization)"
     )
     export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    export.add_argument(
+        "--with-past",
+        action="store_true",
+        help="causal LM: export one decoder step with the key/value cache as inputs "
+        "past_key_values.N.key/value and outputs present.N.key/value (Optimum's layout), "
+        "checked by a two-step decode",
+    )
     add_overwrite(export, "an existing --out file (and its .int8.onnx)")
     export.set_defaults(run=run)
 
@@ -88,6 +97,11 @@ def run(args: argparse.Namespace) -> Outcome:
                 raise UsageError(f"--plan {args.plan}: {err}") from err
     if args.weights:
         load_weights_flag(model, args.weights)
+    if args.with_past:
+        try:  # a model without a cache is a wrong flag, found before the slow export
+            cache_keyword(model)
+        except sg.ExportArgumentError as err:
+            raise UsageError(f"--with-past: {err}") from err
     with progress.step("export", f"exporting {args.out}…"):
         report = sg.export_onnx(
             model,
@@ -95,6 +109,7 @@ def run(args: argparse.Namespace) -> Outcome:
             args.out,
             simplify=not args.no_simplify,
             quantize="int8" if args.int8 else None,
+            with_past=args.with_past,
         )
     result = {
         "spec": args.spec,

@@ -36,6 +36,11 @@ def print_export(r: dict[str, Any]) -> None:
             f"{r['file_size']:,} bytes" + (" + external data" if r["external_data"] else ""),
         ),
         ("checked at batch", ", ".join(map(str, r["batch_sizes"])) or "not checked"),
+        *(
+            [("checked at past length", ", ".join(map(str, r["past_lengths"])))]
+            if r.get("past_lengths")
+            else []
+        ),
         (
             "max relative difference",
             "-" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.2e}",
