@@ -29,13 +29,13 @@ MAX_PARAMS = 3_000_000  # a tiny model has about 0.1M; more means a field was no
 
 # field-name pattern -> tiny value; the first pattern that matches a field's name wins
 TINY: list[tuple[str, int]] = [
-    (r"^(num_hidden_layers|n_layers?|num_layers|num_decoder_layers|decoder_layers)$", LAYERS),
+    (r"^(num_hidden_layers|n_layers?|num_layers|num_decoder_layers|(en|de)coder_layers)$", LAYERS),
     (r"vocab_size$", VOCAB),
     (r"^(hidden_size|n_embd|d_model|dim|embed_dim|model_dim|word_embed_proj_dim)$", HIDDEN),
     (r"^(num_key_value_heads|num_kv_heads|multi_query_group_num|n_kv_heads)$", KV),
-    (r"^(num_attention_heads|n_heads?|num_heads|decoder_attention_heads)$", HEADS),
+    (r"^(num_attention_heads|n_heads?|num_heads|(en|de)coder_attention_heads)$", HEADS),
     (r"^(head_dim|d_kv|kv_channels|attention_head_size)$", HEAD_DIM),
-    (r"^(intermediate_size|ffn_dim|n_inner|d_ff|ffn_hidden_size|decoder_ffn_dim)$", MLP),
+    (r"^(intermediate_size|ffn_dim|n_inner|d_ff|ffn_hidden_size|(en|de)coder_ffn_dim)$", MLP),
     (r"(moe|expert|shared_expert)_intermediate_size$", MLP // 4),
     (r"^(num_experts|num_local_experts|n_routed_experts|moe_num_experts)$", EXPERTS),
     (r"^(num_experts_per_tok|moe_topk|top_k|num_selected_experts)$", 2),
