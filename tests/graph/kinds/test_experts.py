@@ -1,0 +1,58 @@
+"""Kinds ``grouped_mm`` and ``topk``: stacked expert weights run by a grouped GEMM, and a
+top-k router (mixture-of-experts layers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import slimgraph as sg
+from tests.oracles import assert_slims, frozen_line, prunable
+
+
+class ExpertBank(nn.Module):
+    """Rows 0-1 go to expert 0, rows 2-3 to expert 1: proj -> up -> relu -> down -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.up = nn.Parameter(torch.randn(2, 16, 32) / 4)  # (experts, in, out)
+        self.down = nn.Parameter(torch.randn(2, 32, 16) / 6)
+        self.head = nn.Linear(16, 4)
+        self.register_buffer("offs", torch.tensor([2, 4], dtype=torch.int32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.grouped_mm(self.proj(x), self.up, offs=self.offs).relu()
+        return self.head(F.grouped_mm(h, self.down, offs=self.offs))
+
+
+X = torch.randn(4, 8, dtype=torch.bfloat16)
+
+
+def test_grouped_mm_couples_expert_widths_and_freezes_the_experts() -> None:
+    model = ExpertBank().to(torch.bfloat16).eval()
+    graph = sg.trace(model, (X,))
+    assert prunable(graph) == {"proj.weight:0": 16, "up:2": 32, "down:2": 16}  # 32: expert width
+    assert "experts are addressed by routing indices" in frozen_line(graph, "up:0")
+    result = assert_slims(model, X)
+    assert result.model.up.shape[0] == 2  # every expert stays, each narrower
+    assert result.model.up.shape[2] == result.model.down.shape[1] < 32
+
+
+class Router(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.gate = nn.Linear(16, 6, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        weights, _ = torch.topk(self.gate(h).softmax(-1), 2, dim=-1)
+        return h * weights.sum(-1, keepdim=True)
+
+
+def test_topk_freezes_its_dim_and_passes_the_others() -> None:
+    graph = sg.trace(Router().eval(), (torch.randn(4, 8),))
+    assert "top-k picks a fixed number" in frozen_line(graph, "gate.weight:0")
+    assert prunable(graph) == {}  # the hidden width reaches the output
