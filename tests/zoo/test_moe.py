@@ -16,6 +16,7 @@ import transformers as T
 
 import slimgraph as sg
 from tests.hf_models import VOCAB
+from tests.oracles import drop_plan
 
 pytestmark = pytest.mark.zoo
 
@@ -80,20 +81,67 @@ def reload(slim: torch.nn.Module, family: str, folder: Path) -> torch.nn.Module:
     return FAMILIES[family][2].from_pretrained(folder).eval()
 
 
+def experts(model: torch.nn.Module, layer: int = 0) -> torch.nn.Module:
+    return model.model.layers[layer].mlp.experts
+
+
+def expert_count(config: Any) -> int:
+    return getattr(config, "num_local_experts", None) or config.num_experts
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_expert_widths_prune_and_reload(family: str, tmp_path: Path) -> None:
+def test_experts_slim_and_reload(family: str, tmp_path: Path) -> None:
+    """Expert widths, whole experts (router rows with them), shared experts, heads and
+    hidden all prune; plain ``from_pretrained`` rebuilds the slim model."""
     model, inputs = build(family)
     width_field = FAMILIES[family][3]
     width = getattr(model.config, width_field)
     r = sg.slim(model, inputs, ratio=0.5)
-    experts = r.model.model.layers[0].mlp.experts
-    assert experts.gate_up_proj.shape[1] == width  # 2 * width halved: gate and up together
-    assert experts.down_proj.shape[2] == width // 2
+    bank, mlp = experts(r.model), r.model.model.layers[0].mlp
+    assert bank.gate_up_proj.shape[:2] == (2, width)  # half the experts; 2 * width halved
+    assert bank.down_proj.shape[::2] == (2, width // 2)
+    assert mlp.gate.weight.shape == (2, 32)  # the router keeps the kept experts' rows
     assert getattr(r.model.config, width_field) == width // 2
+    assert expert_count(r.model.config) == 2
+    assert r.model.config.num_experts_per_tok <= 2
     assert r.model.config.hidden_size == 32
-    shared = getattr(r.model.model.layers[0].mlp, "shared_expert", None)
+    shared = getattr(mlp, "shared_expert", None)
     if shared is not None:  # Qwen2-MoE's shared expert has its own width
         assert shared.up_proj.out_features == 32
         assert r.model.config.shared_expert_intermediate_size == 32
     again = reload(r.model, family, tmp_path)
     torch.testing.assert_close(logits(again, inputs), logits(r.model, inputs), atol=1e-5, rtol=0)
+
+
+def router_inputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What layer 0's router reads: (tokens, hidden)."""
+    seen: list[torch.Tensor] = []
+    gate = model.model.layers[0].mlp.gate
+    handle = gate.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    try:
+        logits(model, inputs)
+    finally:
+        handle.remove()
+    return seen[0].reshape(-1, seen[0].shape[-1])
+
+
+@pytest.mark.filterwarnings("ignore:model.config .* cannot describe")  # one layer loses an expert
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe"])
+def test_an_expert_the_router_never_picks_drops_without_changing_logits(family: str) -> None:
+    model, inputs = build(family)
+    gate, dead, live = model.model.layers[0].mlp.gate, 1, 2
+    h = router_inputs(model, inputs)
+    with torch.no_grad():  # scores far below every other expert's, for every token
+        gate.weight[dead] = -1e3 * h.mean(0) / h.mean(0).norm()
+    picked = (h @ gate.weight.T).topk(model.config.num_experts_per_tok, dim=-1).indices
+    assert (picked != dead).all() and (picked == live).any()
+    graph = sg.trace(model, inputs)
+    group = "model.layers.0.mlp.gate.weight:0"
+    unit = graph.unit_map(group)[group]
+    reference = logits(model, inputs)
+    slim = sg.apply(model, drop_plan(graph, {group: [unit[dead]]}), graph=graph)
+    assert experts(slim).gate_up_proj.shape[0] == 3 and slim.model.layers[0].mlp.gate.top_k == 2
+    torch.testing.assert_close(logits(slim, inputs), reference, atol=1e-5, rtol=0)
+    # the check can fail: dropping an expert the router picks changes the logits
+    other = sg.apply(model, drop_plan(graph, {group: [unit[live]]}), graph=graph)
+    assert (logits(other, inputs) - reference).abs().max() > 1e-3

@@ -56,3 +56,43 @@ def test_topk_freezes_its_dim_and_passes_the_others() -> None:
     graph = sg.trace(Router().eval(), (torch.randn(4, 8),))
     assert "top-k picks a fixed number" in frozen_line(graph, "gate.weight:0")
     assert prunable(graph) == {}  # the hidden width reaches the output
+
+
+class RoutedExperts(nn.Module):
+    """A top-2 router over 4 stacked experts, dispatched as transformers does: the picked
+    ids sorted, counted per expert (histc), summed into offsets for grouped GEMMs."""
+
+    def __init__(self, leak_ids: bool = False) -> None:
+        super().__init__()
+        self.leak_ids = leak_ids
+        self.gate = nn.Linear(16, 4, bias=False)
+        self.up = nn.Parameter(torch.randn(4, 16, 32) / 4)
+        self.down = nn.Parameter(torch.randn(4, 32, 16) / 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = self.gate(x).softmax(-1).topk(2, dim=-1)
+        ids_sorted, perm = ids.reshape(-1).sort()
+        n = self.up.shape[0]  # the expert count, read from the weights as it shrinks
+        counts = torch.histc(ids_sorted.float(), bins=n, min=0, max=n - 1)
+        offs = torch.cumsum(counts, dim=0, dtype=torch.int32)
+        h = F.grouped_mm(x[perm // 2], self.up, offs=offs).relu()
+        out = F.grouped_mm(h, self.down, offs=offs) * weights.reshape(-1)[perm, None]
+        return out + ids_sorted[:, None] if self.leak_ids else out  # ids used as values
+
+
+X16 = torch.randn(4, 16, dtype=torch.bfloat16)
+
+
+def test_a_routed_expert_is_a_unit_with_its_router_row() -> None:
+    model = RoutedExperts().to(torch.bfloat16).eval()
+    graph = sg.trace(model, (X16,))
+    assert prunable(graph)["gate.weight:0"] == 4
+    assert {p for p, _ in graph.group("gate.weight:0").params} == {"gate.weight", "up", "down"}
+    result = assert_slims(model, X16)
+    assert result.model.gate.weight.shape[0] == result.model.up.shape[0] == 2
+
+
+def test_router_ids_read_as_values_freeze_the_experts() -> None:
+    graph = sg.trace(RoutedExperts(leak_ids=True).to(torch.bfloat16).eval(), (X16,))
+    assert "top-k picks a fixed number" in frozen_line(graph, "gate.weight:0")
+    assert "experts are addressed by routing indices" in frozen_line(graph, "up:0")
