@@ -39,12 +39,13 @@ def _is_getitem(node: fx.Node, index: int) -> bool:
     return node.op == "call_function" and "getitem" in _target(node) and node.args[1] == index
 
 
-def _routes_only_to_grouped_mm(topk: fx.Node, experts: int) -> bool:
-    """Whether the ids ``topk`` picks are used only to group rows for grouped GEMMs over
-    ``experts`` experts (sorted, counted per expert, summed into offsets)."""
+def _routed_grouped_mms(topk: fx.Node, experts: int) -> set[fx.Node]:
+    """The grouped GEMMs over ``experts`` experts whose rows the ids ``topk`` picks group
+    (sorted, counted per expert, summed into offsets); empty when the ids have any other
+    use."""
     ids = [u for u in topk.users if _is_getitem(u, 1)]
     todo: list[tuple[fx.Node, str]] = [(u, "ids") for u in ids]
-    reached = False
+    reached: set[fx.Node] = set()
     while todo:
         node, what = todo.pop()
         for user in node.users:
@@ -61,9 +62,9 @@ def _routes_only_to_grouped_mm(topk: fx.Node, experts: int) -> bool:
             elif what == "counts" and target == "aten.cumsum.default" and user.args[1] == 0:
                 todo.append((user, what))
             elif what == "counts" and target in _GROUPED_MM and user.args[2] is node:
-                reached = True
+                reached.add(user)
             else:
-                return False
+                return set()
     return reached
 
 
@@ -103,7 +104,7 @@ def grouped_mm(ctx: OpContext) -> None:
     if topk is not None and scores is not None:
         dim = int(topk.args[2]) % scores.ndim if len(topk.args) > 2 else scores.ndim - 1
         experts = scores.shape[dim]
-        if experts == w.shape[0] and _routes_only_to_grouped_mm(topk, experts):
+        if experts == w.shape[0] and ctx.node in _routed_grouped_mms(topk, experts):
             b.couple(w.dim(0), scores.dim(dim), ctx.name, "expert")
             return
     b.freeze(w.dim(0), "experts are addressed by routing indices")
@@ -125,7 +126,7 @@ def topk(ctx: OpContext) -> None:
         for d in range(x.ndim):
             if d != dim and x.shape[d] > 1:
                 b.couple(x.dim(d), out.dim(d), ctx.name)
-    if _routes_only_to_grouped_mm(ctx.node, x.shape[dim]):
+    if _routed_grouped_mms(ctx.node, x.shape[dim]):
         b.inexact(x.dim(dim), "top-k routing picks among the remaining experts")
     else:
         b.freeze(x.dim(dim), "top-k picks a fixed number of indices along this dim")

@@ -35,6 +35,8 @@ def test_grouped_mm_couples_expert_widths_and_freezes_the_experts() -> None:
     graph = sg.trace(model, (X,))
     assert prunable(graph) == {"proj.weight:0": 16, "up:2": 32, "down:2": 16}  # 32: expert width
     assert "experts are addressed by routing indices" in frozen_line(graph, "up:0")
+    # MACs: proj 4*8*16, up 4*16*32 (each row meets one expert), down 4*32*16, head 4*16*4
+    assert sg.count_macs(model, (X,)) == 512 + 2048 + 2048 + 256
     result = assert_slims(model, X)
     assert result.model.up.shape[0] == 2  # every expert stays, each narrower
     assert result.model.up.shape[2] == result.model.down.shape[1] < 32
