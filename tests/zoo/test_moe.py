@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import transformers as T
 
 import slimgraph as sg
+from slimgraph.criteria.routing import collect_routing
 from tests.hf_models import VOCAB
 from tests.oracles import drop_plan
 
@@ -145,3 +147,13 @@ def test_an_expert_the_router_never_picks_drops_without_changing_logits(family: 
     # the check can fail: dropping an expert the router picks changes the logits
     other = sg.apply(model, drop_plan(graph, {group: [unit[live]]}), graph=graph)
     assert (logits(other, inputs) - reference).abs().max() > 1e-3
+
+
+def test_routing_statistics_choose_the_experts_to_drop() -> None:
+    model, inputs = build("mixtral")
+    graph = sg.trace(model, inputs)
+    calibration = [{"input_ids": torch.randint(1, VOCAB, (2, 8))} for _ in range(2)]
+    mass = collect_routing(graph, calibration)["model.layers.0.mlp.gate.weight"]
+    plan = sg.plan(graph, ratio=0.5, importance="routing", calibration=calibration)
+    dropped = {c.group: c.drop for c in plan.cuts}["model.layers.0.mlp.gate.weight:0"]
+    assert set(dropped) == set(np.argsort(mass)[:2].tolist())  # the least routed
