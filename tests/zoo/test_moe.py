@@ -157,3 +157,14 @@ def test_routing_statistics_choose_the_experts_to_drop() -> None:
     plan = sg.plan(graph, ratio=0.5, importance="routing", calibration=calibration)
     dropped = {c.group: c.drop for c in plan.cuts}["model.layers.0.mlp.gate.weight:0"]
     assert set(dropped) == set(np.argsort(mass)[:2].tolist())  # the least routed
+
+
+def test_batched_expert_kernels_prune_widths_and_keep_every_expert(tmp_path: Path) -> None:
+    """transformers' ``batched_mm`` experts gather each pick's weights by id: the widths
+    prune, the experts (addressed by gathered ids) stay."""
+    model, inputs = build("mixtral")
+    model.set_experts_implementation("batched_mm")
+    r = sg.slim(model, inputs, ratio=0.5)
+    assert experts(r.model).gate_up_proj.shape == (4, 64, 32)  # experts, 2 * 64 // 2, hidden
+    again = reload(r.model, "mixtral", tmp_path)
+    torch.testing.assert_close(logits(again, inputs), logits(r.model, inputs), atol=1e-5, rtol=0)

@@ -130,3 +130,20 @@ def topk(ctx: OpContext) -> None:
         b.inexact(x.dim(dim), "top-k routing picks among the remaining experts")
     else:
         b.freeze(x.dim(dim), "top-k picks a fixed number of indices along this dim")
+
+
+@kind("repeat_interleave", input=0, repeats=1, dim=2)
+def repeat_interleave(ctx: OpContext) -> None:
+    """out = x.repeat_interleave(n, dim): each index of ``dim`` n times in a row (one row
+    per routed token-expert pair); the other dims pass. Without ``dim`` x is flattened."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    dim = ctx.arg("dim")
+    if x is None or dim is None or not isinstance(ctx.arg("repeats"), int):
+        b.freeze_all([t for t in (x,) if t] + ctx.outs, "repeat_interleave of a flattened tensor")
+        return
+    dim = int(dim) % x.ndim
+    b.freeze(x.dim(dim), "repeat_interleave repeats each index of this dim")
+    b.freeze(out.dim(dim), "repeat_interleave repeats each index of this dim")
+    for d in range(x.ndim):
+        if d != dim and x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(d), ctx.name)

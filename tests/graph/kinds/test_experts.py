@@ -98,3 +98,21 @@ def test_router_ids_read_as_values_freeze_the_experts() -> None:
     graph = sg.trace(RoutedExperts(leak_ids=True).to(torch.bfloat16).eval(), (X16,))
     assert "top-k picks a fixed number" in frozen_line(graph, "gate.weight:0")
     assert "experts are addressed by routing indices" in frozen_line(graph, "up:0")
+
+
+class TokensPerPick(nn.Module):
+    """Each token once per pick (transformers' batched expert kernels): rows repeat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x).repeat_interleave(2, dim=0)).view(4, 2, 4).sum(1)
+
+
+def test_repeat_interleave_passes_features_and_freezes_the_repeated_dim() -> None:
+    graph = sg.trace(TokensPerPick().eval(), (torch.randn(4, 8),))
+    assert prunable(graph) == {"a.weight:0": 16}
+    assert_slims(TokensPerPick().eval(), torch.randn(4, 8))
