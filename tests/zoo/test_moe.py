@@ -168,3 +168,14 @@ def test_batched_expert_kernels_prune_widths_and_keep_every_expert(tmp_path: Pat
     assert experts(r.model).gate_up_proj.shape == (4, 64, 32)  # experts, 2 * 64 // 2, hidden
     again = reload(r.model, "mixtral", tmp_path)
     torch.testing.assert_close(logits(again, inputs), logits(r.model, inputs), atol=1e-5, rtol=0)
+
+
+def test_fewer_experts_than_the_router_picks_lower_num_experts_per_tok(tmp_path: Path) -> None:
+    """Top-2 of 4 experts, 3 of them dropped: the router picks its one expert and the
+    config says so (the solver sees the router's top_k), so the reload runs."""
+    model, inputs = build("mixtral")
+    r = sg.slim(model, inputs, ratio=0.75)
+    assert expert_count(r.model.config) == 1
+    assert r.model.config.num_experts_per_tok == r.model.model.layers[0].mlp.gate.top_k == 1
+    again = reload(r.model, "mixtral", tmp_path)
+    torch.testing.assert_close(logits(again, inputs), logits(r.model, inputs), atol=1e-5, rtol=0)
