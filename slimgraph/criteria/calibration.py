@@ -40,6 +40,7 @@ from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.data_aware import consumer_dims
 from slimgraph.criteria.gradient import unit_terms
 from slimgraph.criteria.registry import CRITERIA
+from slimgraph.criteria.routing import collect_routing
 from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph
 
@@ -99,6 +100,7 @@ class Calibration:
     activations: dict[str, ChannelStats] | None = None
     taylor: dict[str, np.ndarray] | None = None
     provenance: dict[str, str] = field(default_factory=dict)
+    routing: dict[str, np.ndarray] | None = None  # router weight -> routed mass per expert
 
     def __repr__(self) -> str:
         parts = [f"activations of {len(self.activations)} consumers"] if self.activations else []
@@ -210,7 +212,11 @@ def calibrate(
         first = next(iter(activations.values()), None)
         samples = f" ({first.count} samples at the first consumer)" if first else ""
         provenance["activations"] = f"{used} calibration batches{samples}"
-    return Calibration(activations, taylor, provenance)
+    routing = None
+    if "routing" in needs:
+        routing = collect_routing(graph, batches, inputs=inputs)
+        provenance["routing"] = f"top-k picks over {len(batches)} calibration batches"
+    return Calibration(activations, taylor, provenance, routing)
 
 
 def needs_of(config: PruneConfig) -> set[str]:

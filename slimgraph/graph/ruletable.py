@@ -65,6 +65,9 @@ class ModuleRule(BaseModel):
     freeze: dict[str, str] = Field(default_factory=dict)
     link: dict[str, LinkRule] = Field(default_factory=dict)
     same_as: str | None = None  # a class whose rule this one shares (copied code)
+    # attributes that no tensor shape shows (a router's top_k): a config must reproduce
+    # them even on modules that own tensors (see rewrite.config_solver.signature)
+    shapeless: list[str] = Field(default_factory=list)
 
     @field_validator("attrs")
     @classmethod

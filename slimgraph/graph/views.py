@@ -92,6 +92,12 @@ class GraphViews:
         return None if self._calibration is None else self._calibration.taylor
 
     @property
+    def routing(self) -> dict[str, np.ndarray] | None:
+        """Router weight -> per expert, the routed probability mass on calibration
+        batches (``None`` without, see :meth:`calibrated`)."""
+        return None if self._calibration is None else self._calibration.routing
+
+    @property
     def provenance(self) -> dict[str, str]:
         """What the attached calibration measured ("activations", "gradients") -> where
         it came from (empty without)."""

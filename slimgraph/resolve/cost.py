@@ -10,11 +10,13 @@ measured by ``FlopCounterMode`` on meta-device copies (no real compute).
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from slimgraph._core.halfmeta import in_bfloat16, refuses_float32
 from slimgraph._core.inputs import preserve_modes, split_inputs, synthesize
 from slimgraph.resolve.indices import kept_shapes
 from slimgraph.resolve.slicing import Slices, meta_copy, sliced_copy, update_attributes
@@ -60,10 +62,15 @@ def count_macs(model: torch.nn.Module, example_inputs: Any) -> int:
 def module_macs(model: torch.nn.Module, inputs: Any) -> dict[str, int]:
     """Module name -> multiply-accumulates of one eval-mode forward pass (``""``: the
     whole model)."""
-    args, kwargs = split_inputs(inputs)
-    counter = FlopCounterMode(display=False)
-    with preserve_modes(model), torch.no_grad(), counter:
-        model.eval()(*args, **kwargs)
+    counter = _counter()
+    try:
+        _count(model, inputs, counter)
+    except RuntimeError as err:
+        if not refuses_float32(err) or not all(p.is_meta for p in model.parameters()):
+            raise
+        # a kernel checks its dtype even on meta tensors (grouped GEMM of MoE experts)
+        counter = _counter()
+        _count(*in_bfloat16(copy.deepcopy(model), inputs), counter)
     root = type(model).__name__
     found = {}
     for key, ops in counter.get_flop_counts().items():
@@ -72,6 +79,23 @@ def module_macs(model: torch.nn.Module, inputs: Any) -> dict[str, int]:
         elif key.startswith(root + "."):
             found[key.removeprefix(root + ".")] = sum(ops.values()) // 2
     return found
+
+
+def _grouped_mm_flops(a_shape: Any, b_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """Each row of ``a`` (rows, in) meets one expert's (in, out) matrix: torch counts none."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[-1]
+
+
+def _counter() -> FlopCounterMode:
+    return FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten._grouped_mm: _grouped_mm_flops}
+    )
+
+
+def _count(model: torch.nn.Module, inputs: Any, counter: FlopCounterMode) -> None:
+    args, kwargs = split_inputs(inputs)
+    with preserve_modes(model), torch.no_grad(), counter:
+        model.eval()(*args, **kwargs)
 
 
 def plan_macs(graph: DependencyGraph, plan: PruningPlan) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimgraph._core.halfmeta import in_bfloat16, refuses_float32
 from slimgraph._core.inputs import (
     output_shapes,
     preserve_modes,
@@ -181,9 +182,16 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     # plan made at batch 1 applies to the model traced at batch 8)
     specs = graph.inputs or plan.inputs
     try:
-        _check_forward(
-            dry, synthesize(specs, "meta"), graph.output_shapes, "meta dry run", graph.modes
-        )
+        try:
+            _check_forward(
+                dry, synthesize(specs, "meta"), graph.output_shapes, "meta dry run", graph.modes
+            )
+        except RewriteError as err:
+            if not refuses_float32(err):
+                raise
+            # a kernel checks its dtype even on meta tensors (grouped GEMM of MoE experts)
+            half, inputs = in_bfloat16(dry, synthesize(specs, "meta"))
+            _check_forward(half, inputs, graph.output_shapes, "meta dry run", graph.modes)
     except RewriteError as err:
         # Code that branches on values (an attention mask's ``.all()``) cannot run on the
         # meta device: dry-run on a real sliced copy instead, when the weights are real.

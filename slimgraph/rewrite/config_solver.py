@@ -48,10 +48,13 @@ def signature(model: nn.Module, rules: RuleTables | None = None) -> Signature:
         for dim, size in enumerate(tensor.shape):
             found[f"{name}:{dim}"] = size
     for name, module in model.named_modules():
-        if next(module.parameters(recurse=False), None) is not None:
-            continue  # its tensors' shapes say it (a tied embedding keeps a stale dim)
         rule = rules.module_rule(module)
-        for attr in rule.attrs if rule is not None else ():
+        attrs: list[str] = list(rule.attrs) if rule is not None else []
+        if next(module.parameters(recurse=False), None) is not None:
+            # its tensors' shapes say it (a tied embedding keeps a stale dim), except
+            # what no shape shows
+            attrs = rule.shapeless if rule is not None else []
+        for attr in attrs:
             value = getattr(module, attr, None)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 found[f"{name}@{attr}"] = value

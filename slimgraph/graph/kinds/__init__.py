@@ -44,6 +44,7 @@ from slimgraph.graph.kinds import (  # noqa: E402,F401
     attention,
     boundary,
     elementwise,
+    experts,
     layers,
     norms,
     recurrent,
