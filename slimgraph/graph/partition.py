@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export import ExportedProgram
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
@@ -252,7 +253,7 @@ def _choose(model: nn.Module, rec: Recording, failed: dict[str, str]) -> list[st
             continue
         replay, inputs, _, returns, _ = _wire(rec, [name], failed)
         try:
-            export_program(Parts(model, replay, returns), inputs, {})
+            _static(export_program(Parts(model, replay, returns), inputs, {}))
         except TraceError as err:
             failed[name] = _cause(err)
             todo[:0] = [f"{name}.{n}" for n, _ in module.named_children()]
@@ -260,6 +261,16 @@ def _choose(model: nn.Module, rec: Recording, failed: dict[str, str]) -> list[st
         found.append(name)
     order = {c.name: i for i, c in reversed(list(enumerate(rec.calls)))}
     return sorted(found, key=order.__getitem__)
+
+
+def _static(ep: ExportedProgram) -> None:
+    """Refuse a program whose shapes depend on values (boolean-mask indexing exports,
+    but its graph cannot be built)."""
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        for t in val if isinstance(val, (list, tuple)) else [val]:
+            if isinstance(t, torch.Tensor) and not all(isinstance(s, int) for s in t.shape):
+                raise TraceError(f"data-dependent shape {tuple(t.shape)} at {node.name}")
 
 
 def _innermost_failed(stack: Stack, failed: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ import torch
 from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from slimgraph._core.inputs import (
     ExampleInputs,
@@ -130,9 +131,16 @@ def trace(
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
     ep = export_program(model, args, kwargs)
-    return build_graph(
-        ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
-    )
+    try:
+        return build_graph(
+            ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
+        )
+    except GuardOnDataDependentSymNode as err:  # exported, but a shape depends on values
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise TraceError(
+            f"torch.export traced {type(model).__name__} with data-dependent shapes "
+            f"(GuardOnDataDependentSymNode: {first})\n" + _hint("data-dependent")
+        ) from err
 
 
 def _module_of(node: fx.Node) -> str:

@@ -130,6 +130,21 @@ def test_untraceable_submodules_are_searched_and_named_at_the_boundary() -> None
     assert result.model.stem.conv.out_channels == 8
 
 
+def test_value_dependent_shapes_partition_too() -> None:
+    """Boolean-mask indexing exports, but its graph cannot be built: a TraceError, then
+    part by part."""
+
+    class Masked(Gated):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scores = self.head(self.backbone(x)).flatten(2).amax(-1)
+            return scores[scores > 0]
+
+    with pytest.raises(sg.TraceError, match="data-dependent shapes"):
+        sg.trace(Masked().eval(), (x_in(),))
+    result = sg.slim(Masked().eval(), (x_in(),), ratio=0.5)
+    assert prunable(result.graph) == {"backbone.0.weight:0": 16, "backbone.2.weight:0": 32}
+
+
 def test_calibration_is_refused_on_a_partitioned_model() -> None:
     with pytest.raises(sg.PlanError, match="part by part"):
         sg.slim(Gated().eval(), (x_in(),), importance="activation", calibration=[(x_in(),)])
