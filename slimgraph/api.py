@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from slimgraph._core.batches import Selector
-from slimgraph._core.inputs import preserve_modes, split_inputs
+from slimgraph._core.inputs import split_inputs
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.errors import PlanError, RewriteError, TraceError
 from slimgraph.graph.depgraph import DependencyGraph
-from slimgraph.graph.partition import trace_parts
+from slimgraph.graph.partition import buffers_restored, trace_parts
 from slimgraph.graph.trace import trace
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
@@ -117,7 +117,7 @@ def _slim_parts(
     apply(parts, plan, graph=graph, inplace=True, example_inputs=found.inputs)
     args, kwargs = split_inputs(example_inputs)
     try:
-        with torch.no_grad(), preserve_modes(target):
+        with torch.no_grad(), buffers_restored(target):
             target(*args, **kwargs)
     except Exception as err:
         raise RewriteError(

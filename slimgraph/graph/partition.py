@@ -16,6 +16,8 @@ Slicing the :class:`Parts` module slices the model, whose modules it shares.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +33,7 @@ from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.ruletable import RuleTables, load_rules
 from slimgraph.graph.trace import build_graph, export_program
 
-__all__ = ["Parts", "PartitionedTrace", "trace_parts"]
+__all__ = ["Parts", "PartitionedTrace", "buffers_restored", "trace_parts"]
 
 Stack = tuple[str, ...]
 
@@ -86,7 +88,7 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
     return [x for x in pytree.tree_leaves(tree) if isinstance(x, torch.Tensor)]
 
 
-def record(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Recording:
+def _record(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Recording:
     """Run ``model`` once, eagerly, recording every module call and tensor read."""
     rec, stack = Recording(), []
     open_calls: list[Call] = []
@@ -110,7 +112,7 @@ def record(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Recording:
         )
         handles.append(module.register_forward_hook(leave, with_kwargs=True))
     try:
-        with torch.no_grad(), _Reads(rec, stack):
+        with torch.no_grad(), buffers_restored(model), _Reads(rec, stack):
             out = model(*args, **kwargs)
     finally:
         for h in handles:
@@ -119,6 +121,28 @@ def record(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Recording:
     rec.outputs = {id(t) for t in _tensors(out)}
     rec.keep.extend(_tensors((args, kwargs, out)))
     return rec
+
+
+@contextlib.contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[None]:
+    """Run a forward that leaves the buffers as they were (BatchNorm's running statistics
+    move in train mode).
+
+    >>> import torch
+    >>> bn = torch.nn.BatchNorm1d(2)
+    >>> with buffers_restored(bn):
+    ...     _ = bn(torch.randn(4, 2))
+    >>> bn.running_mean.tolist(), int(bn.num_batches_tracked)
+    ([0.0, 0.0], 0)
+    """
+    saved = {n: b.clone() for n, b in model.named_buffers() if not b.is_meta}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in saved:
+                    b.copy_(saved[name])
 
 
 class Parts(nn.Module):
@@ -207,7 +231,7 @@ def trace_parts(
     """
     args, kwargs = split_inputs(example_inputs)
     with preserve_modes(model):
-        rec = record(model, args, kwargs)
+        rec = _record(model, args, kwargs)
     failed = {"": _cause(failure)}
     names = _choose(model, rec, failed)
     if not names:

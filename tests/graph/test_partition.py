@@ -145,6 +145,16 @@ def test_value_dependent_shapes_partition_too() -> None:
     assert prunable(result.graph) == {"backbone.0.weight:0": 16, "backbone.2.weight:0": 32}
 
 
+def test_train_mode_running_statistics_do_not_move() -> None:
+    model = Gated().train()
+    model.backbone[1] = nn.BatchNorm2d(16)
+    result = sg.slim(model, (x_in(),), ratio=0.5)
+    assert result.model.backbone[1].num_features == 8
+    for bn in (model.backbone[1], result.model.backbone[1]):
+        assert int(bn.num_batches_tracked) == 0
+        assert not bn.running_mean.any()
+
+
 def test_calibration_is_refused_on_a_partitioned_model() -> None:
     with pytest.raises(sg.PlanError, match="part by part"):
         sg.slim(Gated().eval(), (x_in(),), importance="activation", calibration=[(x_in(),)])

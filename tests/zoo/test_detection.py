@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 import slimgraph as sg
 from tests.yolo import YOLO, Raw
@@ -44,3 +45,74 @@ def test_yolo_style_detector_slims_and_exports(tmp_path) -> None:
     report = sg.export_onnx(Raw(slim), (x,), tmp_path / "yolo.onnx")
     assert len(report.outputs) == 3  # one map per level; parity was checked (ParityError)
     assert report.max_rel_diff is not None and report.max_rel_diff <= 1e-4
+
+
+# torchvision's detectors: (name, builder options). Images are small (min_size=128) and
+# every score threshold is 0, so that random weights still give detections to check.
+TORCHVISION = {
+    "fasterrcnn_mobilenet_v3_large_320_fpn": {"box_score_thresh": 0.0},
+    "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.0},
+    "retinanet_resnet50_fpn": {"score_thresh": 0.0},
+    "fcos_resnet50_fpn": {"score_thresh": 0.0},
+    "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.0},
+    "keypointrcnn_resnet50_fpn": {"box_score_thresh": 0.0},
+}
+EXTRA = {  # what each model returns beyond boxes, labels and scores: (key, dtype, dims)
+    "maskrcnn_resnet50_fpn": [("masks", torch.float32, 4)],
+    "keypointrcnn_resnet50_fpn": [
+        ("keypoints", torch.float32, 3),
+        ("keypoints_scores", torch.float32, 2),
+    ],
+}
+
+
+def build_detector(name: str) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    options = dict(TORCHVISION[name], weights=None, weights_backbone=None)
+    if not name.startswith("ssdlite"):  # SSDlite's transform has a fixed size
+        options.update(min_size=128, max_size=128, detections_per_img=20)
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, **options).eval()
+    return model, [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(1))]
+
+
+class Features(torch.nn.Module):
+    """A torchvision detector's backbone and head (no transform, no decoding)."""
+
+    def __init__(self, detector: torch.nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = list(self.detector.backbone(x).values())
+        return tuple(self.detector.head(features).values())
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_detector_slims(name: str, tmp_path) -> None:
+    model, images = build_detector(name)
+    result = sg.slim(model, (images,), ratio=0.5)
+    slim = result.model.eval()
+    batch = model.transform(images)[0].tensors
+    macs = sg.count_macs(slim.backbone, (batch,)) / sg.count_macs(model.backbone, (batch,))
+    assert macs <= 0.35, f"backbone MACs ratio {macs:.3f}"
+    before = dict(model.named_parameters())
+    heads = [n for n, p in slim.named_parameters() if "head" in n and p.shape != before[n].shape]
+    assert heads, "no head layer was cut"
+    # the boundary is named: the untraced module and why it could not be traced
+    reasons = {why for g in result.graph.groups for why in g.frozen.values()}
+    assert any(
+        r.endswith("which could not be traced (data-dependent control flow)") for r in reasons
+    )
+    with torch.no_grad():
+        (found,) = slim(images)
+    n = len(found["scores"])
+    assert n > 0
+    assert found["boxes"].shape == (n, 4) and found["boxes"].dtype == torch.float32
+    assert found["labels"].shape == (n,) and found["labels"].dtype == torch.int64
+    assert found["scores"].dtype == torch.float32
+    for key, dtype, dims in EXTRA.get(name, []):
+        assert found[key].dtype == dtype and found[key].ndim == dims and len(found[key]) == n
+    if name.startswith("ssdlite"):  # the exported part: backbone and head, with parity
+        report = sg.export_onnx(Features(slim), (batch,), tmp_path / "ssdlite.onnx")
+        assert len(report.outputs) == 2
+        assert report.max_rel_diff is not None and report.max_rel_diff <= 1e-4
