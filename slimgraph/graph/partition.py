@@ -9,9 +9,14 @@ and that module is traced into one :class:`DependencyGraph`:
 
 * a part's input that an earlier part returned is wired through (its channels stay free);
 * any other input, and every output the untraced code reads, is a boundary: it freezes,
-  and ``explain`` names the untraced module on the other side.
+  and ``explain`` names the untraced module on the other side. Reading a tensor's
+  metadata (``.shape``) is not a read: code that derives sizes from it follows the
+  slim widths, and ``sg.slim`` runs the whole slim model once to check.
 
-Slicing the :class:`Parts` module slices the model, whose modules it shares.
+Slicing the :class:`Parts` module slices the model, whose modules it shares. The plan's
+inputs are those of the :class:`Parts` module: it applies to the model through
+``sg.slim`` (or ``sg.apply`` on :meth:`PartitionedTrace.bind`'s module and graph), not
+to a retrace of the whole model; calibration is not supported yet.
 """
 
 from __future__ import annotations
@@ -153,12 +158,14 @@ class Parts(nn.Module):
     the boundary outputs.
     """
 
-    def __init__(self, model: nn.Module, replay: list[tuple[str, Any, list[Any]]], returns):
+    def __init__(
+        self, model: nn.Module, replay: list[tuple[str, Any, list[Any]]], returns: list[int]
+    ) -> None:
         super().__init__()
         for key in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
             self.__dict__[key] = model.__dict__[key]
         self.training = model.training
-        # (module, pytree spec of (args, kwargs), leaves: ("in", i), ("out", k) or a constant)
+        # (module, pytree spec of (args, kwargs), leaves: a _Wire or a constant)
         self.replay = replay
         self.returns = returns  # the ("out", k) sources returned
 
