@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from slimgraph._core.batches import Selector
+from slimgraph._core.inputs import split_inputs
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
+from slimgraph.errors import PlanError, RewriteError, TraceError
 from slimgraph.graph.depgraph import DependencyGraph
+from slimgraph.graph.partition import buffers_restored, trace_parts
 from slimgraph.graph.trace import trace
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
@@ -58,6 +63,11 @@ def slim(
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
     attention) by default.
 
+    A model ``torch.export`` cannot trace whole (a detector's data-dependent decoding) is
+    slimmed part by part: its largest traceable submodules are traced on the inputs they
+    received in one real forward, and the widths at the untraced boundary freeze
+    (``result.graph.explain`` names it; see :mod:`slimgraph.graph.partition`).
+
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     >>> r = sg.slim(net, (torch.randn(1, 4),), ratio=0.5)
@@ -67,7 +77,17 @@ def slim(
     config = PruneConfig(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
-    graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
+    try:
+        graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
+    except TraceError as failure:
+        if failure.__cause__ is None:  # not torch.export's refusal: nothing to partition
+            raise
+        if calibration is not None:
+            raise PlanError(
+                "calibration is not supported yet on a model traced part by part "
+                f"({failure}); slim it with a weight criterion such as importance='l2'"
+            ) from failure
+        return _slim_parts(model, example_inputs, failure, config, head_dims, query_heads, inplace)
     if calibration is not None:
         if not isinstance(calibration, Calibration):
             calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
@@ -75,3 +95,35 @@ def slim(
     plan = plan_that_applies(model, graph, config)
     slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
     return SlimResult(slim_model, plan, graph)
+
+
+def _slim_parts(
+    model: nn.Module,
+    example_inputs: Any,
+    failure: TraceError,
+    config: PruneConfig,
+    head_dims: bool,
+    query_heads: bool,
+    inplace: bool,
+) -> SlimResult:
+    """Slim the traced parts of ``model`` (through a module that shares its modules), then
+    check that the whole model still runs on ``example_inputs``."""
+    found = trace_parts(
+        model, example_inputs, failure, head_dims=head_dims, query_heads=query_heads
+    )
+    target = model if inplace else copy.deepcopy(model)
+    parts, graph = found.bind(target)
+    plan = plan_that_applies(parts, graph, config)
+    apply(parts, plan, graph=graph, inplace=True, example_inputs=found.inputs)
+    args, kwargs = split_inputs(example_inputs)
+    try:
+        with torch.no_grad(), buffers_restored(target):
+            target(*args, **kwargs)
+    except Exception as err:
+        raise RewriteError(
+            f"the slim model's forward failed outside its traced parts ({', '.join(found.names)}): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+            "Code outside those parts probably reads a width; please report this model."
+        ) from err
+    # the graph stays bound to the model it was traced from, as sg.slim's always is
+    return SlimResult(target, plan, graph if inplace else found.graph)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from slimgraph._core.inputs import (
     ExampleInputs,
@@ -24,7 +25,7 @@ from slimgraph.graph.depgraph import DependencyGraph, fingerprint
 from slimgraph.graph.kinds import KINDS
 from slimgraph.graph.ruletable import RuleTables, load_rules
 
-__all__ = ["build_graph", "trace"]
+__all__ = ["build_graph", "export_program", "trace"]
 
 # Ops that change memory layout only, which some code emits on one device and not another
 # (HF attention calls .contiguous() off the CPU): not part of the fingerprint.
@@ -67,7 +68,9 @@ def _refresh_caches(model: torch.nn.Module) -> None:
             module.train(module.training)
 
 
-def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+    """``torch.export`` of ``model`` (non-strict, in its current modes); a failure raises
+    :class:`TraceError` naming the module whose forward was running."""
     with preserve_modes(model):
         _refresh_caches(model)
     with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
@@ -127,10 +130,17 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
-    ep = _export(model, args, kwargs)
-    return build_graph(
-        ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
-    )
+    ep = export_program(model, args, kwargs)
+    try:
+        return build_graph(
+            ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
+        )
+    except GuardOnDataDependentSymNode as err:  # exported, but a shape depends on values
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise TraceError(
+            f"torch.export traced {type(model).__name__} with data-dependent shapes "
+            f"(GuardOnDataDependentSymNode: {first})\n" + _hint("data-dependent")
+        ) from err
 
 
 def _module_of(node: fx.Node) -> str:
@@ -148,8 +158,13 @@ def build_graph(
     inputs,
     head_dims: bool = False,
     query_heads: bool = False,
+    boundary: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> DependencyGraph:
     """Run every op's rule over the exported graph.
+
+    ``boundary`` gives the reasons the graph's inputs and outputs freeze, in their order
+    (a partitioned trace names the untraced code on the other side); the default reasons
+    fill the rest.
 
     The rules run again while a pass learns something that changes them: splits whose
     equal parts the resulting units cannot shrink equally are relaxed (see
@@ -163,7 +178,7 @@ def build_graph(
     _annotate(ep)
     for _ in range(12):
         b, lines, ops, output_shapes = _run_rules(
-            ep, model, rules, relaxed, heads, head_dims, indexed, query_heads
+            ep, model, rules, relaxed, heads, head_dims, indexed, query_heads, boundary
         )
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes, modes)
         unbalanced = graph.unbalanced - relaxed
@@ -224,6 +239,7 @@ def _run_rules(
     head_dims: bool,
     indexed: frozenset[tuple[str, int]],
     query_heads: bool,
+    boundary: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ):
     b = Builder(relaxed, heads, head_dims, indexed, query_heads)
     ops: dict[str, str] = {}  # kept by the graph, to name ops once the fx graph is gone
@@ -240,12 +256,17 @@ def _run_rules(
             shapes = [tuple(t.shape) if state else t.ndim for t in b.outputs(node)]
             if str(node.target) not in LAYOUT_ONLY | BATCH_ONLY:
                 lines.append(f"{node.op} {node.target} {role} {shapes}")
+    inputs_seen = 0
     for node in ep.graph.nodes:
         if node.op == "placeholder":
             role, _ = node.meta.get(META_ROLE, ("input", None))
             if role in ("input", "constant"):
                 what = "model input" if role == "input" else "tensor constant"
-                b.freeze_all(b.outputs(node), f"{what}: its shape is fixed by the caller")
+                why = f"{what}: its shape is fixed by the caller"
+                if role == "input":
+                    why = _nth(boundary[0], inputs_seen, why)
+                    inputs_seen += 1
+                b.freeze_all(b.outputs(node), why)
         elif node.op == "call_function":
             _apply_rule(b, node, rules)
         elif node.op == "output":
@@ -253,9 +274,15 @@ def _run_rules(
             fx.node.map_arg(node.args, flat.append)
             outs = [t for n in flat for t in b.outputs(n)]
             output_shapes = [t.shape for t in outs]
-            b.freeze_all(outs, "model output: its shape is part of the model's contract")
+            for i, t in enumerate(outs):
+                why = "model output: its shape is part of the model's contract"
+                b.freeze_all([t], _nth(boundary[1], i, why))
     _apply_module_rules(b, model, rules)
     return b, lines, ops, output_shapes
+
+
+def _nth(reasons: Sequence[str], i: int, default: str) -> str:
+    return reasons[i] if i < len(reasons) else default
 
 
 def _apply_module_rules(b: Builder, model: torch.nn.Module, rules: RuleTables) -> None:
