@@ -212,6 +212,20 @@ def gather(ctx: OpContext) -> None:
             b.freeze(out.dim(d), "gather reads a prefix of this dim")
 
 
+@kind("index_select", input=0, dim=1, index=2)
+def index_select(ctx: OpContext) -> None:
+    """``out = x.index_select(dim, index)``: ``dim`` reads computed positions (frozen, as
+    is the index); every other dim passes through (a position table's width)."""
+    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    dim = int(ctx.arg("dim")) % x.ndim
+    b.freeze(x.dim(dim), "selected by computed indices")
+    b.freeze(out.dim(dim), "selected by computed indices")
+    b.freeze_all([ctx.tensor("index")], "index tensor")
+    for d in range(x.ndim):
+        if d != dim and x.shape[d] > 1:
+            b.couple(x.dim(d), out.dim(d), ctx.name)
+
+
 @kind("getitem", source=0, index=1)
 def getitem(ctx: OpContext) -> None:
     """``operator.getitem`` on a multi-output op: the item is that output."""
