@@ -33,7 +33,10 @@ TINY: list[tuple[str, int]] = [
     (r"vocab_size$", VOCAB),
     (r"^(hidden_size|n_embd|d_model|dim|embed_dim|model_dim|word_embed_proj_dim)$", HIDDEN),
     (r"^(num_key_value_heads|num_kv_heads|multi_query_group_num|n_kv_heads)$", KV),
-    (r"^(num_attention_heads|n_heads?|num_heads|attention_heads|(en|de)coder_attention_heads)$", HEADS),
+    (
+        r"^(num_attention_heads|n_heads?|num_heads|attention_heads|(en|de)coder_attention_heads)$",
+        HEADS,
+    ),
     (r"^(head_dim|d_kv|kv_channels|attention_head_size)$", HEAD_DIM),
     (r"^(intermediate_size|ffn_dim|n_inner|d_ff|ffn_hidden_size|(en|de)coder_ffn_dim)$", MLP),
     (r"(moe|expert|shared_expert)_intermediate_size$", MLP // 4),

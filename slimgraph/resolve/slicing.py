@@ -125,6 +125,8 @@ def update_attributes(
             continue
         rule = load_rules().module_rule(module)
         if rule is None:
+            if name:  # not the root: its ints are settings, not widths its code reshapes by
+                _follow_widths(module, old_modules[name])
             continue
         for attr, alternatives in rule.attrs.items():
             for expr in alternatives:  # the first that this instance can evaluate
@@ -142,3 +144,21 @@ def update_attributes(
         if isinstance(module, nn.RNNBase):
             # its forward reads a cached list of its own parameters, not the new ones
             module._init_flat_weights()
+
+
+def _follow_widths(module: nn.Module, old: nn.Module) -> None:
+    """A module that no rule describes keeps each int attribute that equals one of its
+    parameters' old widths (``self.hidden_dim`` of an MoE block, read by ``view(-1,
+    self.hidden_dim)``) in step with that width, when the width changed one way only."""
+    new_of: dict[int, set[int]] = {}
+    before = dict(old.named_parameters())
+    for name, t in module.named_parameters():
+        if name in before and t.ndim == before[name].ndim:
+            for new, was in zip(t.shape, before[name].shape, strict=True):
+                new_of.setdefault(was, set()).add(new)
+    for attr, value in list(vars(module).items()):
+        if attr.startswith("_") or type(value) is not int:
+            continue
+        widths = new_of.get(value, set())
+        if len(widths) == 1 and value not in widths:
+            setattr(module, attr, widths.pop())
