@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 import slimgraph as sg
 from tests import sweep
@@ -35,3 +36,26 @@ def test_tiny_hf_model_slims_without_skipping_its_attention(model_type: str, tas
     # SegFormer's classifier reshapes with config.hidden_sizes[-1], which only a config
     # update can follow: the last stage's width is the one group left skipped
     assert all("stages.3.patch_embeddings" in g for g in skipped), skipped
+
+
+class Flow(torch.nn.Module):
+    """torchvision's RAFT (small) with two refinement steps, to keep the trace short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raft = torchvision.models.optical_flow.raft_small().eval()
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.raft(a, b, num_flow_updates=2)[-1]
+
+
+def test_raft_slims_with_its_correlation_width_kept() -> None:
+    # The correlation lookup (grid_sampler) passes channels through; the feature width
+    # stays, as the correlation is divided by its square root (before, the value check
+    # failed: the slim model rescaled every correlation)
+    torch.manual_seed(0)
+    model, x = Flow().eval(), (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128))
+    r = sg.slim(model, x, ratio=0.5)
+    kept = sg.count_macs(r.model, x) / sg.count_macs(model, x)
+    assert kept <= 0.65 and not r.plan.skipped, (kept, r.plan.skipped)
+    assert "divided by sqrt" in r.graph.explain("raft.feature_encoder.conv.weight:0")
