@@ -59,3 +59,29 @@ def test_raft_slims_with_its_correlation_width_kept() -> None:
     kept = sg.count_macs(r.model, x) / sg.count_macs(model, x)
     assert kept <= 0.65 and not r.plan.skipped, (kept, r.plan.skipped)
     assert "divided by sqrt" in r.graph.explain("raft.feature_encoder.conv.weight:0")
+
+
+def _tiny_mvit() -> torch.nn.Module:
+    """torchvision's MViT-v2 code at a tiny size: a lone-head block, then two-head blocks
+    with pooled queries or keys/values and relative positions."""
+    from torchvision.models.video.mvit import MSBlockConfig, MViT
+
+    k, s1, s2 = [3, 3, 3], [1, 1, 1], [1, 2, 2]
+    blocks = [
+        MSBlockConfig(1, 16, 16, k, k, s1, s2),
+        MSBlockConfig(2, 16, 32, k, k, s2, s1),
+        MSBlockConfig(2, 32, 32, k, k, s1, s1),
+    ]
+    return MViT(
+        (32, 32), 4, blocks, residual_pool=True, residual_with_cls_embed=False,
+        rel_pos_embed=True, proj_after_attn=True, num_classes=10,
+    ).eval()  # fmt: skip
+
+
+def test_mvit_pooling_attention_narrows_its_heads() -> None:
+    # the pool convs over head_dim are shared by the heads, so each head narrows; before,
+    # num_heads / head_dim kept their values and the dry run skipped every attention
+    torch.manual_seed(0)
+    model, x = _tiny_mvit(), (torch.randn(1, 3, 4, 32, 32),)
+    kept, skipped = _slim(model, x)
+    assert kept <= 0.45 and not skipped, (kept, skipped)
