@@ -25,6 +25,7 @@ HF = {
     ("segformer", "image-classification"): 0.45,
     ("git", "causal-lm"): 0.35,
     ("fuyu", "causal-lm"): 0.35,
+    ("stablelm", "causal-lm"): 0.35,  # before 0.37
 }
 
 
