@@ -40,6 +40,13 @@ def _gather_rows(h: torch.Tensor) -> torch.Tensor:  # pick rows by computed posi
     return torch.gather(h, 2, index)
 
 
+def _resample(h: torch.Tensor) -> torch.Tensor:  # RAFT's lookup: a grid of coordinates
+    line = torch.linspace(-1, 1, 6, device=h.device)
+    ys, xs = torch.meshgrid(line, line.flip(0), indexing="ij")
+    grid = torch.stack([xs, ys], dim=-1).unsqueeze(0).expand(h.shape[0], 6, 6, 2)
+    return F.grid_sample(h, grid, mode="bilinear", align_corners=True)
+
+
 OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "upsample_bilinear2d": lambda h: F.interpolate(h, scale_factor=2, mode="bilinear"),
     "upsample_nearest2d": lambda h: F.interpolate(h, scale_factor=2, mode="nearest"),
@@ -55,6 +62,9 @@ OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "floor (pointwise tag)": lambda h: h.floor(),
     "floor_ (pointwise tag)": lambda h: h.clone().floor_(),
     "clamp_max (pointwise tag)": lambda h: h.clamp(max=0.5),
+    "grid_sampler (linspace, meshgrid)": _resample,
+    "zeros_like": lambda h: h + torch.zeros_like(h),
+    "ones_like": lambda h: h * torch.ones_like(h),
 }
 
 
