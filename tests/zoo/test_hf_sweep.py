@@ -19,10 +19,63 @@ pytestmark = [pytest.mark.zoo, pytest.mark.filterwarnings("ignore")]
 MACS_KEPT = 0.45  # ratio 0.5 on heads, MLP and hidden keeps about a quarter to a third
 
 # (task, family) -> why it fails today
-FAILS: dict[tuple[str, str], str] = {}
+FAILS: dict[tuple[str, str], str] = {
+    ("causal-lm", "big_bird"): "BigBird swaps its attention modules on the first forward of a "
+    "short sequence; sg.load rebuilds it before the swap, so the re-trace differs (PlanError)",
+    ("masked-lm", "big_bird"): "as causal-lm big_bird",
+    ("causal-lm", "deepseek_v4"): "sg.load: save_pretrained splits stacked experts per expert "
+    "and sg.load does not merge them back (missing mlp.experts.gate_up_proj)",
+    ("causal-lm", "inkling2_loop_text"): "as deepseek_v4: experts split per expert on save",
+    ("causal-lm", "minimax"): "as deepseek_v4: experts split per expert on save",
+    ("causal-lm", "hrm_text"): "sg.load: save_pretrained renames the L_module weights and "
+    "sg.load does not rename them back",
+    ("masked-lm", "gte"): "sg.load: the checkpoint names (gte.layers...) differ from the "
+    "rebuilt model's and are not renamed back",
+    ("masked-lm", "jina_embeddings_v3"): "as gte: checkpoint names not renamed back",
+    ("causal-lm", "emu3"): "the solved config is the text sub-config, which "
+    "AutoModelForCausalLM.from_pretrained does not map to a model class",
+    ("causal-lm", "falcon_h1"): "sg.save writes a config whose time_step_limit the strict "
+    "config class refuses on load",
+    ("causal-lm", "gemma4_unified_text"): "the config solver reads head_dim, which this config "
+    "holds per layer only (AmbiguousGlobalPerLayerAttributeError)",
+    ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
+    "group freezes (sg.slim warns that the plan drops nothing)",
+    ("masked-lm", "rembert"): "from_pretrained reloads logits 1e-4 away: a float scale the "
+    "config check does not see",
+}
 
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
-WEAK: dict[tuple[str, str], str] = {}
+SKIPS = "the dry run skips a group whose width the model's code hard-codes"
+WEAK: dict[tuple[str, str], str] = {
+    ("causal-lm", "gpt_oss"): f"{SKIPS} (v_proj: attention sinks per head)",
+    ("causal-lm", "inkling2_text"): f"{SKIPS} (v_proj.linear)",
+    ("causal-lm", "inkling_text"): f"{SKIPS} (the embedding norm: hidden size)",
+    ("causal-lm", "prophetnet"): f"{SKIPS} (the n-gram self-attention's out_proj)",
+    ("masked-lm", "mvp"): f"{SKIPS} (prompt-tuned attention k_proj)",
+    ("image-classification", "pvt"): f"{SKIPS} (spatial-reduction attention)",
+    ("image-classification", "pvt_v2"): f"{SKIPS} (spatial-reduction attention)",
+    ("causal-lm", "hy_v4"): "its sparse-attention indexer runs under a grad-mode wrapper "
+    "that torch.export keeps as an opaque call (no rule for wrap_with_set_grad_enabled)",
+    ("causal-lm", "laguna"): "a group freezes: attention heads are the units (trace "
+    "with head_dims=True to prune head dims)",
+    ("causal-lm", "lara_mini"): "linear-attention layers split a fused projection into "
+    "unequal parts [1024, 1024, 2048] and take a cumsum over positions",
+    ("causal-lm", "nemotron_h"): "Mamba layers split a fused in_proj into unequal parts",
+    ("causal-lm", "olmo"): "its LayerNorm has no affine weight, so normalized_shape is a "
+    "constant and the hidden size freezes",
+    ("causal-lm", "moshi"): "it returns its hidden states as an output, which keeps its width",
+    ("causal-lm", "xlnet"): "relative positions are built with arange over d_model and the "
+    "memory is returned: the hidden size freezes",
+    ("masked-lm", "bart"): "the hidden size freezes: indexed with a constant by select",
+    ("masked-lm", "mbart"): "as bart",
+    ("masked-lm", "fnet"): "a Fourier transform over the hidden size mixes every channel "
+    "(no rule for aten.fft_fftn)",
+    ("masked-lm", "longformer"): "every group freezes (sg.slim warns): sliding-window "
+    "attention pads and chunks by constant sizes",
+    ("image-classification", "resnet"): "keeps 0.452, at the bar; not analysed",
+    ("image-classification", "siglip"): "no rule for aten.conv2d.padding (ruled since) and a "
+    "split into unequal parts [64, 128]",
+}
 
 
 def _params() -> list:

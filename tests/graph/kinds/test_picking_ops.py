@@ -1,4 +1,4 @@
-"""index_select picks computed positions along one dim; the other dims pass through."""
+"""Ops the sweeps found freezing groups: index_select, convolutions with string padding."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def test_index_select_passes_the_table_width() -> None:
     slim = sg.slim(model, x, ratio=0.5).model
     assert slim.proj.out_features == slim.head.in_features == 4
     assert tuple(slim.table.shape) == (16, 4)
+
+
+def test_convolution_with_string_padding_prunes() -> None:
+    """``padding="same"`` traces to aten.conv2d.padding (SigLIP's patch embedding)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    slim = sg.slim(model.eval(), torch.randn(1, 3, 8, 8), ratio=0.5).model
+    assert slim[0].out_channels == slim[2].in_channels == 4
