@@ -58,7 +58,7 @@ SOLVED = {
     ("phi", False),
     ("gemma2", False),
     ("gemma3", False),
-    ("stablelm", False),
+    ("stablelm", True),  # its attention rule (modules.toml) keeps head counts in step
     ("falcon", False),
 }
 
