@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -75,7 +77,7 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
         _refresh_caches(model)
     with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
         try:
-            return torch.export.export(model, args, kwargs, strict=False)
+            return _export(model, args, kwargs)
         except Exception as err:
             where = stack[-1] if stack else f"<root> ({type(model).__name__})"
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
@@ -83,6 +85,22 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
                 f"torch.export could not trace module {where}: {type(err).__name__}: {first}\n"
                 + _hint(first)
             ) from err
+
+
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> ExportedProgram:
+    """``torch.export.export`` without the partial graph it prints to stderr when tracing
+    fails (hundreds of kilobytes for a detector, once per partition tried): the
+    :class:`TraceError` says what failed. Anything else written to stderr is passed on."""
+    buffer, partial = io.StringIO(), ""
+    try:
+        with contextlib.redirect_stderr(buffer):
+            return torch.export.export(model, args, kwargs, strict=False)
+    except Exception as err:
+        partial = str(getattr(err, "partial_fx_graph", "") or "")
+        raise
+    finally:
+        text = buffer.getvalue()
+        sys.stderr.write(text.replace(partial + "\n", "") if partial else text)
 
 
 def _hint(message: str) -> str:

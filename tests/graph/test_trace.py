@@ -95,6 +95,21 @@ def test_untraceable_module_is_named() -> None:
     assert "torch.cond" in str(err.value)
 
 
+def test_failed_trace_does_not_print_its_partial_graph(capfd) -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.stem(x)
+            return y * 2 if y.sum() > 0 else y
+
+    with pytest.raises(sg.TraceError):
+        sg.trace(Branchy(), (torch.randn(1, 3, 4, 4),))
+    assert "def forward" not in capfd.readouterr().err  # torch prints the partial graph
+
+
 def test_batchnorm_batch_of_one_gets_a_hint() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4))
     with pytest.raises(sg.TraceError, match="pass a batch of 2 or more, or call model.eval"):

@@ -47,16 +47,16 @@ def test_yolo_style_detector_slims_and_exports(tmp_path) -> None:
     assert report.max_rel_diff is not None and report.max_rel_diff <= 1e-4
 
 
-# torchvision's detectors: (name, builder options). Images are small (min_size=128) and
-# every score threshold is 0, so that random weights still give detections to check.
-TORCHVISION = {
-    "fasterrcnn_mobilenet_v3_large_320_fpn": {"box_score_thresh": 0.0},
-    "ssdlite320_mobilenet_v3_large": {"score_thresh": 0.0},
-    "retinanet_resnet50_fpn": {"score_thresh": 0.0},
-    "fcos_resnet50_fpn": {"score_thresh": 0.0},
-    "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.0},
-    "keypointrcnn_resnet50_fpn": {"box_score_thresh": 0.0},
-}
+# torchvision's detectors tested here: one of each architecture (the rest of
+# torchvision.models.list_models(module=detection) by tests/benchmarks/detection_table.py).
+TORCHVISION = [
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "ssdlite320_mobilenet_v3_large",
+    "retinanet_resnet50_fpn",
+    "fcos_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
+    "keypointrcnn_resnet50_fpn",
+]
 EXTRA = {  # what each model returns beyond boxes, labels and scores: (key, dtype, dims)
     "maskrcnn_resnet50_fpn": [("masks", torch.float32, 4)],
     "keypointrcnn_resnet50_fpn": [
@@ -67,8 +67,11 @@ EXTRA = {  # what each model returns beyond boxes, labels and scores: (key, dtyp
 
 
 def build_detector(name: str) -> tuple[torch.nn.Module, list[torch.Tensor]]:
-    options = dict(TORCHVISION[name], weights=None, weights_backbone=None)
-    if not name.startswith("ssdlite"):  # SSDlite's transform has a fixed size
+    """A torchvision detector with random weights, small images (min_size=128) and every
+    score threshold 0, so that random weights still give detections to check."""
+    thresh = "box_score_thresh" if "rcnn" in name else "score_thresh"
+    options: dict = {thresh: 0.0, "weights": None, "weights_backbone": None}
+    if not name.startswith("ssd"):  # SSD's transform has a fixed size
         options.update(min_size=128, max_size=128, detections_per_img=20)
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, **options).eval()
@@ -87,7 +90,7 @@ class Features(torch.nn.Module):
         return tuple(self.detector.head(features).values())
 
 
-@pytest.mark.parametrize("name", list(TORCHVISION))
+@pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_detector_slims(name: str, tmp_path) -> None:
     model, images = build_detector(name)
     result = sg.slim(model, (images,), ratio=0.5)
