@@ -89,8 +89,11 @@ def split(ctx: OpContext) -> None:
     it exactly (ShuffleNet's chunk after a channel shuffle mixes positions block after
     block), the split is *relaxed*: each part becomes a fresh index space that keeps the
     same fraction as the input, re-split by position, which is not exact.
-    Unequal parts have their sizes fixed in code, so the split dim freezes, as does a
-    split at ``positions`` given in code (``tensor_split`` at indices).
+    Unequal parts listed in the code (``split_with_sizes``) keep the same fraction each,
+    and the sizes follow them (the module attribute holding them is updated); where the
+    units cannot keep that proportion the split is relaxed and, like unequal parts computed
+    from the width (``chunk``) or a split at ``positions`` (``tensor_split`` at indices),
+    its dim freezes.
     """
     b, x, outs = ctx.builder, ctx.tensor("input"), ctx.outs
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -108,7 +111,13 @@ def split(ctx: OpContext) -> None:
             if d != dim and t.shape[d] > 1:
                 b.couple(t.dim(d), x.dim(d), ctx.name)
         offset += n
-    if len(set(sizes)) > 1:
+    given = ctx.arg("split")  # sizes listed in the code: constants that can follow
+    listed = isinstance(given, list | tuple) and [int(v) for v in given] == sizes
+    listed = listed and ctx.roles.get("positions") is None and ctx.name not in b.relaxed
+    if len(set(sizes)) > 1 and listed:
+        b.balance(x.dim(dim), tuple(sizes), ctx.name)
+        b.follow(ctx.node, sizes, [t.dim(dim) for t in outs])
+    elif len(set(sizes)) > 1:
         b.freeze(x.dim(dim), f"{ctx.node.target} into unequal parts {sizes}")
     elif ctx.roles.get("positions") is not None:
         b.freeze(x.dim(dim), f"{ctx.node.target} at positions fixed in code")
