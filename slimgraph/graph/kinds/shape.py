@@ -142,7 +142,9 @@ def slice_(ctx: OpContext) -> None:
     parts before, inside and after it proportional: its bounds are then a fixed fraction of
     the width (``x[L:2L]`` of a ``3L``-wide qkv bias; Phi-3's fused qkv read at offsets the
     code computes from the config, ``H*D`` and ``H*D + H_kv*D``). Where the units cannot
-    keep that proportion the slice is relaxed, and then, like any other step, it freezes.
+    keep that proportion the slice is relaxed, and then it freezes. A strided slice that
+    reads one offset of every block of ``step`` (``x[..., ::2]`` and ``x[..., 1::2]`` of
+    interleaved rows) makes the blocks the units; any other step freezes.
     """
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -158,6 +160,12 @@ def slice_(ctx: OpContext) -> None:
         if step == 1 and width and start + width <= n and ctx.name not in b.relaxed:
             b.couple(out.dim(d), x.dim(d), ctx.name, "offset", b_idx=np.arange(width) + start)
             b.balance(x.dim(d), parts, ctx.name)
+        elif step > 1 and start < step and n == width * step:
+            # one index of every block of ``step`` (interleaved gate and up rows): whole
+            # blocks go, so the same offset of each kept block is read again
+            block = b.factor(width, ctx.name)
+            b.couple(x.dim(d), block, ctx.name, "block", b_idx=np.arange(n) // step)
+            b.couple(out.dim(d), block, ctx.name)
         else:
             b.freeze(x.dim(d), "sliced with constant bounds")
             b.freeze(out.dim(d), "sliced with constant bounds")
