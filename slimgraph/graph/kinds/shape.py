@@ -173,8 +173,12 @@ def slice_(ctx: OpContext) -> None:
 
 @kind("select", input=0, dim=1, index=2)
 def select(ctx: OpContext) -> None:
-    """Picks one constant index of ``dim``, which therefore cannot lose indices."""
+    """Picks one constant index of ``dim``, which therefore cannot lose indices. A pick
+    whose value nothing reads (its shape only: BART's ``embed_positions(x[:, :, -1])``)
+    constrains nothing."""
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    if not ctx.node.users:
+        return
     dim = int(ctx.arg("dim", 0)) % x.ndim
     b.freeze_indexed(x.dim(dim), "indexed with a constant by select")
     for k, d in enumerate(d for d in range(x.ndim) if d != dim):

@@ -604,3 +604,25 @@ def test_a_stride_that_skips_part_of_the_blocks_freezes() -> None:
 
     graph = sg.trace(Odd().eval(), (torch.randn(2, 4),))
     assert "fused.weight:0" not in prunable(graph)
+
+
+def test_a_select_whose_value_nothing_reads_constrains_nothing() -> None:
+    class ShapeOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.pos = nn.Parameter(torch.randn(16, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            n = h[:, :, -1].shape[1]  # only the shape of the pick is read
+            return self.b(h + self.pos[:n])
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4)
+    graph = sg.trace(ShapeOnly().eval(), (x,))
+    assert prunable(graph) == {"a.weight:0": 8}
+    slim = assert_dead_units_drop_exactly(
+        ShapeOnly(), x, {"a.weight:0": ([0, 7], ["a.weight:0", "a.bias:0", "pos:1"])}
+    )
+    assert slim.pos.shape == (16, 6)
