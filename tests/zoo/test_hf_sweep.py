@@ -69,7 +69,8 @@ WEAK: dict[tuple[str, str], str] = {
     ("causal-lm", "moshi"): "it returns its hidden states as an output, which keeps its width",
     ("causal-lm", "xlnet"): "relative positions are built with arange over d_model and the "
     "memory is returned: the hidden size freezes",
-    ("masked-lm", "bart"): "the hidden size freezes: indexed with a constant by select",
+    ("masked-lm", "bart"): "it returns the encoder's last hidden state as an output, which "
+    "keeps the hidden size",
     ("masked-lm", "mbart"): "as bart",
     ("masked-lm", "fnet"): "a Fourier transform over the hidden size mixes every channel "
     "(no rule for aten.fft_fftn)",

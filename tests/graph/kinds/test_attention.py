@@ -147,7 +147,9 @@ class SinkAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = (p(x).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        q, k, v = (
+            p(x).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v)
+        )
         logits = q @ k.transpose(2, 3) * self.head_dim**-0.5
         sinks = self.sinks.reshape(1, -1, 1, 1).expand(b, -1, n, -1)
         logits = torch.cat([logits, sinks], dim=-1)
