@@ -77,8 +77,6 @@ WEAK: dict[tuple[str, str], str] = {
     ("masked-lm", "longformer"): "every group freezes (sg.slim warns): sliding-window "
     "attention pads and chunks by constant sizes",
     ("image-classification", "resnet"): "keeps 0.452, at the bar; not analysed",
-    ("image-classification", "siglip"): "no rule for aten.conv2d.padding (ruled since) and a "
-    "split into unequal parts [64, 128]",
 }
 
 
