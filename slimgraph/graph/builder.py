@@ -25,6 +25,7 @@ __all__ = [
     "Edge",
     "Link",
     "Balance",
+    "Width",
 ]
 
 # What the tracer records in ``node.meta`` before the rules run (torch.fx's convention):
@@ -76,6 +77,18 @@ class Balance:
     @property
     def parts(self) -> int:
         return len(self.sizes)
+
+
+@dataclass(frozen=True)
+class Width:
+    """A constant among an op's arguments (a ``normalized_shape``, split sizes) whose
+    element k is the width of ``slots[k]``: the code reads it from an attribute of
+    ``module`` (the module whose forward made the op), which the rewrite keeps in step."""
+
+    module: str
+    values: tuple[int, ...]
+    slots: tuple[int, ...]
+    op: str
 
 
 @dataclass
@@ -181,6 +194,7 @@ class Builder:
         self.frozen: dict[int, str] = {}
         self.inexact_reasons: dict[int, str] = {}
         self.balances: list[Balance] = []
+        self.widths: list[Width] = []  # constants that follow slot widths (see follow)
         self.residual: set[int] = set()  # slots where two streams are summed
         self._tensors: dict[tuple[str, int], TensorSlots] = {}
         self._parent: list[int] = []  # slot-level union-find, for is_frozen()
@@ -325,6 +339,14 @@ class Builder:
         if isinstance(sizes, int):
             sizes = (self.slots[slot].size // sizes,) * sizes
         self.balances.append(Balance(slot, tuple(sizes), op))
+
+    def follow(self, node: fx.Node, values: Any, slots: list[int]) -> None:
+        """The constant ``values`` (an int or a list of ints) is the width of ``slots``,
+        element by element; the rewrite updates the attribute of the op's module that
+        holds it."""
+        values = (values,) if isinstance(values, int) else values
+        ints = tuple(int(v) for v in values)
+        self.widths.append(Width(node.meta.get(META_MODULE, ""), ints, tuple(slots), node.name))
 
     def link(self, a: int, b: int, op: str, why: str) -> None:
         """``a`` and ``b`` keep the same fraction of indices, whichever they are."""

@@ -106,6 +106,7 @@ class DependencyGraph(GraphViews):
         self.head_dim_slots = builder.head_dim_slots
         self.balances = builder.balances
         self.links = builder.links
+        self.widths = builder.widths  # constants in the code that follow slot widths
         self.frozen_labels = self._frozen_labels()
         self.groups: list[Group] = self._groups()
         self._by_id = {g.id: g for g in self.groups}

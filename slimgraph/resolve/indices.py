@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from slimgraph.errors import PlanError
-from slimgraph.resolve.slicing import Slices
+from slimgraph.resolve.slicing import Slices, width_key
 
 if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph
@@ -57,7 +57,10 @@ def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
 def kept_shapes(
     graph: DependencyGraph, plan: PruningPlan
 ) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks."""
+    """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks; and
+    for a constant the code reads from a module attribute (an affine-less norm's
+    ``normalized_shape``, split sizes), ``"module#values"`` -> [(element, kept indices)]
+    (see :func:`slimgraph.resolve.slicing.width_key`)."""
     if not any(c.drop for c in plan.cuts):
         return {}
     is_dropped = _dropped(graph, plan)
@@ -67,6 +70,10 @@ def kept_shapes(
             gone = is_dropped[graph.slot_labels(slot)]
             if gone.any():
                 result.setdefault(target, []).append((graph.slots[slot].dim, np.flatnonzero(~gone)))
+    for width in getattr(graph, "widths", ()):
+        kept = [np.flatnonzero(~is_dropped[graph.slot_labels(s)]) for s in width.slots]
+        if any(len(k) < n for k, n in zip(kept, width.values)):
+            result[width_key(width.module, width.values)] = list(enumerate(kept))
     return _tied(graph.model, result)
 
 

@@ -31,9 +31,22 @@ __all__ = [
     "sliced_copy",
     "sliced_tensors",
     "update_attributes",
+    "width_key",
 ]
 
 Slices = dict[str, list[tuple[int, np.ndarray]]]
+WIDTH = "#"  # separates a module from the constant values in a width key (never in a name)
+
+
+def width_key(module: str, values: tuple[int, ...]) -> str:
+    """The slices key of a constant ``values`` that ``module``'s code passes to an op
+    (an affine-less norm's ``normalized_shape``, split sizes): its entries are
+    (element, kept indices), and the module attribute holding it gets the kept widths.
+
+    >>> width_key("layers.0.norm", (64,))
+    'layers.0.norm#64'
+    """
+    return f"{module}{WIDTH}{','.join(str(v) for v in values)}"
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -117,12 +130,15 @@ def update_attributes(
 ) -> None:
     """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
     old_modules = dict(old.named_modules())
-    touched = {name.rpartition(".")[0] for name in slices}
+    touched = {
+        name.partition(WIDTH)[0] if WIDTH in name else name.rpartition(".")[0] for name in slices
+    }
     # children first: a parent's identity may read its children's new attributes
     for name, module in reversed(list(slim.named_modules())):
         prefix = f"{name}." if name else ""
         if not any(t == name or t.startswith(prefix) or not name for t in touched):
             continue
+        _follow_constants(module, old_modules[name], slices, name)
         rule = load_rules().module_rule(module)
         if rule is None:
             if name:  # not the root: its ints are settings, not widths its code reshapes by
@@ -162,3 +178,26 @@ def _follow_widths(module: nn.Module, old: nn.Module) -> None:
         widths = new_of.get(value, set())
         if len(widths) == 1 and value not in widths:
             setattr(module, attr, widths.pop())
+
+
+def _follow_constants(module: nn.Module, old: nn.Module, slices: Slices, name: str) -> None:
+    """Attributes holding a constant that the module's code passes to an op (see
+    :func:`width_key`) get the kept widths: a tuple or list equal to the whole constant,
+    or an int equal to one of its elements (``split(x, [self.key_dim, self.key_dim,
+    self.value_dim])``) when every element of that value keeps the same width."""
+    prefix = f"{name}{WIDTH}"
+    for key, kept in slices.items():
+        if not key.startswith(prefix):
+            continue
+        values = tuple(int(v) for v in key[len(prefix) :].split(","))
+        new = tuple(len(idx) for _, idx in sorted(kept, key=lambda e: e[0]))
+        new_of: dict[int, set[int]] = {}
+        for was, now in zip(values, new, strict=True):
+            new_of.setdefault(was, set()).add(now)
+        for attr, value in list(vars(old).items()):
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, tuple | list) and tuple(value) == values:
+                setattr(module, attr, type(value)(new))
+            elif type(value) is int and len(new_of.get(value, ())) == 1:
+                setattr(module, attr, next(iter(new_of[value])))

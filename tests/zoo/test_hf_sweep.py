@@ -53,7 +53,6 @@ FAILS: dict[tuple[str, str], str] = {
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
 SKIPS = "the dry run skips a group whose width the model's code hard-codes"
 WEAK: dict[tuple[str, str], str] = {
-    ("causal-lm", "gpt_oss"): f"{SKIPS} (v_proj: attention sinks per head)",
     ("causal-lm", "inkling2_text"): f"{SKIPS} (v_proj.linear)",
     ("causal-lm", "inkling_text"): f"{SKIPS} (the embedding norm: hidden size)",
     ("causal-lm", "prophetnet"): f"{SKIPS} (the n-gram self-attention's out_proj)",
@@ -67,20 +66,17 @@ WEAK: dict[tuple[str, str], str] = {
     ("causal-lm", "lara_mini"): "linear-attention layers split a fused projection into "
     "unequal parts [1024, 1024, 2048] and take a cumsum over positions",
     ("causal-lm", "nemotron_h"): "Mamba layers split a fused in_proj into unequal parts",
-    ("causal-lm", "olmo"): "its LayerNorm has no affine weight, so normalized_shape is a "
-    "constant and the hidden size freezes",
     ("causal-lm", "moshi"): "it returns its hidden states as an output, which keeps its width",
     ("causal-lm", "xlnet"): "relative positions are built with arange over d_model and the "
     "memory is returned: the hidden size freezes",
-    ("masked-lm", "bart"): "the hidden size freezes: indexed with a constant by select",
+    ("masked-lm", "bart"): "it returns the encoder's last hidden state as an output, which "
+    "keeps the hidden size",
     ("masked-lm", "mbart"): "as bart",
     ("masked-lm", "fnet"): "a Fourier transform over the hidden size mixes every channel "
     "(no rule for aten.fft_fftn)",
     ("masked-lm", "longformer"): "every group freezes (sg.slim warns): sliding-window "
     "attention pads and chunks by constant sizes",
     ("image-classification", "resnet"): "keeps 0.452, at the bar; not analysed",
-    ("image-classification", "siglip"): "no rule for aten.conv2d.padding (ruled since) and a "
-    "split into unequal parts [64, 128]",
 }
 
 

@@ -152,8 +152,19 @@ def _mark_einsum_head_dim(ctx: OpContext, terms: list[list[str]], rhs: str) -> N
         b.head_dim(operands[i].dim(d))
 
 
-# Ops between softmax and the product with v that keep the attention weights' meaning.
-_PASS_THROUGH = ("dropout", "to", "_to_copy", "type_as", "clone", "contiguous", "expand", "view")
+# Ops between softmax and the product with v that keep the attention weights' meaning
+# (``slice``: GPT-OSS drops its attention sinks' column after the softmax).
+_PASS_THROUGH = (
+    "dropout",
+    "to",
+    "_to_copy",
+    "type_as",
+    "clone",
+    "contiguous",
+    "expand",
+    "view",
+    "slice",
+)
 
 
 # Ops through which attention weights stay attention weights (renormalised, masked, cast).

@@ -28,15 +28,17 @@ def batch_norm(ctx: OpContext) -> None:
 
 @kind("layer_norm", input=0, normalized_shape=1, weight=2, bias=3)
 def layer_norm(ctx: OpContext) -> None:
-    """Statistics over the last dims: the affine params couple, the values are not exact."""
+    """Statistics over the last dims: the affine params couple, the values are not exact.
+    Without an affine weight, ``normalized_shape`` follows the input's width (the module
+    attribute that holds it is updated by the rewrite)."""
     _pass_through(ctx)
     b, x = ctx.builder, ctx.tensor("input")
-    k = len(ctx.arg("normalized_shape"))
-    weight = ctx.tensor("weight")
+    shape = list(ctx.arg("normalized_shape"))
+    k = len(shape)
+    if ctx.tensor("weight") is None:  # nothing holds the width but the shape argument
+        b.follow(ctx.node, shape, [x.dim(-j) for j in range(k, 0, -1)])
     for j in range(1, k + 1):
         b.inexact(x.dim(-j), "layer_norm statistics include every channel of this dim")
-        if weight is None:
-            b.freeze(x.dim(-j), "layer_norm without affine weight: normalized_shape is fixed")
         for role in ("weight", "bias"):
             p = ctx.tensor(role)
             if p is not None:

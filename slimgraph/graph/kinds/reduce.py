@@ -25,22 +25,24 @@ def _dims(value, ndim: int) -> list[int]:
 
 @kind("reduce", input=0, dims=1, keepdim=2)
 def reduce(ctx: OpContext) -> None:
-    """Kept dims couple with the output; reduced dims are exact only for a plain sum."""
-    b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    """Kept dims couple with the output (each output: ``max.dim`` gives values and
+    indices); reduced dims are exact only for a plain sum."""
+    b, x = ctx.builder, ctx.tensor("input")
     if x.ndim == 0:
         return
     reduced = set(_dims(ctx.arg("dims"), x.ndim))
     keepdim = bool(ctx.arg("keepdim", False))
-    j = 0
-    for d in range(x.ndim):
-        if d in reduced:
-            if not ctx.exact:
-                b.inexact(x.dim(d), f"{ctx.node.target} reduces over this dim")
-            j += keepdim
-            continue
-        if x.shape[d] > 1:
-            b.couple(x.dim(d), out.dim(j), ctx.name)
-        j += 1
+    for out in ctx.outs:
+        j = 0
+        for d in range(x.ndim):
+            if d in reduced:
+                if not ctx.exact:
+                    b.inexact(x.dim(d), f"{ctx.node.target} reduces over this dim")
+                j += keepdim
+                continue
+            if x.shape[d] > 1:
+                b.couple(x.dim(d), out.dim(j), ctx.name)
+            j += 1
 
 
 @kind("reduce_all", input=0)

@@ -89,8 +89,11 @@ def split(ctx: OpContext) -> None:
     it exactly (ShuffleNet's chunk after a channel shuffle mixes positions block after
     block), the split is *relaxed*: each part becomes a fresh index space that keeps the
     same fraction as the input, re-split by position, which is not exact.
-    Unequal parts have their sizes fixed in code, so the split dim freezes, as does a
-    split at ``positions`` given in code (``tensor_split`` at indices).
+    Unequal parts listed in the code (``split_with_sizes``) keep the same fraction each,
+    and the sizes follow them (the module attribute holding them is updated); where the
+    units cannot keep that proportion the split is relaxed and, like unequal parts computed
+    from the width (``chunk``) or a split at ``positions`` (``tensor_split`` at indices),
+    its dim freezes.
     """
     b, x, outs = ctx.builder, ctx.tensor("input"), ctx.outs
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -108,7 +111,13 @@ def split(ctx: OpContext) -> None:
             if d != dim and t.shape[d] > 1:
                 b.couple(t.dim(d), x.dim(d), ctx.name)
         offset += n
-    if len(set(sizes)) > 1:
+    given = ctx.arg("split")  # sizes listed in the code: constants that can follow
+    listed = isinstance(given, list | tuple) and [int(v) for v in given] == sizes
+    listed = listed and ctx.roles.get("positions") is None and ctx.name not in b.relaxed
+    if len(set(sizes)) > 1 and listed:
+        b.balance(x.dim(dim), tuple(sizes), ctx.name)
+        b.follow(ctx.node, sizes, [t.dim(dim) for t in outs])
+    elif len(set(sizes)) > 1:
         b.freeze(x.dim(dim), f"{ctx.node.target} into unequal parts {sizes}")
     elif ctx.roles.get("positions") is not None:
         b.freeze(x.dim(dim), f"{ctx.node.target} at positions fixed in code")
@@ -133,7 +142,9 @@ def slice_(ctx: OpContext) -> None:
     parts before, inside and after it proportional: its bounds are then a fixed fraction of
     the width (``x[L:2L]`` of a ``3L``-wide qkv bias; Phi-3's fused qkv read at offsets the
     code computes from the config, ``H*D`` and ``H*D + H_kv*D``). Where the units cannot
-    keep that proportion the slice is relaxed, and then, like any other step, it freezes.
+    keep that proportion the slice is relaxed, and then it freezes. A strided slice that
+    reads one offset of every block of ``step`` (``x[..., ::2]`` and ``x[..., 1::2]`` of
+    interleaved rows) makes the blocks the units; any other step freezes.
     """
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
     dim = int(ctx.arg("dim", 0)) % x.ndim
@@ -149,6 +160,12 @@ def slice_(ctx: OpContext) -> None:
         if step == 1 and width and start + width <= n and ctx.name not in b.relaxed:
             b.couple(out.dim(d), x.dim(d), ctx.name, "offset", b_idx=np.arange(width) + start)
             b.balance(x.dim(d), parts, ctx.name)
+        elif step > 1 and start < step and n == width * step:
+            # one index of every block of ``step`` (interleaved gate and up rows): whole
+            # blocks go, so the same offset of each kept block is read again
+            block = b.factor(width, ctx.name)
+            b.couple(x.dim(d), block, ctx.name, "block", b_idx=np.arange(n) // step)
+            b.couple(out.dim(d), block, ctx.name)
         else:
             b.freeze(x.dim(d), "sliced with constant bounds")
             b.freeze(out.dim(d), "sliced with constant bounds")
@@ -156,8 +173,12 @@ def slice_(ctx: OpContext) -> None:
 
 @kind("select", input=0, dim=1, index=2)
 def select(ctx: OpContext) -> None:
-    """Picks one constant index of ``dim``, which therefore cannot lose indices."""
+    """Picks one constant index of ``dim``, which therefore cannot lose indices. A pick
+    whose value nothing reads (its shape only: BART's ``embed_positions(x[:, :, -1])``)
+    constrains nothing."""
     b, x, out = ctx.builder, ctx.tensor("input"), ctx.out
+    if not ctx.node.users:
+        return
     dim = int(ctx.arg("dim", 0)) % x.ndim
     b.freeze_indexed(x.dim(dim), "indexed with a constant by select")
     for k, d in enumerate(d for d in range(x.ndim) if d != dim):

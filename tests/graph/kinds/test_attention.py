@@ -132,3 +132,42 @@ def test_attention_slims_end_to_end(heads: int, head_dim: int) -> None:
     torch.manual_seed(0)
     slim = assert_slims(Attention(heads, head_dim), X).model
     assert slim.q.out_features == slim.k.out_features == slim.v.out_features == 4
+
+
+class SinkAttention(nn.Module):
+    """GPT-OSS's eager attention: one sink logit per head joins the softmax and its column
+    is sliced off after it, before the product with v."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, head_dim: int = 8) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.q, self.k, self.v = (nn.Linear(dim, heads * head_dim) for _ in range(3))
+        self.o = nn.Linear(heads * head_dim, dim)
+        self.sinks = nn.Parameter(torch.randn(heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (
+            p(x).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v)
+        )
+        logits = q @ k.transpose(2, 3) * self.head_dim**-0.5
+        sinks = self.sinks.reshape(1, -1, 1, 1).expand(b, -1, n, -1)
+        logits = torch.cat([logits, sinks], dim=-1)
+        logits = logits - logits.max(dim=-1, keepdim=True).values
+        weights = F.softmax(logits, dim=-1)[..., :-1]
+        return self.o((weights @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_the_head_unit_owns_its_attention_sink() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    graph = sg.trace(SinkAttention().eval(), (x,))
+    assert prunable(graph)["q.weight:0"] == 4  # whole heads, not head-dim offsets
+    assert graph.unit_map("q.weight:0")["sinks:0"] == [0, 1, 2, 3]
+    # a head whose values are zero adds nothing: dropping it (with its sink) is exact
+    slim = assert_dead_units_drop_exactly(
+        SinkAttention(), x, {"q.weight:0": ([1], ["v.weight:0", "v.bias:0"])}
+    )
+    assert (slim.v.out_features, slim.sinks.shape[0]) == (24, 3)
+    result = assert_slims(SinkAttention().eval(), x)
+    assert result.model.sinks.shape[0] == result.model.q.out_features // 8

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import slimgraph as sg
 from tests.oracles import (
@@ -569,3 +570,59 @@ def test_select_of_a_channel_pins_the_channels() -> None:
         "  frozen by output linear dim 2 (aten.linear.default in a): "
         "indexed with a constant by select"
     )
+
+
+class Interleaved(nn.Module):
+    """Gate and up rows interleaved in one projection, read by strided slices (GPT-OSS's
+    experts): unit i is the block of rows 2i and 2i + 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fused, self.down = nn.Linear(4, 8), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fused(x)
+        return self.down(F.silu(y[..., ::2]) * y[..., 1::2])
+
+
+def test_strided_slices_make_whole_blocks_the_units() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4)
+    graph = sg.trace(Interleaved().eval(), (x,))
+    assert prunable(graph) == {"fused.weight:0": 4}
+    assert graph.unit_map("fused.weight:0")["fused.weight:0"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    slim = assert_dead_units_drop_exactly(
+        Interleaved(), x, {"fused.weight:0": ([1, 3], ["fused.weight:0", "fused.bias:0"])}
+    )
+    assert (slim.fused.out_features, slim.down.in_features) == (4, 2)
+
+
+def test_a_stride_that_skips_part_of_the_blocks_freezes() -> None:
+    class Odd(Interleaved):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.down(self.fused(x)[..., 1:7:2].sum(-1, keepdim=True).expand(-1, 4))
+
+    graph = sg.trace(Odd().eval(), (torch.randn(2, 4),))
+    assert "fused.weight:0" not in prunable(graph)
+
+
+def test_a_select_whose_value_nothing_reads_constrains_nothing() -> None:
+    class ShapeOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.pos = nn.Parameter(torch.randn(16, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            n = h[:, :, -1].shape[1]  # only the shape of the pick is read
+            return self.b(h + self.pos[:n])
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4)
+    graph = sg.trace(ShapeOnly().eval(), (x,))
+    assert prunable(graph) == {"a.weight:0": 8}
+    slim = assert_dead_units_drop_exactly(
+        ShapeOnly(), x, {"a.weight:0": ([0, 7], ["a.weight:0", "a.bias:0", "pos:1"])}
+    )
+    assert slim.pos.shape == (16, 6)
