@@ -7,7 +7,9 @@ comparisons, ``a if cond else b`` and the calls ``tuple``, ``int``, ``len``, ``l
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Mapping
+from types import CodeType
 from typing import Any
 
 from slimgraph.errors import RuleTableError
@@ -110,14 +112,20 @@ class _ObjectScope(Mapping):
         return len(self._extra)
 
 
+@functools.cache
+def _compiled(expr: str) -> CodeType:
+    """``expr`` checked and compiled once: the same few table entries are evaluated on
+    every module of every model."""
+    return compile(check_expression(expr, where="modules.toml"), "<modules.toml>", "eval")
+
+
 def evaluate(expr: str, obj: Any, old: Any, names: Mapping[str, Any] | None = None) -> Any:
     """Evaluate ``expr`` with ``obj``'s attributes as names, ``old`` as ``old`` and the
     extra ``names`` (such as ``head_dims``, how the plan's graph was traced).
 
     Raises :class:`Absent` when it reads an attribute that is None on this instance.
     """
-    tree = check_expression(expr, where="modules.toml")
-    code = compile(tree, "<modules.toml>", "eval")
+    code = _compiled(expr)
     try:
         # safe by construction: check_expression admitted only names, arithmetic,
         # comparisons and the _CALLS whitelist, no private attributes, and no builtins

@@ -60,7 +60,7 @@ def taylor_weight(
         others = [i for i in range(t.ndim) if i != dim]
         return t.sum(dim=others) if others else t
 
-    return {g.id: unit_means(graph, g, per_index, config) for g in groups}
+    return {g.id: unit_means(graph, g, per_index, config, params) for g in groups}
 
 
 def _without_gradients(graph: DependencyGraph, groups: list[Group]) -> str | None:

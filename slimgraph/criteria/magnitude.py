@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -32,10 +32,12 @@ def unit_means(
     group: Group,
     per_index: Callable[[str, torch.Tensor, int], torch.Tensor],
     config: PruneConfig,
+    params: Mapping[str, torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Per unit: the mean of ``per_index(name, param, dim)`` (which gives one sum per index
     of ``dim``) over its weights, combined across the group's parameter slices (slots) as
-    ``config.reduction`` says:
+    ``config.reduction`` says (``params``: ``graph.named_parameters()``, when the caller
+    scores many groups and has it already):
 
     * ``"mean"``: over all its weights in every slice taken together. Units that touch
       different numbers of weights compare: a DenseNet channel made early in a block is
@@ -59,7 +61,7 @@ def unit_means(
     sum 5.5
     max 3.5
     """
-    params = graph.named_parameters()
+    params = graph.named_parameters() if params is None else params
     slices = []  # per parameter slot: (unit of each index, its value, weights per index)
     for slot in group.slots:
         info = graph.slots[slot]
@@ -110,8 +112,8 @@ def sum_except(
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
     """Mean |w| over every parameter slice of the unit (``config.reduction``)."""
-    per_index = sum_except(torch.abs)
-    return {g.id: unit_means(graph, g, per_index, config) for g in groups}
+    per_index, params = sum_except(torch.abs), graph.named_parameters()
+    return {g.id: unit_means(graph, g, per_index, config, params) for g in groups}
 
 
 @register("l2")
@@ -119,8 +121,8 @@ def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict
     """Root of the mean w² over the unit's parameter slices, reduced before the root: the
     RMS of all its weights together (``reduction="mean"``), the norm of the slices' RMS
     values (``"sum"``) or the largest slice's RMS (``"max"``)."""
-    per_index = sum_except(torch.square)
-    return {g.id: np.sqrt(unit_means(graph, g, per_index, config)) for g in groups}
+    per_index, params = sum_except(torch.square), graph.named_parameters()
+    return {g.id: np.sqrt(unit_means(graph, g, per_index, config, params)) for g in groups}
 
 
 @register("random")
@@ -144,7 +146,7 @@ def bn_scale(
         for name, m in graph.model.named_modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
     }
-    per_index = sum_except(torch.abs)
+    per_index, params = sum_except(torch.abs), graph.named_parameters()
     found = {}
     fallback = [g for g in groups if not any(t in norms for t, _ in g.params)]
     plain = {g.id for g in fallback}
@@ -154,5 +156,5 @@ def bn_scale(
         scaled = Group(
             g.id, [s for s in g.slots if graph.slots[s].target in norms], g.units, g.frozen
         )
-        found[g.id] = unit_means(graph, scaled, per_index, config)
+        found[g.id] = unit_means(graph, scaled, per_index, config, params)
     return found | l2(graph, fallback, config)

@@ -12,6 +12,7 @@ import torch
 from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
+from torch.fx import config as fx_config
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from slimgraph._core.inputs import (
@@ -27,7 +28,7 @@ from slimgraph.graph.depgraph import DependencyGraph, fingerprint
 from slimgraph.graph.kinds import KINDS
 from slimgraph.graph.ruletable import RuleTables, load_rules
 
-__all__ = ["build_graph", "export_program", "trace"]
+__all__ = ["build_graph", "export_program", "trace", "without_stack_traces"]
 
 # Ops that change memory layout only, which some code emits on one device and not another
 # (HF attention calls .contiguous() off the CPU): not part of the fingerprint.
@@ -61,6 +62,29 @@ def _module_stack(model: torch.nn.Module) -> Iterator[list[str]]:
             h.remove()
 
 
+@contextlib.contextmanager
+def without_stack_traces() -> Iterator[None]:
+    """Turn off torch.fx's stack-trace capture while tracing, then restore the setting.
+
+    FX records and symbolises the Python stack for every node it creates (``linecache``
+    reading source lines: about a tenth of a resnet50 export); slimgraph never reads
+    ``node.stack_trace``, which stays empty.
+
+    >>> import torch.fx.config
+    >>> with without_stack_traces():
+    ...     torch.fx.config.do_not_emit_stack_traces
+    True
+    >>> torch.fx.config.do_not_emit_stack_traces
+    False
+    """
+    before = fx_config.do_not_emit_stack_traces
+    fx_config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        fx_config.do_not_emit_stack_traces = before
+
+
 def _refresh_caches(model: torch.nn.Module) -> None:
     """Call each module's ``train()`` with its own mode: modules that cache tensors during
     eval forward passes (timm LeViT's attention biases) drop the caches there, which
@@ -75,7 +99,12 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
     :class:`TraceError` naming the module whose forward was running."""
     with preserve_modes(model):
         _refresh_caches(model)
-    with preserve_modes(model), without_kv_cache(model), _module_stack(model) as stack:
+    with (
+        preserve_modes(model),
+        without_kv_cache(model),
+        without_stack_traces(),
+        _module_stack(model) as stack,
+    ):
         try:
             return _export(model, args, kwargs)
         except Exception as err:

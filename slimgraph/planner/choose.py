@@ -95,17 +95,32 @@ class Chooser:
     ) -> list[int]:
         """Take ``items`` in order while their ``weight`` fits in ``budget``."""
         weight = self.weight if weight is None else weight
+        if not items:
+            return []
+        # Per item, computed for all items at once: its channels, and the indices it takes
+        # from each partial slot (only the slots it touches: the others keep theirs).
+        units = np.fromiter((u for item in items for u in item), np.int64)
+        owner = np.repeat(np.arange(len(items)), [len(item) for item in items])
+        weight = np.asarray(weight)
+        widths = np.zeros(len(items), weight.dtype)
+        np.add.at(widths, owner, weight[units])
+        needs: list[list[tuple[int, int]]] = [[] for _ in items]
+        if len(self.partial):
+            taken = np.zeros((len(items), len(self.partial)), np.int64)
+            np.add.at(taken, owner, self.partial[:, units].T)
+            for i, row in zip(*np.nonzero(taken)):
+                needs[i].append((int(row), int(taken[i, row])))
+        left = self.partial.sum(axis=1).tolist()
         picked: list[int] = []
-        left = self.partial.sum(axis=1)
         spent = 0
-        for item in items:
-            w = int(weight[list(item)].sum())
+        for item, w, need in zip(items, map(int, widths.tolist()), needs, strict=True):
             if spent + w > budget:
                 continue
-            need = self.partial[:, list(item)].sum(axis=1)
-            if (left - need < 1).any():
+            # every partial slot keeps at least one index
+            if any(left[row] - n < 1 for row, n in need):
                 continue
-            left = left - need
+            for row, n in need:
+                left[row] -= n
             picked += item
             spent += w
         return sorted(picked)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,11 +168,48 @@ def _restored_on_failure(model: nn.Module) -> Iterator[None]:
         raise
 
 
+# The last dry run that passed, per graph: ``plan_that_applies`` dry-runs the plan it
+# returns, and ``apply`` would otherwise run the same plan on the same model once more.
+# An entry holds the plan itself (matched by identity: plans are frozen), the model
+# weakly, and the model's structure, so that a model changed in between runs again.
+_PASSED: weakref.WeakKeyDictionary[
+    DependencyGraph, tuple[PruningPlan, weakref.ref[nn.Module], tuple, Slices]
+] = weakref.WeakKeyDictionary()
+
+
+def _structure(model: nn.Module) -> tuple:
+    """What a dry run's outcome depends on that can change in place: the modules'
+    classes, and the shapes, dtypes and devices of their tensors."""
+    modules = tuple((name, type(m)) for name, m in model.named_modules())
+    tensors = tuple(
+        (name, tuple(t.shape), t.dtype, t.device.type)
+        for named in (model.named_parameters(), model.named_buffers())
+        for name, t in named
+    )
+    return modules, tensors
+
+
 def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slices:
     """Check ``plan`` and run it on a weightless copy; return the slices it makes.
 
-    Raises :class:`PlanError` or :class:`RewriteError`; ``model`` is never touched.
+    Raises :class:`PlanError` or :class:`RewriteError`; ``model`` is never touched. The
+    same plan dry-run again on the same, unchanged model and graph returns the slices of
+    the run that passed without running again.
     """
+    structure = _structure(model)
+    passed = _PASSED.get(graph)
+    if passed is not None:
+        plan_, model_, structure_, slices = passed
+        if plan_ is plan and model_() is model and structure_ == structure:
+            return {name: list(kept) for name, kept in slices.items()}
+    slices, on_meta = _dry_run(model, plan, graph)
+    if on_meta:  # a run on the real weights may depend on their values: not remembered
+        _PASSED[graph] = (plan, weakref.ref(model), structure, slices)
+    return {name: list(kept) for name, kept in slices.items()}
+
+
+def _dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> tuple[Slices, bool]:
+    """The slices, and whether the run was on the meta device (weightless)."""
     check_plan(graph, plan)
     slices = kept_shapes(graph, plan)
     dry = sliced_copy(model, slices, meta=True)
@@ -200,7 +238,8 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
         update_attributes(real, model, slices, plan.head_dims)
         update_configs(real, verify=False)
         _check_forward(real, synthesize(specs), graph.output_shapes, "dry run", graph.modes)
-    return slices
+        return slices, False
+    return slices, True
 
 
 def _retrace(model: nn.Module, plan: PruningPlan) -> DependencyGraph:

@@ -1,33 +1,45 @@
-"""Wall time of slimgraph's trace + plan + apply against Torch-Pruning's MetaPruner.
+"""Wall time of ``sg.slim`` against Torch-Pruning's ``MetaPruner`` build + step.
 
 Run from the repository root::
 
-    python tests/benchmarks/bench_speed.py [--model resnet50] [--repeats 5] [--json] [--profile 25]
+    python tests/benchmarks/bench_speed.py [--models resnet50 mobilenet_v2 ...] [--repeats 5]
+        [--threads N] [--json out.json] [--profile 25]
 
-Every run gets a freshly built model with random weights in eval mode (the build is not
-timed) and a 1x3x224x224 input; medians are reported, and the first run apart (it pays
-one-time imports and warm-ups). Torch-Pruning's time is its
-constructor (which builds its DependencyGraph) plus ``step()``; ours is ``sg.trace``,
-``sg.plan`` (local L2, ratio 0.5) and ``sg.apply(..., graph=graph)``.
+What is timed is what a user of each tool calls: ``sg.slim(model, (x,), ratio=0.5)``
+(trace, plan, the meta dry run, the rewrite and its forward checks) and Torch-Pruning's
+``MetaPruner`` constructor (which builds its DependencyGraph) plus ``step()``, with
+``MagnitudeImportance(p=2)`` at local scope, ratio 0.5 and the final classifier in
+``ignored_layers`` (``tests/peer.py``). Every run gets a fresh copy of the model (random
+weights, eval mode, the copy is not timed) and a 1x3x224x224 input.
 
-Torch-Pruning runs first: after ``torch.export`` eager PyTorch work in the same process
-has been seen running slower (DESIGN.md, "Traps"), so the peer is timed in a clean process
-state and cannot be slowed by our tracer. ``--profile N`` adds a cProfile of one
-``sg.slim`` call, top N functions by own time.
+The two tools run interleaved in one process, model by model (slimgraph, then
+Torch-Pruning, then slimgraph ...), so that a change in the machine's load hits both;
+the table gives the minimum and the median of each, their ratios, and the load average
+(``os.getloadavg``) at the start and the end. One untimed run of each tool warms the
+process up first (imports, torch.export's first-call cost). A tool that fails on a model
+is reported with its error, and its other repeats there are skipped.
+
+``--profile N`` adds a cProfile of one ``sg.slim`` call on the first model, top N
+functions by own time. This is a script, not a timed test: the figures depend on the
+machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import cProfile
 import io
 import json
+import os
 import pstats
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -39,46 +51,126 @@ import slimgraph as sg  # noqa: E402
 from tests.peer import meta_pruner  # noqa: E402
 
 RATIO = 0.5
+MODELS = ("resnet50", "mobilenet_v2", "densenet121", "vit_b_16", "convnext_tiny")
+TOOLS = ("slimgraph", "torch_pruning")
+
+Builder = Callable[[str], tuple[nn.Module, torch.Tensor]]
 
 
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """A torchvision model with seeded random weights in eval mode, and its input."""
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
     return model, torch.randn(1, 3, 224, 224)
 
 
-def time_ours(name: str) -> dict[str, float]:
-    model, x = build(name)
-    t0 = time.perf_counter()
-    graph = sg.trace(model, (x,))
-    t1 = time.perf_counter()
-    plan = sg.plan(graph, sg.PruneConfig(ratio=RATIO, importance="l2", scope="local"))
-    t2 = time.perf_counter()
-    sg.apply(model, plan, graph=graph)
-    t3 = time.perf_counter()
-    return {"trace": t1 - t0, "plan": t2 - t1, "apply": t3 - t2, "total": t3 - t0}
+def run_slimgraph(model: nn.Module, x: torch.Tensor) -> None:
+    sg.slim(model, (x,), ratio=RATIO)
 
 
-def time_theirs(name: str) -> dict[str, float]:
-    model, x = build(name)
-    t0 = time.perf_counter()
-    pruner = meta_pruner(model, x, RATIO)
-    t1 = time.perf_counter()
-    pruner.step()
-    t2 = time.perf_counter()
-    return {"build": t1 - t0, "step": t2 - t1, "total": t2 - t0}
+def run_torch_pruning(model: nn.Module, x: torch.Tensor) -> None:
+    meta_pruner(model, x, RATIO).step()
 
 
-def medians(fn: Callable[[str], dict[str, float]], name: str, repeats: int) -> dict[str, float]:
-    """Median of each stage over ``repeats`` runs, and the first (cold) run's total."""
-    runs = [fn(name) for _ in range(repeats)]
-    result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-    result["first"] = runs[0]["total"]
+RUNNERS: dict[str, Callable[[nn.Module, torch.Tensor], None]] = {
+    "slimgraph": run_slimgraph,
+    "torch_pruning": run_torch_pruning,
+}
+
+
+def timed(tool: str, model: nn.Module, x: torch.Tensor) -> float:
+    """Seconds one call of ``tool`` takes on a fresh copy of ``model`` (the copy is not timed)."""
+    fresh = copy.deepcopy(model)
+    start = time.perf_counter()
+    RUNNERS[tool](fresh, x)
+    return time.perf_counter() - start
+
+
+def bench(
+    names: Sequence[str], repeats: int, builder: Builder = build, warmup: bool = True
+) -> dict[str, Any]:
+    """Times of both tools on every model, interleaved; with the load before and after."""
+    result: dict[str, Any] = {
+        "ratio": RATIO,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_start": os.getloadavg(),
+        "models": {},
+    }
+    if warmup and names:
+        model, x = builder(names[0])
+        for tool in TOOLS:
+            # a failure here is reported below, when the timed runs fail the same way
+            with contextlib.suppress(Exception):
+                timed(tool, model, x)
+    for name in names:
+        model, x = builder(name)
+        times: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+        errors: dict[str, str] = {}
+        for _ in range(repeats):
+            for tool in TOOLS:
+                if tool in errors:
+                    continue
+                try:
+                    times[tool].append(timed(tool, model, x))
+                except Exception as err:  # a tool that cannot slim this model: say why
+                    first = (str(err).strip().splitlines() or [""])[0][:160]
+                    errors[tool] = f"{type(err).__name__}: {first}"
+        result["models"][name] = {"times": times, "errors": errors}
+    result["load_end"] = os.getloadavg()
     return result
 
 
-def profile(name: str, top: int) -> str:
-    model, x = build(name)
+def summary(times: list[float]) -> tuple[float, float] | None:
+    return (min(times), statistics.median(times)) if times else None
+
+
+def ratios(result: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per model, slimgraph's time over Torch-Pruning's: (of the minima, of the medians)."""
+    found = {}
+    for name, entry in result["models"].items():
+        ours, theirs = (summary(entry["times"][tool]) for tool in TOOLS)
+        if ours and theirs:
+            found[name] = (ours[0] / theirs[0], ours[1] / theirs[1])
+    return found
+
+
+def table(result: dict[str, Any]) -> str:
+    load = "/".join(f"{v:.1f}" for v in result["load_start"])
+    load_end = "/".join(f"{v:.1f}" for v in result["load_end"])
+    rows = [
+        f"sg.slim vs Torch-Pruning MetaPruner (build + step), ratio {result['ratio']}, "
+        f"1x3x224x224, CPU, {result['repeats']} interleaved repeats, "
+        f"{result['threads']} torch threads on {result['cpus']} CPUs (seconds)",
+        f"load average (1/5/15 min): {load} at start, {load_end} at end",
+        "",
+        "| model | sg min | sg median | tp min | tp median | sg/tp (min) | sg/tp (median) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    found = ratios(result)
+    for name, entry in result["models"].items():
+        cells = []
+        for tool in TOOLS:
+            s = summary(entry["times"][tool])
+            cells += [f"{s[0]:.2f}", f"{s[1]:.2f}"] if s else ["failed", "failed"]
+        r = found.get(name)
+        cells += [f"{r[0]:.2f}x", f"{r[1]:.2f}x"] if r else ["-", "-"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if found:
+        mins, meds = zip(*found.values())
+        rows.append(
+            f"| median over models | | | | | {statistics.median(mins):.2f}x "
+            f"| {statistics.median(meds):.2f}x |"
+        )
+    for name, entry in result["models"].items():
+        for tool, error in entry["errors"].items():
+            rows.append(f"{name}: {tool} failed: {error}")
+    return "\n".join(rows)
+
+
+def profile(name: str, top: int, builder: Builder = build) -> str:
+    model, x = builder(name)
     prof = cProfile.Profile()
     prof.runcall(sg.slim, model, (x,), ratio=RATIO)
     out = io.StringIO()
@@ -86,50 +178,27 @@ def profile(name: str, top: int) -> str:
     return out.getvalue()
 
 
-def table(name: str, repeats: int, ours: dict[str, float], theirs: dict[str, float]) -> str:
-    ratio = ours["total"] / theirs["total"]
-    rows = [
-        f"{name}, ratio {RATIO}, 1x3x224x224, CPU, median of {repeats} (seconds)",
-        "",
-        "| tool | graph | plan / step | apply | total |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| slimgraph | {ours['trace']:.2f} | {ours['plan']:.2f} | {ours['apply']:.2f} | {ours['total']:.2f} |",
-        f"| torch-pruning | {theirs['build']:.2f} | {theirs['step']:.2f} | - | {theirs['total']:.2f} |",
-        f"| ours / theirs | | | | {ratio:.2f}x |",
-        "",
-        f"First (cold) run: slimgraph {ours['first']:.2f} s, torch-pruning {theirs['first']:.2f} s "
-        "(one-time imports and torch.export warm-up are not in the medians).",
-    ]
-    return "\n".join(rows)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50", help="torchvision model name")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per tool (median reported)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="torchvision names")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per tool and model")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: torch's own choice)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the raw times as JSON")
+    parser.add_argument("--no-warmup", action="store_true", help="time the first calls too")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile sg.slim, top N"
     )
     args = parser.parse_args(argv)
-
-    theirs = medians(time_theirs, args.model, args.repeats)
-    ours = medians(time_ours, args.model, args.repeats)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = bench(args.models, args.repeats, builder, warmup=not args.no_warmup)
+    print(table(result))
     if args.json:
-        result = {
-            "model": args.model,
-            "repeats": args.repeats,
-            "ratio": RATIO,
-            "threads": torch.get_num_threads(),
-            "slimgraph": ours,
-            "torch_pruning": theirs,
-            "ours_over_theirs": ours["total"] / theirs["total"],
-        }
-        print(json.dumps(result, indent=2))
-    else:
-        print(table(args.model, args.repeats, ours, theirs))
+        Path(args.json).write_text(json.dumps(result, indent=2))
     if args.profile:
-        print(profile(args.model, args.profile))
+        print(profile(args.models[0], args.profile, builder))
     return 0
 
 

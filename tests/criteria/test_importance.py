@@ -188,3 +188,25 @@ def test_two_of_four_keeps_the_two_largest_of_every_four() -> None:
     assert net[0].weight.tolist() == [[0, -4, 3, 0, 0, 5, -6, 0], [9, 8, 0, 0, 5, 4, 0, 0]]
     assert report.skipped == {"2": "input width 2 is not a multiple of 4"}
     assert report.sparsity == 0.5
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor_weight"])
+def test_weight_criteria_list_the_parameters_once_for_all_groups(
+    criterion: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
+    net(torch.randn(3, 4)).sum().backward()  # gradients for taylor_weight
+    graph = sg.trace(net, (torch.randn(1, 4),))
+    groups = graph.prunable_groups()
+    listed: list[int] = []
+    named_parameters = type(graph).named_parameters
+
+    def counting(self):
+        listed.append(1)
+        return named_parameters(self)
+
+    monkeypatch.setattr(type(graph), "named_parameters", counting)
+    found = CRITERIA[criterion](graph, groups, sg.PruneConfig())
+    assert len(groups) == 2 and sorted(found) == sorted(g.id for g in groups)
+    # one listing for the scores (taylor_weight: one more to check every .grad exists)
+    assert len(listed) == (2 if criterion == "taylor_weight" else 1)

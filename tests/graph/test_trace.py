@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.fx.config as fx_config
 from torch import nn
 
 import slimgraph as sg
@@ -179,3 +180,31 @@ def test_custom_op_freezes_its_channels() -> None:
     assert result.model.body[2].out_channels == 8
     assert "no rule for slimgraph_test.mystery.default" in result.graph.explain("body.2.weight:0")
     assert result.model(x).shape == wrapped(x).shape
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_stack_traces_are_off_while_tracing_and_restored_after(
+    fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.fx symbolises a stack trace per node unless told not to: slimgraph turns that
+    # off around its own export only, and puts the caller's setting back even on failure
+    seen: list[bool] = []
+    export = torch.export.export
+
+    def spy(*args, **kwargs):
+        seen.append(fx_config.do_not_emit_stack_traces)
+        if fails:
+            raise RuntimeError("refused")
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", spy)
+    for before in (False, True):
+        monkeypatch.setattr(fx_config, "do_not_emit_stack_traces", before)
+        if fails:
+            with pytest.raises(sg.TraceError):
+                sg.trace(Block(), (torch.randn(1, 3, 8, 8),))
+        else:
+            graph = sg.trace(Block(), (torch.randn(1, 3, 8, 8),))
+            assert summary(graph) == [("conv1.weight:0", 8)]
+        assert fx_config.do_not_emit_stack_traces is before
+    assert seen == [True, True]

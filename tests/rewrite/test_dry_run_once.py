@@ -1,0 +1,60 @@
+"""The meta dry run runs once per plan: ``sg.slim`` dry-runs the plan it makes before
+applying it, and ``apply`` reuses that run while the model and plan are the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import slimgraph as sg
+from slimgraph.errors import RewriteError
+from slimgraph.rewrite import apply as apply_module
+from slimgraph.rewrite.apply import dry_run
+
+X = torch.randn(1, 3, 8, 8)
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)
+    ).eval()
+
+
+def kept(slices) -> dict[str, list[tuple[int, list[int]]]]:
+    return {name: [(dim, list(map(int, k))) for dim, k in v] for name, v in slices.items()}
+
+
+@pytest.fixture
+def meta_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the weightless copies the dry runs make."""
+    made: list[int] = []
+    sliced_copy = apply_module.sliced_copy
+
+    def counting(model, slices, meta):
+        made.extend([1] if meta else [])
+        return sliced_copy(model, slices, meta=meta)
+
+    monkeypatch.setattr(apply_module, "sliced_copy", counting)
+    return made
+
+
+def test_slim_dry_runs_its_plan_once(meta_copies: list[int]) -> None:
+    result = sg.slim(net(), (X,), ratio=0.5)
+    assert result.model[0].out_channels == 4
+    assert len(meta_copies) == 1
+
+
+def test_apply_runs_again_for_another_plan_or_a_changed_model(meta_copies: list[int]) -> None:
+    model = net()
+    graph = sg.trace(model, (X,))
+    plan = sg.plan(graph, ratio=0.5)
+    first = kept(dry_run(model, plan, graph))
+    assert kept(dry_run(model, plan, graph)) == first and len(meta_copies) == 1
+    same = sg.plan(graph, ratio=0.5)  # equal, but not the plan that ran
+    assert kept(dry_run(model, same, graph)) == first and len(meta_copies) == 2
+    model[3] = nn.Conv2d(8, 4, 3)  # the model changed after its dry run: it runs again
+    with pytest.raises(RewriteError, match="output shapes changed"):
+        dry_run(model, same, graph)
+    assert len(meta_copies) == 3
