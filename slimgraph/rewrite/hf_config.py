@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import re
 import warnings
 from typing import Any
 
@@ -126,16 +127,17 @@ def _auto_reloads(model: nn.Module) -> bool:
             return False
     except Exception:  # KeyError: a model type AutoConfig does not know
         return False
-    for name, mapping in vars(modeling_auto).items():
-        if not (name.startswith("MODEL") and name.endswith("_MAPPING")):
-            continue
-        try:
-            found = mapping[type(config)]
-        except Exception:  # not in this mapping (KeyError), or its module does not import
-            continue
-        if type(model) in (found if isinstance(found, (list, tuple)) else [found]):
-            return True
-    return False
+    mappings = [m for n, m in vars(modeling_auto).items() if re.fullmatch(r"MODEL\w*_MAPPING", n)]
+    return any(type(model) in _mapped(m, type(config)) for m in mappings)
+
+
+def _mapped(mapping: Any, config_class: type) -> list[Any]:
+    """The model classes an auto mapping gives ``config_class`` (none when it has none)."""
+    try:
+        found = mapping[config_class]
+    except Exception:  # not in this mapping (KeyError), or its module does not import
+        return []
+    return list(found) if isinstance(found, (list, tuple)) else [found]
 
 
 def _table_fields(
