@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from slimgraph._core.inputs import synthesize
+from slimgraph._core.inputs import split_inputs, synthesize
 from slimgraph.errors import LoadError, SlimGraphError, WeightsError
 from slimgraph.graph.trace import trace
 from slimgraph.io.hf_save import (
@@ -105,9 +105,16 @@ def load(directory: str | os.PathLike) -> nn.Module:
         warnings.simplefilter("ignore")
         model = arch(source).eval()
     # traced with real weights: some models (Falcon) trace differently on the meta device
-    graph = trace(
-        model, synthesize(plan.inputs), head_dims=plan.head_dims, query_heads=plan.query_heads
-    )
+    inputs = synthesize(plan.inputs)
+    graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)
+    if graph.fingerprint != plan.fingerprint:
+        # a model that rebuilds parts of itself on its first forward (BigBird swaps its
+        # block-sparse attention for full attention on short inputs) was slimmed after that
+        # forward: run it once as it had run, and trace again
+        args, kwargs = split_inputs(inputs)
+        with torch.no_grad():
+            model(*args, **kwargs)
+        graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)
     slim = apply(model, plan, graph=graph, inplace=True)
     if own:
         try:
