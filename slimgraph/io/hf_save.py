@@ -60,7 +60,8 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
                 _save_config(model, stage)
                 save_weights(model, stage / WEIGHTS_FILE, metadata={NAMES: "state_dict"})
             else:
-                model.save_pretrained(stage)
+                pretrained: Any = model  # a transformers PreTrainedModel
+                pretrained.save_pretrained(stage)
             _check_config_reloads(stage, type(model))
     else:
         save_weights(model, directory / WEIGHTS_FILE)
@@ -180,7 +181,7 @@ def build_config(arch: Any, directory: Path, data: Any) -> Any:
     """A transformers config from a dict (``config.json`` or the recorded source config):
     of the class ``arch`` (the model class) takes when it is of that model type (a text
     sub-config, such as Emu3's, has no entry in ``AutoConfig``), else of ``AutoConfig``'s."""
-    own = getattr(arch, "config_class", None)
+    own: Any = getattr(arch, "config_class", None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

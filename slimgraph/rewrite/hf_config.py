@@ -121,7 +121,7 @@ def _auto_reloads(model: nn.Module) -> bool:
         from transformers.models.auto import configuration_auto, modeling_auto
     except ImportError:
         return True
-    config = model.config
+    config: Any = model.config
     try:  # a lazy mapping: get() does not import
         if configuration_auto.CONFIG_MAPPING[config.model_type] is not type(config):
             return False
