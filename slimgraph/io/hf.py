@@ -5,7 +5,7 @@ A Hugging Face model whose updated config describes it exactly reloads with plai
 pruned in a family whose config derives the head size from the hidden size), :func:`load`
 rebuilds the original model from the config it was slimmed from (kept in
 ``config.json``), applies the saved plan, and loads the safetensors weights. No pickle
-anywhere.
+anywhere. :func:`save` lives in :mod:`slimgraph.io.hf_save` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def load(directory: str | os.PathLike) -> nn.Module:
 
     When its config describes it exactly, this is ``from_pretrained``. Otherwise the
     original architecture is built from the source config recorded at slimming time, the
-    saved plan is applied to it, and the weights are loaded from ``model.safetensors``.
+    saved plan is applied to it, and the weights are loaded from ``model.safetensors``
+    (under the model's own names, as :func:`save` writes them; a folder ``save_pretrained``
+    wrote has its checkpoint names mapped back).
     Either way the model is first built on the meta device and its shapes compared with
     the weights file's header, so a config that does not fit the weights (a vocabulary of
     10¹² tokens) is refused before any memory is allocated. The model comes back in eval
@@ -112,8 +114,14 @@ def load(directory: str | os.PathLike) -> nn.Module:
         # block-sparse attention for full attention on short inputs) was slimmed after that
         # forward: run it once as it had run, and trace again
         args, kwargs = split_inputs(inputs)
-        with torch.no_grad():
-            model(*args, **kwargs)
+        try:
+            with torch.no_grad():
+                model(*args, **kwargs)
+        except Exception as err:
+            raise LoadError(
+                f"{directory}: the rebuilt model traces differently from the one the plan "
+                f"was made for, and it does not run on the plan's inputs ({first_line(err)})"
+            ) from err
         graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)
     slim = apply(model, plan, graph=graph, inplace=True)
     if own:
