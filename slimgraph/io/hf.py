@@ -5,18 +5,16 @@ A Hugging Face model whose updated config describes it exactly reloads with plai
 pruned in a family whose config derives the head size from the hidden size), :func:`load`
 rebuilds the original model from the config it was slimmed from (kept in
 ``config.json``), applies the saved plan, and loads the safetensors weights. No pickle
-anywhere.
+anywhere. :func:`save` lives in :mod:`slimgraph.io.hf_save` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,55 +23,25 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from slimgraph._core.files import check_output_dir, staged_files, write_text_atomic
-from slimgraph._core.inputs import synthesize
-from slimgraph.errors import LoadError, SlimGraphError
+from slimgraph._core.inputs import split_inputs, synthesize
+from slimgraph.errors import LoadError, SlimGraphError, WeightsError
 from slimgraph.graph.trace import trace
-from slimgraph.io.weights import save_weights
+from slimgraph.io.hf_save import (
+    PLAN_FILE,
+    WEIGHTS_FILE,
+    build_config,
+    first_line,
+    import_transformers,
+    own_names,
+    read_config,
+    save,
+)
+from slimgraph.io.weights import ALIASES, load_weights
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.rewrite.hf_config import EXACT, SOURCE
 
 __all__ = ["PLAN_FILE", "load", "save"]
-
-PLAN_FILE = "slimgraph_plan.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Path:
-    """Save a slim model so that :func:`load` rebuilds it: weights, config and plan.
-
-    Hugging Face models go through their own ``save_pretrained`` (``config.json`` and
-    ``model.safetensors``); any other module's weights are written with
-    :func:`slimgraph.save_weights`. ``plan`` (the :class:`~slimgraph.PruningPlan` that made
-    the model) is written as ``slimgraph_plan.json``. Every file is written under a
-    temporary name and renamed into place; a symbolic link is refused.
-    """
-    directory = check_output_dir(directory, overwrite=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save_pretrained"):
-        with staged_files(directory) as stage, _quiet_progress():  # renamed into place
-            model.save_pretrained(stage)
-    else:
-        save_weights(model, directory / "model.safetensors")
-    if plan is not None:
-        write_text_atomic(directory / PLAN_FILE, plan.model_dump_json(indent=2))
-    return directory
-
-
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """transformers' own progress bars off: the caller's (the CLI's) report progress, and
-    ``--json`` output stays the only output."""
-    from transformers.utils import logging as hf_logging  # only HF models are saved here
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def load(directory: str | os.PathLike) -> nn.Module:
@@ -81,7 +49,9 @@ def load(directory: str | os.PathLike) -> nn.Module:
 
     When its config describes it exactly, this is ``from_pretrained``. Otherwise the
     original architecture is built from the source config recorded at slimming time, the
-    saved plan is applied to it, and the weights are loaded from ``model.safetensors``.
+    saved plan is applied to it, and the weights are loaded from ``model.safetensors``
+    (under the model's own names, as :func:`save` writes them; a folder ``save_pretrained``
+    wrote has its checkpoint names mapped back).
     Either way the model is first built on the meta device and its shapes compared with
     the weights file's header, so a config that does not fit the weights (a vocabulary of
     10¹² tokens) is refused before any memory is allocated. The model comes back in eval
@@ -96,13 +66,13 @@ def load(directory: str | os.PathLike) -> nn.Module:
     directory = Path(directory)
     if not directory.is_dir():
         raise LoadError(f"{directory} is not a directory; pass the folder sg.save wrote")
-    data = _read_config(directory)
-    transformers = _import_transformers()
+    data = read_config(directory)
+    transformers = import_transformers()
     arch = _architecture(transformers, directory, data)
     weights = directory / WEIGHTS_FILE
     if data.get(EXACT, True) or SOURCE not in data:
         if weights.is_file():
-            meta = _on_meta(arch, _config(transformers, directory, data))
+            meta = _on_meta(arch, build_config(arch, directory, data))
             _check_fits(meta, weights, by_name=False)
         try:
             # safetensors only: a pytorch_model.bin is a pickle, which is never read
@@ -111,13 +81,14 @@ def load(directory: str | os.PathLike) -> nn.Module:
             ).eval()
         except Exception as err:
             raise LoadError(
-                f"{directory}: {arch.__name__}.from_pretrained failed ({_first_line(err)}); "
+                f"{directory}: {arch.__name__}.from_pretrained failed ({first_line(err)}); "
                 "check that the folder holds the weights save_pretrained wrote"
             ) from err
     plan = _read_plan(directory)
     if not weights.is_file():
         raise LoadError(f"{directory} has no {WEIGHTS_FILE}; save the model again with sg.save")
-    source = _config(transformers, directory, data[SOURCE])
+    source = build_config(arch, directory, data[SOURCE])
+    own = own_names(weights)  # sg.save wrote the model's own names: nothing to convert
     meta = _on_meta(arch, copy.deepcopy(source))  # apply updates the config it is given
     count = sum(p.numel() for p in meta.parameters())
     if plan.params_before and count != plan.params_before:  # before tracing: it sizes arrays
@@ -127,7 +98,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
             "nothing was allocated. Save the model again with sg.save"
         )
     try:
-        _check_fits(apply(meta, plan, inplace=True), weights)
+        _check_fits(apply(meta, plan, inplace=True), weights, rename=not own)
     except LoadError:
         raise
     except SlimGraphError:  # traces differently on the meta device (Falcon): size only
@@ -136,14 +107,33 @@ def load(directory: str | os.PathLike) -> nn.Module:
         warnings.simplefilter("ignore")
         model = arch(source).eval()
     # traced with real weights: some models (Falcon) trace differently on the meta device
-    graph = trace(
-        model, synthesize(plan.inputs), head_dims=plan.head_dims, query_heads=plan.query_heads
-    )
+    inputs = synthesize(plan.inputs)
+    graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)
+    if graph.fingerprint != plan.fingerprint:
+        # a model that rebuilds parts of itself on its first forward (BigBird swaps its
+        # block-sparse attention for full attention on short inputs) was slimmed after that
+        # forward: run it once as it had run, and trace again
+        args, kwargs = split_inputs(inputs)
+        try:
+            with torch.no_grad():
+                model(*args, **kwargs)
+        except Exception as err:
+            raise LoadError(
+                f"{directory}: the rebuilt model traces differently from the one the plan "
+                f"was made for, and it does not run on the plan's inputs ({first_line(err)})"
+            ) from err
+        graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)
     slim = apply(model, plan, graph=graph, inplace=True)
-    try:
+    if own:
+        try:
+            load_weights(slim, weights)
+        except WeightsError as err:
+            raise LoadError(f"{directory}: {err}; save the model again with sg.save") from err
+        return slim.eval()
+    try:  # a folder save_pretrained wrote (older sg.save): checkpoint names
         state = _model_names(slim, load_file(weights))
     except Exception as err:
-        raise LoadError(f"{weights} cannot be read ({_first_line(err)})") from err
+        raise LoadError(f"{weights} cannot be read ({first_line(err)})") from err
     missing, unexpected = slim.load_state_dict(state, strict=False)
     tensors = slim.state_dict(keep_vars=True)
     loaded = {id(tensors[k]) for k in state if k in tensors}
@@ -154,35 +144,6 @@ def load(directory: str | os.PathLike) -> nn.Module:
             f"unexpected {list(unexpected)[:3]})"
         )
     return slim.eval()
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        found = sorted(p.name for p in directory.iterdir())[:6]
-        raise LoadError(
-            f"{directory} has no config.json (it holds {', '.join(found) or 'nothing'}); "
-            "sg.load rebuilds Hugging Face models, whose config.json sg.save and "
-            "save_pretrained write. For another model, build it, apply the plan "
-            f"(sg.apply) and load the weights with sg.load_weights(model, '{WEIGHTS_FILE}')"
-        )
-    try:
-        data = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LoadError(f"{config_path} is not valid JSON ({err}); save the model again") from err
-    if not isinstance(data, dict):
-        raise LoadError(f"{config_path} holds a {type(data).__name__}, not a config object")
-    return data
-
-
-def _import_transformers() -> Any:
-    try:
-        import transformers  # optional: only Hugging Face models come back through here
-    except ImportError as err:
-        raise LoadError(
-            'sg.load rebuilds Hugging Face models and needs transformers: pip install "slimgraph[hf]"'
-        ) from err
-    return transformers
 
 
 def _architecture(transformers: Any, directory: Path, data: dict[str, Any]) -> Any:
@@ -198,19 +159,6 @@ def _architecture(transformers: Any, directory: Path, data: dict[str, Any]) -> A
     return arch
 
 
-def _config(transformers: Any, directory: Path, data: Any) -> Any:
-    """A transformers config from a dict (``config.json`` or the recorded source config)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return transformers.AutoConfig.for_model(**data)
-    except Exception as err:
-        raise LoadError(
-            f"{directory / 'config.json'}: the config does not load ({_first_line(err)}); "
-            "save the model again with sg.save"
-        ) from err
-
-
 def _read_plan(directory: Path) -> PruningPlan:
     plan_path = directory / PLAN_FILE
     if not plan_path.is_file():
@@ -222,7 +170,7 @@ def _read_plan(directory: Path) -> PruningPlan:
         return PruningPlan.model_validate_json(plan_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:  # pydantic's ValidationError
         raise LoadError(
-            f"{plan_path} is not a valid plan ({_first_line(err)}); save the model again "
+            f"{plan_path} is not a valid plan ({first_line(err)}); save the model again "
             "with sg.save(model, directory, plan)"
         ) from err
 
@@ -235,19 +183,21 @@ def _on_meta(arch: Any, config: Any) -> nn.Module:
             return arch(config)
     except Exception as err:
         raise LoadError(
-            f"{arch.__name__} cannot be built from the saved config ({_first_line(err)})"
+            f"{arch.__name__} cannot be built from the saved config ({first_line(err)})"
         ) from err
 
 
-def _check_fits(model: nn.Module, weights: Path, by_name: bool = True) -> None:
+def _check_fits(model: nn.Module, weights: Path, by_name: bool = True, rename: bool = True) -> None:
     """Refuse weights whose header does not match ``model``'s tensors: names and shapes
     (``by_name``), or only the total size, as ``from_pretrained`` may rename keys (ViT in
-    transformers 5). Only the header is read; nothing is allocated."""
+    transformers 5). ``rename``: the file holds checkpoint names, to be mapped back to the
+    model's (GPT-NeoX); else the model's own, with tied names in the metadata. Only the
+    header is read; nothing is allocated."""
     shapes = _header_shapes(weights)
     tensors = model.state_dict(keep_vars=True)
-    shapes = _model_names(model, shapes)  # checkpoint names back to the model's (GPT-NeoX)
     unique = {id(t): t for t in tensors.values()}.values()  # a tied tensor is stored once
     needed, stored = sum(t.numel() for t in unique), sum(math.prod(s) for s in shapes.values())
+    shapes = _model_names(model, shapes) if rename else shapes | _aliases(weights, shapes)
     if not by_name:
         if needed > stored:
             raise LoadError(
@@ -279,7 +229,18 @@ def _header_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(weights), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as err:
-        raise LoadError(f"{weights} cannot be read as safetensors ({_first_line(err)})") from err
+        raise LoadError(f"{weights} cannot be read as safetensors ({first_line(err)})") from err
+
+
+def _aliases(weights: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tied names :func:`~slimgraph.io.weights.save_weights` recorded
+    in the metadata instead of storing them again (:func:`load_weights` checks the rest)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            aliases = json.loads((f.metadata() or {}).get(ALIASES, "{}"))
+        return {k: shapes[v] for k, v in aliases.items() if v in shapes}
+    except Exception:  # malformed: load_weights names what is wrong
+        return {}
 
 
 def _check_size(weights: Path, numbers: int) -> None:
@@ -290,11 +251,6 @@ def _check_size(weights: Path, numbers: int) -> None:
             f"{weights} holds {stored:,} numbers but the saved plan keeps {numbers:,} "
             "parameters; nothing was allocated. Save the model again with sg.save"
         )
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def _model_names(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import re
 import warnings
 from typing import Any
 
@@ -99,6 +100,7 @@ def update_configs(
     source = getattr(getattr(original, "config", None), "to_dict", None)
     if verify and source is not None and not hasattr(config, SOURCE):
         setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
+    exact = exact and _auto_reloads(model)
     setattr(config, EXACT, exact)
     return ConfigUpdate(
         model_type=model_type,
@@ -107,6 +109,35 @@ def update_configs(
         exact=exact,
         by=by,
     )
+
+
+def _auto_reloads(model: nn.Module) -> bool:
+    """Whether transformers' auto classes bring ``model`` back from its config: the config's
+    ``model_type`` names its class in ``AutoConfig``, and some auto model mapping (causal
+    LM, masked LM, ...) maps that class to the model's. Emu3's causal LM holds its text
+    sub-config, which ``AutoModelForCausalLM.from_pretrained`` does not map to a model, so
+    it reloads through :func:`slimgraph.load` instead."""
+    try:  # transformers: only its models have a config with a model_type
+        from transformers.models.auto import configuration_auto, modeling_auto
+    except ImportError:
+        return True
+    config: Any = model.config
+    try:  # a lazy mapping: get() does not import
+        if configuration_auto.CONFIG_MAPPING[config.model_type] is not type(config):
+            return False
+    except Exception:  # KeyError: a model type AutoConfig does not know
+        return False
+    mappings = [m for n, m in vars(modeling_auto).items() if re.fullmatch(r"MODEL\w*_MAPPING", n)]
+    return any(type(model) in _mapped(m, type(config)) for m in mappings)
+
+
+def _mapped(mapping: Any, config_class: type) -> list[Any]:
+    """The model classes an auto mapping gives ``config_class`` (none when it has none)."""
+    try:
+        found = mapping[config_class]
+    except Exception:  # not in this mapping (KeyError), or its module does not import
+        return []
+    return list(found) if isinstance(found, (list, tuple)) else [found]
 
 
 def _table_fields(

@@ -160,3 +160,19 @@ def test_solver_on_a_toy_config() -> None:
     assert solve_config(slim, original) == {"width": 3, "inner": 5}
     slim.blocks[1][0], slim.blocks[1][1] = nn.Linear(4, 4), nn.Linear(4, 5)  # layers differ
     assert solve_config(slim, original) is None
+
+
+def test_a_config_the_auto_classes_do_not_map_is_not_exact() -> None:
+    """Emu3's causal LM holds its text sub-config, which AutoConfig does not know and
+    AutoModelForCausalLM does not map to a model: from_pretrained cannot bring it back,
+    so it reloads with sg.load (issue 12)."""
+    kwargs = {**DECODER, "vocab_size": VOCAB, "pad_token_id": 0}
+    for config, arch, exact in [
+        (T.Emu3TextConfig(**kwargs), T.Emu3ForCausalLM, False),
+        (T.LlamaConfig(**kwargs), T.LlamaForCausalLM, True),
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = arch(config)
+        update = update_configs(model, model)
+        assert update is not None and update.exact == exact, type(model).__name__
