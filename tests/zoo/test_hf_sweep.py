@@ -40,12 +40,6 @@ FAILS: dict[tuple[str, str], str] = {
     "holds per layer only (AmbiguousGlobalPerLayerAttributeError)",
     ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
     "group freezes (sg.slim warns that the plan drops nothing)",
-    ("masked-lm", "rembert"): "from_pretrained reloads logits 1e-4 away: a float scale the "
-    "config check does not see",
-    ("causal-lm", "rembert"): "as masked-lm rembert",
-    ("causal-lm", "megatron-bert"): "from_pretrained reloads logits away from the slim model's "
-    "(the config check passes; not analysed)",
-    ("masked-lm", "megatron-bert"): "as causal-lm megatron-bert",
     ("causal-lm", "diffllama"): "the real dry run fails (tensor 8 vs 16 at dim 3): its "
     "differential attention splits heads in two by a stored count no rule updates",
 }
