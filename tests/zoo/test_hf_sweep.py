@@ -36,8 +36,6 @@ FAILS: dict[tuple[str, str], str] = {
     "AutoModelForCausalLM.from_pretrained does not map to a model class",
     ("causal-lm", "falcon_h1"): "sg.save writes a config whose time_step_limit the strict "
     "config class refuses on load",
-    ("causal-lm", "gemma4_unified_text"): "the config solver reads head_dim, which this config "
-    "holds per layer only (AmbiguousGlobalPerLayerAttributeError)",
     ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
     "group freezes (sg.slim warns that the plan drops nothing)",
     ("causal-lm", "diffllama"): "the real dry run fails (tensor 8 vs 16 at dim 3): its "
