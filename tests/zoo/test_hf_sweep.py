@@ -38,8 +38,6 @@ FAILS: dict[tuple[str, str], str] = {
     "config class refuses on load",
     ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
     "group freezes (sg.slim warns that the plan drops nothing)",
-    ("causal-lm", "diffllama"): "the real dry run fails (tensor 8 vs 16 at dim 3): its "
-    "differential attention splits heads in two by a stored count no rule updates",
 }
 
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
