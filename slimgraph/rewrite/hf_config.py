@@ -250,7 +250,7 @@ def read_ints(model: nn.Module) -> dict[str, int]:
     """
     found: dict[str, int] = {}
     for path, module in model.named_modules():
-        names = _forward_names(type(module))
+        names = _names_read_by(getattr(type(module), "forward", None))
         for name, value in vars(module).items():
             if name in names and type(value) is int:
                 found[f"{path}.{name}"] = value
@@ -258,12 +258,10 @@ def read_ints(model: nn.Module) -> dict[str, int]:
 
 
 @functools.cache
-def _forward_names(cls: type) -> frozenset[str]:
-    """The attribute and global names that ``cls.forward`` (and the functions defined in
-    it) name; empty when it has no Python code (a builtin, a C++ extension)."""
-    code = getattr(
-        inspect.unwrap(getattr(cls, "forward", None) or (lambda: None)), "__code__", None
-    )
+def _names_read_by(forward: Any) -> frozenset[str]:
+    """The attribute and global names that ``forward`` (and the functions defined in it)
+    name; empty when it has no Python code (a builtin, a C++ extension)."""
+    code = getattr(inspect.unwrap(forward), "__code__", None) if callable(forward) else None
     names: set[str] = set()
     stack = [code] if isinstance(code, types.CodeType) else []
     while stack:

@@ -36,8 +36,10 @@ FAILS: dict[tuple[str, str], str] = {
     "AutoModelForCausalLM.from_pretrained does not map to a model class",
     ("causal-lm", "falcon_h1"): "sg.save writes a config whose time_step_limit the strict "
     "config class refuses on load",
-    ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
-    "group freezes (sg.slim warns that the plan drops nothing)",
+    ("causal-lm", "jetmoe"): "its router's expert_size.tolist() gives the token dims "
+    "data-dependent sizes, which the graph builder cannot hold (GuardOnDataDependentSymNode); "
+    "traced part by part, every expert width meets untraced code and freezes (sg.slim warns "
+    "that the plan drops nothing)",
 }
 
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
