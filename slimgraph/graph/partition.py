@@ -280,7 +280,10 @@ def _choose(model: nn.Module, rec: Recording, failed: dict[str, str]) -> list[st
     while todo:
         name = todo.pop(0)
         module = model.get_submodule(name)
-        if not _calls_of(rec, name) or next(module.parameters(), None) is None:
+        if next(module.parameters(), None) is None:
+            continue
+        if not _calls_of(rec, name):  # a container (ModuleList) runs only its children
+            todo[:0] = [f"{name}.{n}" for n, _ in module.named_children()]
             continue
         replay, inputs, _, returns, _ = _wire(rec, [name], failed)
         try:

@@ -101,6 +101,17 @@ def _read_but_unset(cls: type, config: Any) -> list[str]:
     return [n for n in dict.fromkeys(missed) if not n.startswith("_")]
 
 
+def _readable(config: Any, field: str) -> bool:
+    """Whether ``config.field`` reads without an error other than its absence: a field that
+    a heterogeneous config holds per layer refuses a global read (transformers'
+    ``AmbiguousGlobalPerLayerAttributeError``), so one value cannot describe it."""
+    try:
+        getattr(config, field, None)
+    except Exception:  # the config refuses the read: not a field the solver can set
+        return False
+    return True
+
+
 def _probe(
     cls: type, config: Any, fields: list[str], value: Any, origin: Signature, rules: RuleTables
 ) -> list[tuple[float, Signature]]:
@@ -190,7 +201,7 @@ def solve_config(
     tied: dict[str, str] = {}  # field -> the field whose value it takes
     fields = base.to_dict() | dict.fromkeys(_read_but_unset(cls, base))
     for field, value in fields.items():
-        if field.startswith(_SKIP) or isinstance(value, bool):
+        if field.startswith(_SKIP) or isinstance(value, bool) or not _readable(base, field):
             continue
         if not (value is None or (isinstance(value, int) and value > 0)):
             continue

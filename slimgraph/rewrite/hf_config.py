@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
+import inspect
 import re
+import types
 import warnings
 from typing import Any
 
@@ -29,7 +32,7 @@ from slimgraph._core.expr import Absent, evaluate
 from slimgraph.graph.ruletable import RuleTables, load_rules
 from slimgraph.rewrite.config_solver import signature, solve_config
 
-__all__ = ["EXACT", "SOURCE", "ConfigUpdate", "numbers", "shapes", "update_configs"]
+__all__ = ["EXACT", "SOURCE", "ConfigUpdate", "numbers", "read_ints", "shapes", "update_configs"]
 
 SOURCE = "slimgraph_source_config"  # config attribute: the config the model was slimmed from
 EXACT = "slimgraph_config_exact"  # config attribute: a fresh model from it has our shapes
@@ -215,9 +218,10 @@ def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bo
         return False
     if shapes(fresh) != shapes(model) or signature(fresh, rules) != signature(model, rules):
         return False  # signature: also the heads that the attention modules split into
-    if numbers(fresh) != numbers(model):
+    if numbers(fresh) != numbers(model) or read_ints(fresh) != read_ints(model):
         return False  # e.g. BioGPT's embed_scale = sqrt(hidden_size): the slim model keeps
-        # the original scale, a model rebuilt from the new hidden size would not
+        # the original scale, a model rebuilt from the new hidden size would not; or a
+        # head size its forward divides by (RemBERT's sqrt(attention_head_size))
     computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     if not computed:
         return True
@@ -257,6 +261,45 @@ def numbers(model: nn.Module) -> dict[str, float | tuple[float, ...]]:
             ):
                 found[f"{path}.{name}"] = value
     return found
+
+
+def read_ints(model: nn.Module) -> dict[str, int]:
+    """Module path and attribute -> value of every int attribute that the module's own
+    ``forward`` names: widths its code computes with (a head size it views by or scales
+    by), which a reload recomputes from the config. Ints that no ``forward`` reads (a
+    stale ``intermediate_size``) are left out, as in :func:`numbers`.
+
+    >>> from torch import nn
+    >>> class Heads(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.head_size, self.unused = 16, 3
+    ...     def forward(self, x):
+    ...         return x.view(-1, self.head_size) / self.head_size**0.5
+    >>> read_ints(nn.Sequential(Heads()))
+    {'0.head_size': 16}
+    """
+    found: dict[str, int] = {}
+    for path, module in model.named_modules():
+        names = _names_read_by(getattr(type(module), "forward", None))
+        for name, value in vars(module).items():
+            if name in names and type(value) is int:
+                found[f"{path}.{name}"] = value
+    return found
+
+
+@functools.cache
+def _names_read_by(forward: Any) -> frozenset[str]:
+    """The attribute and global names that ``forward`` (and the functions defined in it)
+    name; empty when it has no Python code (a builtin, a C++ extension)."""
+    code = getattr(inspect.unwrap(forward), "__code__", None) if callable(forward) else None
+    names: set[str] = set()
+    stack = [code] if isinstance(code, types.CodeType) else []
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return frozenset(names)
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -172,3 +172,29 @@ def test_a_model_with_no_traceable_part_raises_the_trace_error() -> None:
 
     with pytest.raises(sg.TraceError, match="No submodule with parameters could be traced"):
         sg.slim(Flat(), (x_in(),))
+
+
+def test_blocks_held_in_a_module_list_are_searched() -> None:
+    """A ModuleList is never called itself: its blocks are tried one by one."""
+
+    class Blocks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(
+                nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 1))
+                for _ in range(2)
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for block in self.blocks:
+                x = block(x)
+            return x if x.sum() > 0 else -x  # data-dependent control flow
+
+    result = sg.slim(Blocks().eval(), (x_in(),), ratio=0.5)
+    # the width between the blocks is wired from one part to the next: it stays free
+    assert prunable(result.graph) == {
+        "blocks.0.0.weight:0": 16,
+        "blocks.0.2.weight:0": 3,
+        "blocks.1.0.weight:0": 16,
+    }
+    assert [block[0].out_channels for block in result.model.blocks] == [8, 8]

@@ -176,3 +176,38 @@ def test_a_config_the_auto_classes_do_not_map_is_not_exact() -> None:
             model = arch(config)
         update = update_configs(model, model)
         assert update is not None and update.exact == exact, type(model).__name__
+
+
+class PerLayerConfig(ToyConfig):
+    """A heterogeneous config: ``width`` is per layer, so a global read raises (as
+    transformers' ``AmbiguousGlobalPerLayerAttributeError`` does) until it is set."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "width" and not object.__getattribute__(self, "set_globally"):
+            raise RuntimeError("'width' is a per-layer attribute")
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, "set_globally", name == "width" or vars(self).get("set_globally"))
+        object.__setattr__(self, name, value)
+
+
+class PerLayerToy(Toy):
+    def __init__(self, config: ToyConfig) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        width = vars(config)["width"]  # what its per-layer config says
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(config.hidden, width), nn.Linear(width, 2 * width))
+            for _ in range(config.layers)
+        )
+
+
+def test_solver_skips_a_field_whose_read_raises() -> None:
+    config = PerLayerConfig()
+    object.__setattr__(config, "set_globally", False)
+    with pytest.raises(RuntimeError):
+        _ = config.width
+    original, slim = PerLayerToy(config), PerLayerToy(ToyConfig(width=3))
+    # only the per-layer field could describe it: no config, and no error
+    assert solve_config(slim, original) is None

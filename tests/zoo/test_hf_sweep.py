@@ -20,18 +20,10 @@ MACS_KEPT = 0.45  # ratio 0.5 on heads, MLP and hidden keeps about a quarter to 
 
 # (task, family) -> why it fails today
 FAILS: dict[tuple[str, str], str] = {
-    ("causal-lm", "gemma4_unified_text"): "the config solver reads head_dim, which this config "
-    "holds per layer only (AmbiguousGlobalPerLayerAttributeError)",
-    ("causal-lm", "jetmoe"): "its experts' meta dry run copies out of a meta tensor, and every "
-    "group freezes (sg.slim warns that the plan drops nothing)",
-    ("masked-lm", "rembert"): "from_pretrained reloads logits 1e-4 away: a float scale the "
-    "config check does not see",
-    ("causal-lm", "rembert"): "as masked-lm rembert",
-    ("causal-lm", "megatron-bert"): "from_pretrained reloads logits away from the slim model's "
-    "(the config check passes; not analysed)",
-    ("masked-lm", "megatron-bert"): "as causal-lm megatron-bert",
-    ("causal-lm", "diffllama"): "the real dry run fails (tensor 8 vs 16 at dim 3): its "
-    "differential attention splits heads in two by a stored count no rule updates",
+    ("causal-lm", "jetmoe"): "its router's expert_size.tolist() gives the token dims "
+    "data-dependent sizes, which the graph builder cannot hold (GuardOnDataDependentSymNode); "
+    "traced part by part, every expert width meets untraced code and freezes (sg.slim warns "
+    "that the plan drops nothing)",
 }
 
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
