@@ -35,6 +35,11 @@ class Heads(nn.Module):
         return self.out(torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).flatten(-2))
 
 
+# from_pretrained must bring the toy back for its config to be called exact
+T.AutoConfig.register(HeadsConfig.model_type, HeadsConfig, exist_ok=True)
+T.AutoModel.register(HeadsConfig, Heads, exist_ok=True)
+
+
 def test_read_ints_are_what_forward_reads() -> None:
     model = Heads(HeadsConfig())
     assert read_ints(model) == {".head_size": 8}  # not training, not the config
