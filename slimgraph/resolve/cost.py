@@ -128,7 +128,10 @@ def reads_values(err: BaseException) -> bool:
     """Whether a forward pass failed because the model reads tensor values, which meta
     tensors do not have."""
     text = f"{err} {err.__cause__ or ''}"
-    return any(mark in text for mark in ("meta tensors", "data-dependent", "meta tensor.item"))
+    return any(
+        mark in text
+        for mark in ("meta tensors", "data-dependent", "meta tensor.item", "copy out of meta")
+    )
 
 
 def slim_meta_copy(graph: DependencyGraph, plan: PruningPlan) -> torch.nn.Module:

@@ -19,12 +19,7 @@ pytestmark = [pytest.mark.zoo, pytest.mark.filterwarnings("ignore")]
 MACS_KEPT = 0.45  # ratio 0.5 on heads, MLP and hidden keeps about a quarter to a third
 
 # (task, family) -> why it fails today
-FAILS: dict[tuple[str, str], str] = {
-    ("causal-lm", "jetmoe"): "its router's expert_size.tolist() gives the token dims "
-    "data-dependent sizes, which the graph builder cannot hold (GuardOnDataDependentSymNode); "
-    "traced part by part, every expert width meets untraced code and freezes (sg.slim warns "
-    "that the plan drops nothing)",
-}
+FAILS: dict[tuple[str, str], str] = {}
 
 # (task, family) -> why ratio 0.5 keeps more than MACS_KEPT of its MACs
 SKIPS = "the dry run skips a group whose width the model's code hard-codes"
@@ -47,6 +42,9 @@ WEAK: dict[tuple[str, str], str] = {
     "torch.export keeps as an opaque call (keeps 0.88)",
     ("causal-lm", "inkling2_loop_text"): "reshape factors of fused widths (24 of 3072, 16 of "
     "384) freeze its attention and MLP (keeps 0.68)",
+    ("causal-lm", "jetmoe"): "its router's expert_size.tolist() gives the token dims "
+    "data-dependent sizes, which the graph builder cannot hold: traced part by part, every "
+    "width meets untraced code and freezes (sg.slim warns that the plan drops nothing)",
     ("causal-lm", "nemotron_h"): "Mamba layers split a fused in_proj into unequal parts",
     ("causal-lm", "moshi"): "it returns its hidden states as an output, which keeps its width",
     ("causal-lm", "xlnet"): "relative positions are built with arange over d_model and the "
