@@ -218,7 +218,7 @@ def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bo
         return False
     if shapes(fresh) != shapes(model) or signature(fresh, rules) != signature(model, rules):
         return False  # signature: also the heads that the attention modules split into
-    if numbers(fresh) != numbers(model) or read_ints(fresh) != read_ints(model):
+    if numbers(fresh) != numbers(model) or not _ints_follow(model, fresh):
         return False  # e.g. BioGPT's embed_scale = sqrt(hidden_size): the slim model keeps
         # the original scale, a model rebuilt from the new hidden size would not; or a
         # head size its forward divides by (RemBERT's sqrt(attention_head_size))
@@ -261,6 +261,20 @@ def numbers(model: nn.Module) -> dict[str, float | tuple[float, ...]]:
             ):
                 found[f"{path}.{name}"] = value
     return found
+
+
+def _ints_follow(model: nn.Module, fresh: nn.Module) -> bool:
+    """Whether ``model``'s forward-read ints are ``fresh``'s. The root's own (keys
+    ``.name``: Mixtral's expert count for its auxiliary loss) are set to ``fresh``'s: the
+    root holds no layer of its own, and the config now describes every layer; an int of
+    any other module that differs means the config computes otherwise."""
+    ints, fresh_ints = read_ints(model), read_ints(fresh)
+    stale = {k for k in ints.keys() | fresh_ints.keys() if ints.get(k) != fresh_ints.get(k)}
+    if any(not k.startswith(".") or k not in fresh_ints or k not in ints for k in stale):
+        return False
+    for key in stale:
+        setattr(model, key[1:], fresh_ints[key])
+    return True
 
 
 def read_ints(model: nn.Module) -> dict[str, int]:

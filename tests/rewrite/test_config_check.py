@@ -18,7 +18,7 @@ class HeadsConfig(T.PretrainedConfig):
         super().__init__(**kwargs)
 
 
-class Heads(nn.Module):
+class Attention(nn.Module):
     """Old-style BERT attention: the head size is derived from the config, the head count
     is left to ``view(..., -1, head_size)``, and the scores are scaled by the head size."""
 
@@ -35,6 +35,18 @@ class Heads(nn.Module):
         return self.out(torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).flatten(-2))
 
 
+class Heads(nn.Module):
+    """The model: its attention is a layer (the root's own ints follow the config)."""
+
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.attention = Attention(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x)
+
+
 # from_pretrained must bring the toy back for its config to be called exact
 T.AutoConfig.register(HeadsConfig.model_type, HeadsConfig, exist_ok=True)
 T.AutoModel.register(HeadsConfig, Heads, exist_ok=True)
@@ -42,13 +54,13 @@ T.AutoModel.register(HeadsConfig, Heads, exist_ok=True)
 
 def test_read_ints_are_what_forward_reads() -> None:
     model = Heads(HeadsConfig())
-    assert read_ints(model) == {".head_size": 8}  # not training, not the config
+    assert read_ints(model) == {"attention.head_size": 8}  # not training, not the config
 
 
 def test_a_config_with_other_head_sizes_is_not_exact() -> None:
     original = Heads(HeadsConfig(hidden_size=32, num_heads=4))
     slim = Heads(HeadsConfig(hidden_size=16, num_heads=4))
-    slim.head_size = 8  # two of the four heads dropped: the head size stays
+    slim.attention.head_size = 8  # two of the four heads dropped: the head size stays
     slim.config.hidden_size = 32  # as the original's, for the solver to derive
     # hidden_size=16 rebuilds every shape, but with heads of 4: other logits
     update = update_configs(slim, original)
