@@ -203,9 +203,10 @@ def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
 def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bool:
     """Whether ``type(model)(model.config)`` rebuilds ``model``: the same parameter and
     buffer shapes, the same head counts and sizes in attention modules, the same floats
-    held by the modules (scales, epsilons), and the same values in the buffers that are not
-    saved but computed from the config (rotary ``inv_freq``, Gemma's ``embed_scale``),
-    which a reload recomputes.
+    held by the modules (scales, epsilons), the same ints their forwards read, and the same
+    values in the buffers that are not saved but computed from the config (rotary
+    ``inv_freq``, Gemma's ``embed_scale``), which a reload recomputes. When it does, the
+    root's own forward-read ints are set to the rebuilt model's (see :func:`_stale_root_ints`).
 
     The fresh model is built on the meta device; only the modules that own such buffers
     are materialised and initialised by the model's own ``_init_weights``.
@@ -218,10 +219,20 @@ def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bo
         return False
     if shapes(fresh) != shapes(model) or signature(fresh, rules) != signature(model, rules):
         return False  # signature: also the heads that the attention modules split into
-    if numbers(fresh) != numbers(model) or not _ints_follow(model, fresh):
+    root = _stale_root_ints(model, fresh)
+    if numbers(fresh) != numbers(model) or root is None:
         return False  # e.g. BioGPT's embed_scale = sqrt(hidden_size): the slim model keeps
         # the original scale, a model rebuilt from the new hidden size would not; or a
         # head size its forward divides by (RemBERT's sqrt(attention_head_size))
+    if not _computed_buffers_match(model, fresh):
+        return False
+    for name, value in root.items():
+        setattr(model, name, value)
+    return True
+
+
+def _computed_buffers_match(model: nn.Module, fresh: nn.Module) -> bool:
+    """Whether the buffers computed from the config (not saved) have ``model``'s values."""
     computed = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     if not computed:
         return True
@@ -263,18 +274,16 @@ def numbers(model: nn.Module) -> dict[str, float | tuple[float, ...]]:
     return found
 
 
-def _ints_follow(model: nn.Module, fresh: nn.Module) -> bool:
-    """Whether ``model``'s forward-read ints are ``fresh``'s. The root's own (keys
-    ``.name``: Mixtral's expert count for its auxiliary loss) are set to ``fresh``'s: the
-    root holds no layer of its own, and the config now describes every layer; an int of
-    any other module that differs means the config computes otherwise."""
+def _stale_root_ints(model: nn.Module, fresh: nn.Module) -> dict[str, int] | None:
+    """The root's forward-read ints that differ from ``fresh``'s (Mixtral's expert count
+    for its auxiliary loss), to be set to ``fresh``'s: the root holds no layer of its own,
+    and the config describes every layer. ``None`` when an int of any other module
+    differs: the config computes that layer otherwise."""
     ints, fresh_ints = read_ints(model), read_ints(fresh)
     stale = {k for k in ints.keys() | fresh_ints.keys() if ints.get(k) != fresh_ints.get(k)}
     if any(not k.startswith(".") or k not in fresh_ints or k not in ints for k in stale):
-        return False
-    for key in stale:
-        setattr(model, key[1:], fresh_ints[key])
-    return True
+        return None
+    return {key[1:]: fresh_ints[key] for key in stale}
 
 
 def read_ints(model: nn.Module) -> dict[str, int]:
