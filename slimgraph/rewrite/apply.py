@@ -170,10 +170,11 @@ def _restored_on_failure(model: nn.Module) -> Iterator[None]:
 
 # The last dry run that passed, per graph: ``plan_that_applies`` dry-runs the plan it
 # returns, and ``apply`` would otherwise run the same plan on the same model once more.
-# An entry holds the plan itself (matched by identity: plans are frozen), the model
-# weakly, and the model's structure, so that a model changed in between runs again.
+# An entry holds the plan (matched by identity: plans are frozen) and the model weakly,
+# and the model's structure, so that a model changed in between runs again. Nothing in
+# it may hold the graph strongly (a plan does): the entry would keep its own key alive.
 _PASSED: weakref.WeakKeyDictionary[
-    DependencyGraph, tuple[PruningPlan, weakref.ref[nn.Module], tuple, Slices]
+    DependencyGraph, tuple[weakref.ref[PruningPlan], weakref.ref[nn.Module], tuple, Slices]
 ] = weakref.WeakKeyDictionary()
 
 
@@ -200,11 +201,11 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
     passed = _PASSED.get(graph)
     if passed is not None:
         plan_, model_, structure_, slices = passed
-        if plan_ is plan and model_() is model and structure_ == structure:
+        if plan_() is plan and model_() is model and structure_ == structure:
             return {name: list(kept) for name, kept in slices.items()}
     slices, on_meta = _dry_run(model, plan, graph)
     if on_meta:  # a run on the real weights may depend on their values: not remembered
-        _PASSED[graph] = (plan, weakref.ref(model), structure, slices)
+        _PASSED[graph] = (weakref.ref(plan), weakref.ref(model), structure, slices)
     return {name: list(kept) for name, kept in slices.items()}
 
 

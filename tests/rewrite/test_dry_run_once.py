@@ -3,6 +3,9 @@ applying it, and ``apply`` reuses that run while the model and plan are the same
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -58,3 +61,11 @@ def test_apply_runs_again_for_another_plan_or_a_changed_model(meta_copies: list[
     with pytest.raises(RewriteError, match="output shapes changed"):
         dry_run(model, same, graph)
     assert len(meta_copies) == 3
+
+
+def test_the_remembered_run_lets_graph_plan_and_models_go() -> None:
+    result = sg.slim(net(), (X,), ratio=0.5)
+    gone = [weakref.ref(o) for o in (result.graph, result.plan, result.model)]
+    del result
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
