@@ -32,6 +32,7 @@ from slimgraph.export.onnx import ExportReport, export_onnx
 from slimgraph.graph import viz
 from slimgraph.graph.depgraph import DependencyGraph, Group
 from slimgraph.graph.trace import trace
+from slimgraph.io.checkpoint import apply_checkpoint, plan_checkpoint
 from slimgraph.io.hf import load, save
 from slimgraph.io.weights import load_weights, save_weights
 from slimgraph.planner import plan
@@ -82,6 +83,8 @@ __all__ = [
     "ExportReport",
     "save",
     "load",
+    "plan_checkpoint",
+    "apply_checkpoint",
     "save_weights",
     "load_weights",
     "SlimGraphError",

@@ -36,7 +36,7 @@ def unit_means(
 ) -> np.ndarray:
     """Per unit: the mean of ``per_index(name, param, dim)`` (which gives one sum per index
     of ``dim``) over its weights, combined across the group's parameter slices (slots) as
-    ``config.reduction`` says (``params``: ``graph.named_parameters()``, when the caller
+    ``config.reduction`` says (``params``: ``graph.weights()``, when the caller
     scores many groups and has it already):
 
     * ``"mean"``: over all its weights in every slice taken together. Units that touch
@@ -61,7 +61,7 @@ def unit_means(
     sum 5.5
     max 3.5
     """
-    params = graph.named_parameters() if params is None else params
+    params = graph.weights() if params is None else params
     slices = []  # per parameter slot: (unit of each index, its value, weights per index)
     for slot in group.slots:
         info = graph.slots[slot]
@@ -95,16 +95,21 @@ def unit_means(
 def sum_except(
     transform: Callable[[torch.Tensor], torch.Tensor],
 ) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
-    """Per-index sums of ``transform(param)`` over all other dims, transforming each
-    parameter once however many groups read it."""
-    cache: dict[str, torch.Tensor] = {}
+    """Per-index sums of ``transform(param)`` over all other dims. Only the sums are
+    kept, and the transform of the parameter read last: a model's transformed weights
+    all at once would double its memory (a checkpoint streamed from disk included)."""
+    sums: dict[tuple[str, int], torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
 
     def per_index(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
-        if name not in cache:
-            cache[name] = transform(p.float())
-        t = cache[name]
-        others = [i for i in range(t.ndim) if i != dim]
-        return t.sum(dim=others) if others else t
+        if (name, dim) not in sums:
+            if name not in last:
+                last.clear()
+                last[name] = transform(p.float())
+            t = last[name]
+            others = [i for i in range(t.ndim) if i != dim]
+            sums[name, dim] = t.sum(dim=others) if others else t
+        return sums[name, dim]
 
     return per_index
 
@@ -112,7 +117,7 @@ def sum_except(
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
     """Mean |w| over every parameter slice of the unit (``config.reduction``)."""
-    per_index, params = sum_except(torch.abs), graph.named_parameters()
+    per_index, params = sum_except(torch.abs), graph.weights()
     return {g.id: unit_means(graph, g, per_index, config, params) for g in groups}
 
 
@@ -121,7 +126,7 @@ def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict
     """Root of the mean w² over the unit's parameter slices, reduced before the root: the
     RMS of all its weights together (``reduction="mean"``), the norm of the slices' RMS
     values (``"sum"``) or the largest slice's RMS (``"max"``)."""
-    per_index, params = sum_except(torch.square), graph.named_parameters()
+    per_index, params = sum_except(torch.square), graph.weights()
     return {g.id: np.sqrt(unit_means(graph, g, per_index, config, params)) for g in groups}
 
 
@@ -146,7 +151,7 @@ def bn_scale(
         for name, m in graph.model.named_modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
     }
-    per_index, params = sum_except(torch.abs), graph.named_parameters()
+    per_index, params = sum_except(torch.abs), graph.weights()
     found = {}
     fallback = [g for g in groups if not any(t in norms for t, _ in g.params)]
     plain = {g.id for g in fallback}

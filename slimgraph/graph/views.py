@@ -1,13 +1,15 @@
 """A built :class:`~slimgraph.graph.depgraph.DependencyGraph` never changes: what differs
 from it is a *view*, a new graph object that shares every slot, group and coupling.
 
-Two things vary after tracing, and each gets its view:
+Three things vary after tracing, and each gets its view:
 
 * :meth:`GraphViews.calibrated` attaches what :func:`slimgraph.calibrate` measured, so that
   criteria (called as ``criterion(graph, groups, config)``) read it as
   ``graph.activations``, ``graph.taylor`` and ``graph.provenance``;
 * :meth:`GraphViews.for_model` binds the structure to another model of identical
-  structure (the real model whose weightless copy was traced).
+  structure (the real model whose weightless copy was traced);
+* :meth:`GraphViews.with_weights` gives a graph traced on the meta device the values its
+  weight criteria read (a checkpoint read tensor by tensor).
 
 Assigning an attribute of a built graph raises, so that nothing can depend on a graph
 having been changed by an earlier call.
@@ -16,9 +18,11 @@ having been changed by an earlier call.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, Self
 
 import numpy as np
+import torch
 from torch import nn
 
 __all__ = ["GraphViews"]
@@ -40,6 +44,8 @@ class GraphViews:
 
     _sealed = False
     _calibration: Any = None  # a slimgraph.criteria.calibration.Calibration, or None
+    _weights: Mapping[str, torch.Tensor] | None = None  # see with_weights
+    model: nn.Module
 
     def __setattr__(self, name: str, value: Any) -> None:
         if self._sealed:
@@ -78,6 +84,30 @@ class GraphViews:
         as the traced one (parameter names and shapes), e.g. the real model whose
         weightless copy was traced; this graph is unchanged."""
         return self._view(model=model)
+
+    def with_weights(self, weights: Mapping[str, torch.Tensor]) -> Self:
+        """A view whose weight criteria (``l1``, ``l2``, ``bn_scale``) read parameter
+        values from ``weights`` (name -> tensor, looked up when a criterion needs it)
+        instead of the traced model, which may be weightless (meta); this graph is
+        unchanged.
+
+        >>> import torch, slimgraph as sg
+        >>> with torch.device("meta"):
+        ...     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+        >>> graph = sg.trace(net, (torch.randn(1, 2, device="meta"),))
+        >>> values = {"0.weight": torch.tensor([[3.0, 4.0], [0.0, 0.0]]),
+        ...           "0.bias": torch.zeros(2), "1.weight": torch.ones(1, 2)}
+        >>> sg.plan(graph.with_weights(values), ratio=0.5).cuts[0].drop
+        (1,)
+        """
+        return self._view(_weights=weights)
+
+    def weights(self) -> Mapping[str, torch.Tensor]:
+        """Parameter name -> its values, for the weight criteria: the model's parameters
+        (shared ones under every name), or what :meth:`with_weights` attached."""
+        if self._weights is not None:
+            return self._weights
+        return dict(self.model.named_parameters(remove_duplicate=False))
 
     @property
     def activations(self) -> dict[str, Any] | None:

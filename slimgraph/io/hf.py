@@ -41,7 +41,7 @@ from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.rewrite.hf_config import EXACT, SOURCE
 
-__all__ = ["PLAN_FILE", "load", "save"]
+__all__ = ["PLAN_FILE", "architecture", "load", "on_meta", "save"]
 
 
 def load(directory: str | os.PathLike) -> nn.Module:
@@ -68,11 +68,11 @@ def load(directory: str | os.PathLike) -> nn.Module:
         raise LoadError(f"{directory} is not a directory; pass the folder sg.save wrote")
     data = read_config(directory)
     transformers = import_transformers()
-    arch = _architecture(transformers, directory, data)
+    arch = architecture(transformers, directory, data)
     weights = directory / WEIGHTS_FILE
     if data.get(EXACT, True) or SOURCE not in data:
         if weights.is_file():
-            meta = _on_meta(arch, build_config(arch, directory, data))
+            meta = on_meta(arch, build_config(arch, directory, data))
             _check_fits(meta, weights, by_name=False)
         try:
             # safetensors only: a pytorch_model.bin is a pickle, which is never read
@@ -89,7 +89,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
         raise LoadError(f"{directory} has no {WEIGHTS_FILE}; save the model again with sg.save")
     source = build_config(arch, directory, data[SOURCE])
     own = own_names(weights)  # sg.save wrote the model's own names: nothing to convert
-    meta = _on_meta(arch, copy.deepcopy(source))  # apply updates the config it is given
+    meta = on_meta(arch, copy.deepcopy(source))  # apply updates the config it is given
     count = sum(p.numel() for p in meta.parameters())
     if plan.params_before and count != plan.params_before:  # before tracing: it sizes arrays
         raise LoadError(
@@ -146,7 +146,7 @@ def load(directory: str | os.PathLike) -> nn.Module:
     return slim.eval()
 
 
-def _architecture(transformers: Any, directory: Path, data: dict[str, Any]) -> Any:
+def architecture(transformers: Any, directory: Path, data: dict[str, Any]) -> Any:
     """The model class ``config.json``'s ``architectures`` names."""
     names = data.get("architectures")
     name = names[0] if isinstance(names, list) and names else None
@@ -175,7 +175,7 @@ def _read_plan(directory: Path) -> PruningPlan:
         ) from err
 
 
-def _on_meta(arch: Any, config: Any) -> nn.Module:
+def on_meta(arch: Any, config: Any) -> nn.Module:
     """The architecture on the meta device: shapes without memory."""
     try:
         with torch.device("meta"), warnings.catch_warnings():

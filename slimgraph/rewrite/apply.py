@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from slimgraph._core.halfmeta import in_bfloat16, refuses_float32
 from slimgraph._core.inputs import (
@@ -233,8 +234,16 @@ def _dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> tup
     except RewriteError as err:
         # Code that branches on values (an attention mask's ``.all()``) cannot run on the
         # meta device: dry-run on a real sliced copy instead, when the weights are real.
-        if not reads_values(err) or any(p.is_meta for p in model.parameters()):
+        if not reads_values(err):
             raise
+        if any(p.is_meta for p in model.parameters()):
+            # weightless (a checkpoint planned on the meta device): code that reads values
+            # for a fast path (transformers' packed-sequence check) skips it on fake
+            # tensors, as it does under torch.export
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                inputs = synthesize(specs, "meta")
+                _check_forward(dry, inputs, graph.output_shapes, "meta dry run", graph.modes)
+            return slices, True
         real = sliced_copy(model, slices, meta=False)
         update_attributes(real, model, slices, plan.head_dims)
         update_configs(real, verify=False)

@@ -198,14 +198,19 @@ def test_weight_criteria_list_the_parameters_once_for_all_groups(
     net(torch.randn(3, 4)).sum().backward()  # gradients for taylor_weight
     graph = sg.trace(net, (torch.randn(1, 4),))
     groups = graph.prunable_groups()
-    listed: list[int] = []
-    named_parameters = type(graph).named_parameters
+    listed: list[str] = []
 
-    def counting(self):
-        listed.append(1)
-        return named_parameters(self)
+    def counting(method: str):
+        listing = getattr(type(graph), method)
 
-    monkeypatch.setattr(type(graph), "named_parameters", counting)
+        def counted(self):
+            listed.append(method)
+            return listing(self)
+
+        return counted
+
+    for method in ("named_parameters", "weights"):  # weights: what l1 and l2 read
+        monkeypatch.setattr(type(graph), method, counting(method))
     found = CRITERIA[criterion](graph, groups, sg.PruneConfig())
     assert len(groups) == 2 and sorted(found) == sorted(g.id for g in groups)
     # one listing for the scores (taylor_weight: one more to check every .grad exists)

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import slimgraph as sg
+from slimgraph._core.files import write_text_atomic
+from slimgraph._core.inputs import synthesize
 from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
@@ -21,6 +23,9 @@ from slimgraph.cli.commands.common import (
     write_slim,
 )
 from slimgraph.cli.render.slim import print_slim
+from slimgraph.errors import UsageError
+from slimgraph.io.checkpoint import is_sharded, skeleton
+from slimgraph.io.shards import INDEX
 from slimgraph.rewrite.fallback import plan_that_applies
 from slimgraph.tools.measure import measure
 
@@ -39,7 +44,9 @@ def register(commands: Any, parents: Parents) -> None:
         description="Trace a model, plan which units to drop, apply the plan, and write\n"
         "OUT/plan.json and OUT/model.safetensors (with config.json for a Hugging Face\n"
         "model: the folder reloads with sg.load). Prints params, MACs and stage widths\n"
-        "before and after.",
+        "before and after. A sharded Hugging Face checkpoint (model.safetensors.index.json)\n"
+        "is slimmed without loading it: planned on the meta device from its weights read\n"
+        "tensor by tensor, written shard by shard (about one shard in memory).",
         epilog=(
             "examples:\n"
             "  slimgraph slim torchvision:resnet18 --ratio 0.5 --out slim-out\n"
@@ -77,6 +84,8 @@ def run(args: argparse.Namespace) -> Outcome:
     if args.onnx:
         check_out(args.onnx, "--onnx", file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
+    if args.spec.startswith("hf:") and is_sharded(Path(args.spec[3:]).expanduser()):
+        return _run_streaming(args, config, progress, start)
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
@@ -94,6 +103,36 @@ def run(args: argparse.Namespace) -> Outcome:
     progress.seconds["total"] = time.perf_counter() - start
     # the plan's config holds the ratio a --target-macs search settled on
     return slim_report(args, example, plan, plan.config or config, report, files, progress)
+
+
+def _run_streaming(
+    args: argparse.Namespace, config: sg.PruneConfig, progress: Progress, start: float
+) -> Outcome:
+    """A sharded Hugging Face checkpoint: planned on the meta device from weights read
+    tensor by tensor, and written shard by shard (:mod:`slimgraph.io.checkpoint`)."""
+    if args.onnx:
+        raise UsageError(
+            f"--onnx: {args.spec} is a sharded checkpoint, slimmed without loading it; "
+            f"export the slim folder afterwards: slimgraph export hf:{args.out} OUT.onnx"
+        )
+    src = Path(args.spec[3:]).expanduser()
+    seq_len = args.input_shape[-1] if args.input_shape else 16
+    with progress.step("plan", "planning from the checkpoint, tensor by tensor…"):
+        plan = sg.plan_checkpoint(src, config, seq_len=seq_len)
+    before = time.perf_counter()
+    out = sg.apply_checkpoint(
+        src, plan, args.out, overwrite=args.overwrite, progress=progress.enabled
+    )
+    progress.seconds["apply"] = time.perf_counter() - before
+    with progress.step("measure", "counting params and MACs (meta device)…"):
+        model = skeleton(src)
+        example = synthesize(plan.inputs, "meta")
+        report = measure(model, sg.apply(model, plan), example)
+    files = {"plan": out / "plan.json", "weights": out / INDEX, "config": out / "config.json"}
+    write_text_atomic(files["plan"], plan.model_dump_json(indent=2))
+    progress.seconds["total"] = time.perf_counter() - start
+    paths = {k: str(v) for k, v in files.items()}
+    return slim_report(args, example, plan, plan.config or config, report, paths, progress)
 
 
 def slim_report(
