@@ -189,8 +189,8 @@ class Builder:
         self.links: list[Link] = []
         self.slots: list[SlotInfo] = []
         self.edges: list[Edge] = []
-        self.pairs_a: list[np.ndarray] = []
-        self.pairs_b: list[np.ndarray] = []
+        self.same: list[tuple[int, int]] = []  # whole slots coupled index for index
+        self.pairs: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # index by index
         self.frozen: dict[int, str] = {}
         self.inexact_reasons: dict[int, str] = {}
         self.balances: list[Balance] = []
@@ -301,14 +301,11 @@ class Builder:
     ) -> None:
         """Index ``a_idx[k]`` of slot ``a`` goes with index ``b_idx[k]`` of slot ``b``."""
         sa, sb = self.slots[a], self.slots[b]
-        if a_idx is None and b_idx is None:
-            if sa.size != sb.size:
-                raise ValueError(f"identity coupling of sizes {sa.size} and {sb.size} at {op}")
-            a_idx = b_idx = np.arange(sa.size)
-        elif a_idx is None:
-            a_idx = np.arange(sa.size)
-        elif b_idx is None:
-            b_idx = np.arange(sb.size)
+        whole = a_idx is None and b_idx is None
+        if whole and sa.size != sb.size:
+            raise ValueError(f"identity coupling of sizes {sa.size} and {sb.size} at {op}")
+        a_idx = np.arange(sa.size) if a_idx is None else a_idx
+        b_idx = np.arange(sb.size) if b_idx is None else b_idx
         if len(a_idx) == 0 or a == b and how == "identity":
             return
         ra, rb = self._find(a), self._find(b)
@@ -318,8 +315,10 @@ class Builder:
                 self._frozen_roots.add(ra)
             if rb in self._repeat_roots:
                 self._repeat_roots.add(ra)
-        self.pairs_a.append(np.asarray(a_idx, dtype=np.int64) + sa.offset)
-        self.pairs_b.append(np.asarray(b_idx, dtype=np.int64) + sb.offset)
+        if whole:  # merged slot by slot: no index pairs to store (most couplings)
+            self.same.append((a, b))
+        else:
+            self.pairs.append((a, b, np.asarray(a_idx, np.int64), np.asarray(b_idx, np.int64)))
         self.edges.append(Edge(a, b, op, how))
 
     def freeze(self, slot: int, reason: str) -> None:

@@ -84,8 +84,14 @@ def code_key_of_path(path: str) -> str | None:
     origin = getattr(spec, "origin", None)
     if not origin or not origin.endswith(".py"):
         return None
-    with open(origin, encoding="utf-8") as f:
+    found = _classes(origin).get(name)
+    return _key(found) if found is not None else None
+
+
+@functools.cache
+def _classes(source_file: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of a source file, parsed once (the rule tables name many
+    classes of the same modeling file; each is keyed once, by the cached caller)."""
+    with open(source_file, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    return next(
-        (_key(n) for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None
-    )
+    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from slimgraph._core.components import components
+from slimgraph._core.components import IndexLabels, in_order
 from slimgraph._core.inputs import InputSpec
 from slimgraph.errors import PlanError
 from slimgraph.graph import viz
@@ -94,9 +94,9 @@ class DependencyGraph(GraphViews):
         self.modes = dict(modes or {})  # module name -> training flag when traced
         self.head_dims = builder.head_dims  # head-dim units instead of whole heads
         self.query_heads = builder.query_heads  # GQA: query heads inside each KV group
-        a = np.concatenate(builder.pairs_a) if builder.pairs_a else np.zeros(0, np.int64)
-        b = np.concatenate(builder.pairs_b) if builder.pairs_b else np.zeros(0, np.int64)
-        self.labels = components(builder.num_elements, a, b)
+        sizes, offsets = [s.size for s in self.slots], [s.offset for s in self.slots]
+        self.labels = IndexLabels(sizes, offsets, builder.same, builder.pairs)
+        self.num_elements = builder.num_elements  # labels are elements below this
         self.nx = self._slot_graph(builder)
         self._freeze_uncoupled_params(builder)
         self.frozen_slots = dict(builder.frozen)
@@ -139,35 +139,34 @@ class DependencyGraph(GraphViews):
                 builder.freeze(i, why)
 
     def slot_labels(self, slot: int) -> np.ndarray:
-        s = self.slots[slot]
-        return self.labels[s.offset : s.offset + s.size]
+        return self.labels.of(slot)
 
-    def _frozen_labels(self) -> dict[int, tuple[str, str]]:
-        """Element label -> (where, why) of the first frozen slot it reaches."""
-        found: dict[int, tuple[str, str]] = {}
-        for slot, reason in self.frozen_slots.items():
-            where = self.describe_slot(slot)
-            for label in np.unique(self.slot_labels(slot)).tolist():
-                found.setdefault(label, (where, reason))
-        return found
+    def _frozen_labels(self) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        """The labels frozen slots reach (sorted), and for each the index into a list of
+        (where, why) of the first frozen slot that reaches it."""
+        reasons = [(self.describe_slot(s), why) for s, why in self.frozen_slots.items()]
+        if not reasons:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), reasons
+        labels = [self.slot_labels(s) for s in self.frozen_slots]
+        which = np.repeat(np.arange(len(labels)), [len(x) for x in labels])
+        keys, first = np.unique(np.concatenate(labels), return_index=True)
+        return keys, which[first], reasons
 
     def _groups(self) -> list[Group]:
-        frozen_label = self.frozen_labels
+        keys, source, reasons = self.frozen_labels
         groups = []
         for comp in nx.connected_components(self.nx):
             slots = sorted(comp)
             params = [i for i in slots if self.slots[i].role == "param"]
             if not params:
                 continue
-            units: dict[int, None] = {}
+            labels = np.concatenate([self.slot_labels(i) for i in params])
+            pos = np.searchsorted(keys, labels).clip(max=max(len(keys) - 1, 0))
+            hit = keys[pos] == labels if len(keys) else np.zeros(len(labels), bool)
             frozen: dict[str, str] = {}
-            for i in params:
-                for label in self.slot_labels(i).tolist():
-                    if label in frozen_label:
-                        where, why = frozen_label[label]
-                        frozen.setdefault(where, why)
-                    else:
-                        units.setdefault(label, None)
+            for r in in_order(source[pos[hit]]).tolist():  # first reached first
+                frozen.setdefault(*reasons[r])
+            units = in_order(labels[~hit])  # in order of first appearance
             # named after its first producer (a weight's output dim), else its first parameter
             producers = [
                 i
@@ -185,7 +184,7 @@ class DependencyGraph(GraphViews):
                     residual=any(i in self.residual_slots for i in slots),
                     id=f"{anchor.target}:{anchor.dim}",
                     slots=slots,
-                    units=np.fromiter(units, dtype=np.int64, count=len(units)),
+                    units=units,
                     frozen=frozen,
                     inexact=inexact,
                     params=[(self.slots[i].target, self.slots[i].dim) for i in params],

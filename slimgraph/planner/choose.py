@@ -104,6 +104,10 @@ class Chooser:
         weight = np.asarray(weight)
         widths = np.zeros(len(items), weight.dtype)
         np.add.at(widths, owner, weight[units])
+        if not len(self.partial) and (widths == widths[0]).all():
+            # equal weights, no slot to keep an index in: the first items that fit
+            taken = len(items) if widths[0] == 0 else int(budget // widths[0])
+            return sorted(u for item in items[: max(taken, 0)] for u in item)
         needs: list[list[tuple[int, int]]] = [[] for _ in items]
         if len(self.partial):
             taken = np.zeros((len(items), len(self.partial)), np.int64)

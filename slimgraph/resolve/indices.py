@@ -23,7 +23,7 @@ __all__ = ["check_plan", "kept_shapes", "param_counts"]
 
 def _dropped(graph: DependencyGraph, plan: PruningPlan) -> np.ndarray:
     """A mask over element labels: True for labels of dropped units."""
-    is_dropped = np.zeros(len(graph.labels), dtype=bool)
+    is_dropped = np.zeros(graph.num_elements, dtype=bool)
     for c in plan.cuts:
         if c.drop:
             is_dropped[graph.group(c.group).units[list(c.drop)]] = True
