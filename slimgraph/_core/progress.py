@@ -14,11 +14,13 @@ logs, pipes and CI stay clean.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Progress", "progress_bar"]
+T = TypeVar("T")
+
+__all__ = ["Progress", "counted", "progress_bar"]
 
 
 class Progress:
@@ -80,3 +82,17 @@ def progress_bar(
     """
     with Progress(enabled).bar(total, description) as update:
         yield update
+
+
+def counted(items: Iterable[T], description: str, enabled: bool = True) -> Iterator[T]:
+    """``items`` one by one, moving a bar on stderr after each (:func:`progress_bar`: a
+    no-op off a terminal); the bar's total is ``len(items)`` when they have one.
+
+    >>> list(counted([1, 2], "batches"))
+    [1, 2]
+    """
+    total = len(items) if isinstance(items, Sized) else None
+    with progress_bar(total, description, enabled) as update:
+        for item in items:
+            yield item
+            update()

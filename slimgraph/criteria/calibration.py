@@ -36,6 +36,7 @@ from torch import nn
 
 from slimgraph._core.batches import Selector, call_on_batch
 from slimgraph._core.inputs import preserve_modes
+from slimgraph._core.progress import counted
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.data_aware import consumer_dims
 from slimgraph.criteria.gradient import unit_terms
@@ -156,7 +157,7 @@ def collect_activations(
     try:
         with preserve_modes(model), torch.no_grad():
             model.eval()
-            for batch in batches:
+            for batch in counted(batches, "calibration batches (activations)"):
                 if max_batches is not None and used >= max_batches:
                     break
                 call_on_batch(model, batch, inputs)
@@ -239,7 +240,7 @@ def accumulate_gradients(
     terms = {g.id: np.zeros(g.size) for g in graph.prunable_groups()} if graph else None
     used = 0
     with preserve_modes(model), torch.enable_grad():
-        for batch in batches:
+        for batch in counted(batches, "calibration batches (gradients)"):
             model.zero_grad(set_to_none=True)
             loss = loss_fn(model, batch)
             if not isinstance(loss, torch.Tensor) or loss.ndim != 0:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from slimgraph._core.batches import Selector, call_on_batch
 from slimgraph._core.inputs import preserve_modes
+from slimgraph._core.progress import counted
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.registry import CRITERIA, register
 from slimgraph.errors import PlanError
@@ -91,7 +92,7 @@ def collect_routing(
     try:
         with preserve_modes(model), torch.no_grad():
             model.eval()
-            for batch in batches:
+            for batch in counted(batches, "calibration batches (routing)"):
                 call_on_batch(model, batch, inputs)
                 used += 1
     finally:
