@@ -95,10 +95,6 @@ class Shards(Mapping[str, torch.Tensor]):
     def __len__(self) -> int:
         return len(self.where)
 
-    def largest_shard_bytes(self) -> int:
-        """The size of the largest shard file: what bounds a streaming pass's memory."""
-        return max((self.directory / f).stat().st_size for f in self.files)
-
     def stream(self, shard: str) -> Iterator[tuple[str, torch.Tensor]]:
         """The tensors of one shard, read one at a time, in the file's order."""
         with safe_open(str(self.directory / shard), framework="pt") as f:
