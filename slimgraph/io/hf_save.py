@@ -23,7 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from slimgraph._core.files import check_output_dir, staged_files, write_text_atomic
-from slimgraph.errors import LoadError
+from slimgraph.errors import LoadError, OutputError
 from slimgraph.io.weights import save_weights
 from slimgraph.rewrite.hf_config import EXACT, SOURCE
 
@@ -36,7 +36,13 @@ WEIGHTS_FILE = "model.safetensors"
 NAMES = "slimgraph.names"
 
 
-def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Path:
+def save(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    plan: Any = None,
+    *,
+    max_shard_size: int | str | None = None,
+) -> Path:
     """Save a slim model so that :func:`load` rebuilds it: weights, config and plan.
 
     A Hugging Face model whose config describes it goes through its own
@@ -45,7 +51,10 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
     names; any other module's weights are written with :func:`slimgraph.save_weights`.
     ``plan`` (the :class:`~slimgraph.PruningPlan` that made the model) is written as
     ``slimgraph_plan.json``. Every file is written under a temporary name and renamed into
-    place; a symbolic link is refused.
+    place; a symbolic link is refused. ``max_shard_size`` (bytes, or ``"2GB"``) splits the
+    weights of a model saved by ``save_pretrained`` into shards named by
+    ``model.safetensors.index.json``, as ``save_pretrained`` does; other models' weights
+    are written whole, and asking to shard them is refused.
 
     >>> import tempfile, torch
     >>> folder = save(torch.nn.Linear(2, 2), tempfile.mkdtemp())
@@ -53,6 +62,13 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
     ['model.safetensors']
     """
     directory = check_output_dir(directory, overwrite=True)
+    shardable = hasattr(model, "save_pretrained") and not _by_plan(model)
+    if max_shard_size is not None and not shardable:
+        raise OutputError(
+            "max_shard_size splits weights that save_pretrained writes; this model's are "
+            + ("written under its own names for sg.load" if _by_plan(model) else "written whole")
+            + " to model.safetensors: save it without max_shard_size"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained"):
         with staged_files(directory) as stage, _quiet_progress():  # renamed into place
@@ -61,7 +77,8 @@ def save(model: nn.Module, directory: str | os.PathLike, plan: Any = None) -> Pa
                 save_weights(model, stage / WEIGHTS_FILE, metadata={NAMES: "state_dict"})
             else:
                 pretrained: Any = model  # a transformers PreTrainedModel
-                pretrained.save_pretrained(stage)
+                shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+                pretrained.save_pretrained(stage, **shards)
             _check_config_reloads(stage, type(model))
     else:
         save_weights(model, directory / WEIGHTS_FILE)

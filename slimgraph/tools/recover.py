@@ -30,6 +30,7 @@ from slimgraph._core.batches import Selector, call_on_batch
 from slimgraph._core.inputs import preserve_modes
 from slimgraph._core.progress import progress_bar
 from slimgraph.errors import RecoverError
+from slimgraph.tools.distributed import Distributed, Engine, engine_for, shard
 
 __all__ = ["RecoverReport", "recover", "distill_loss"]
 
@@ -43,6 +44,8 @@ class RecoverReport:
     steps: int
     losses: list[float] = field(default_factory=list)
     distill: str = "kl"  # what the student was matched on: "kl" (logits) or "mse"
+    engine: str = "one process"  # where the steps ran (losses are means over processes)
+    checkpoints: list[int] = field(default_factory=list)  # steps the checkpoint hook saw
 
     @property
     def first_loss(self) -> float:
@@ -68,6 +71,10 @@ def recover(
     inputs: Selector | None = None,
     distill: Distill = "auto",
     progress: bool = True,
+    distributed: Distributed = "auto",
+    accelerator: Any = None,
+    checkpoint: Callable[[nn.Module, int], Any] | None = None,
+    checkpoint_every: int | None = None,
 ) -> RecoverReport:
     """Fine-tune ``student`` in place to match ``teacher`` on ``data``.
 
@@ -80,6 +87,18 @@ def recover(
     logits, MSE on a hidden state, see :func:`distill_loss`). ``optimizer`` defaults to
     Adam at ``lr`` over the student's trainable parameters. Both models' train/eval modes
     are restored afterwards. ``loss_fn`` runs the student itself: a second forward pass.
+
+    Under ``accelerate launch`` or ``torchrun`` the same call trains on every process
+    (:mod:`slimgraph.tools.distributed`): ``distributed="auto"`` runs DDP through
+    ``accelerate`` (or the ``accelerator`` given), ``"fsdp"`` shards with torch FSDP2,
+    ``"none"`` refuses to run alone in a launched process. Batch ``i`` of each pass goes to
+    process ``i mod N``, so every process must be given the same data; the reported losses
+    are means over the processes, and the student ends with the trained weights on every
+    process. ``checkpoint(student, step)`` is called on the main process every
+    ``checkpoint_every`` steps and after the last, with the student holding the weights of
+    that step (gathered from the shards under FSDP): pass
+    ``lambda m, step: sg.save(m, f"ckpt/step-{step}", max_shard_size="2GB")`` for sharded
+    checkpoints that ``from_pretrained`` reloads.
     """
     if student is teacher:
         raise RecoverError("student and teacher are the same model; pass the original as teacher")
@@ -94,35 +113,65 @@ def recover(
             "data is a one-pass iterator, but more than one pass may be needed: "
             "pass a list of batches or a DataLoader"
         )
-    params = [p for p in student.parameters() if p.requires_grad]
-    if optimizer is None:
-        if not params:
-            raise RecoverError("the student has no trainable parameters")
-        optimizer = torch.optim.Adam(params, lr=lr)
-    report = RecoverReport(steps=0)
-    total = steps if steps is not None else _length(data, epochs)
+    if checkpoint_every is not None and (checkpoint is None or checkpoint_every < 1):
+        raise RecoverError("checkpoint_every needs a checkpoint hook and must be at least 1")
+    engine = engine_for(distributed, accelerator)
+    total = _length(data, epochs, engine.world) if steps is None else steps
+    if total is None and engine.world > 1:
+        raise RecoverError(
+            "data has no length, so the processes cannot agree on a number of steps: "
+            "pass steps, or a list of batches or a DataLoader"
+        )
+    if engine.device is not None and _device(teacher) not in (None, engine.device):
+        teacher.to(engine.device)
+    report = RecoverReport(steps=0, engine=engine.name)
     with (
         preserve_modes(student),
         preserve_modes(teacher),
-        progress_bar(total, "recovering", progress) as update,
+        progress_bar(total, "recovering", progress and engine.is_main) as update,
     ):
         student.train()
         teacher.eval()
-        for batch in _batches(data, steps, epochs):
+        trained, optimizer = engine.prepare(
+            student, optimizer, lambda params: torch.optim.Adam(params, lr=lr)
+        )
+        for batch in _batches(data, steps, epochs, engine):
             loss, report.distill = _loss(
-                student, teacher, batch, inputs, loss_fn, alpha, temperature, distill
+                trained, teacher, batch, inputs, loss_fn, alpha, temperature, distill
             )
-            if not math.isfinite(loss.item()):
-                raise RecoverError(
-                    f"the loss is {loss.item()} at step {report.steps + 1}; lower the lr"
-                )
+            value = engine.mean(loss)  # every process sees the same value, and stops together
+            if not math.isfinite(value):
+                raise RecoverError(f"the loss is {value} at step {report.steps + 1}; lower the lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            engine.backward(loss)
             optimizer.step()
             report.steps += 1
-            report.losses.append(loss.item())
-            update(description=f"recovering: loss {report.losses[-1]:.4g}")
+            report.losses.append(value)
+            update(description=f"recovering: loss {value:.4g}")
+            if checkpoint_every and report.steps % checkpoint_every == 0:
+                _checkpoint(engine, student, trained, checkpoint, report)
+        if not report.checkpoints or report.checkpoints[-1] != report.steps:
+            _checkpoint(engine, student, trained, checkpoint, report)
     return report
+
+
+def _checkpoint(
+    engine: Engine,
+    student: nn.Module,
+    trained: nn.Module,
+    hook: Callable[[nn.Module, int], Any] | None,
+    report: RecoverReport,
+) -> None:
+    """The trained weights into ``student`` on every process, then ``hook`` on the main."""
+    engine.gather(student, trained)
+    if hook is None:
+        return
+    if engine.is_main:
+        with preserve_modes(student):
+            student.eval()
+            hook(student, report.steps)
+    report.checkpoints.append(report.steps)
+    engine.barrier()
 
 
 def distill_loss(
@@ -208,13 +257,14 @@ def _loss(
     return alpha * loss + (1 - alpha) * task, kind
 
 
-def _batches(data: Iterable[Any], steps: int | None, epochs: int) -> Iterator[Any]:
-    """``epochs`` passes over ``data``, or as many as ``steps`` batches take."""
+def _batches(data: Iterable[Any], steps: int | None, epochs: int, engine: Engine) -> Iterator[Any]:
+    """This process's share of ``epochs`` passes over ``data``, or of as many as ``steps``
+    batches take."""
     taken = 0
     passes = 0
     while steps is not None or passes < epochs:
         seen = 0
-        for batch in data:
+        for batch in shard(data, engine.rank, engine.world):
             yield batch
             seen += 1
             taken += 1
@@ -222,14 +272,16 @@ def _batches(data: Iterable[Any], steps: int | None, epochs: int) -> Iterator[An
                 return
         if not seen:
             raise RecoverError(
-                "data gave no batches" + (f" on pass {passes + 1}" if passes else "")
+                "data gave no batches"
+                + (f" on pass {passes + 1}" if passes else "")
+                + (f" for each of {engine.world} processes" if engine.world > 1 else "")
             )
         passes += 1
 
 
-def _length(data: Iterable[Any], epochs: int) -> int | None:
+def _length(data: Iterable[Any], epochs: int, world: int) -> int | None:
     try:
-        return len(data) * epochs  # type: ignore[arg-type]
+        return len(data) // world * epochs  # type: ignore[arg-type]
     except TypeError:
         return None
 

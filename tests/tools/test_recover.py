@@ -4,6 +4,7 @@ values for KL, MSE and the alpha mix; clear refusals for data and outputs it can
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.errors import OutputError
 from slimgraph.tools.recover import distill_loss
 from tests.hf_models import build
 
@@ -135,3 +137,78 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         sg.recover(student, teacher, [torch.randn(2, 8)], alpha=1.5, progress=False)
     with pytest.raises(sg.RecoverError, match="scalar tensor"):
         sg.recover(student, teacher, [torch.randn(2, 8)], loss_fn=lambda m, b: m(b), progress=False)
+
+
+def test_the_checkpoint_hook_sees_each_steps_weights_in_eval_mode() -> None:
+    teacher, student = teacher_and_student()
+    seen = []
+
+    def hook(model: nn.Module, step: int) -> None:
+        seen.append((step, model.training, model[0].weight.detach().clone()))
+
+    data = [torch.randn(4, 8) for _ in range(5)]
+    report = sg.recover(
+        student, teacher, data, lr=1e-2, checkpoint=hook, checkpoint_every=2, progress=False
+    )
+    assert report.checkpoints == [step for step, _, _ in seen] == [2, 4, 5]  # and the last
+    assert not any(training for _, training, _ in seen)
+    assert torch.equal(seen[-1][2], student[0].weight)  # the last one holds the final weights
+    assert not torch.equal(seen[0][2], seen[1][2])
+    assert report.engine == "one process"
+
+
+def test_ddp_in_one_process_trains_exactly_as_without_it() -> None:
+    pytest.importorskip("accelerate", reason="DDP runs through accelerate ([test] installs it)")
+    data = [torch.randn(4, 8) for _ in range(4)]
+    teacher, alone = teacher_and_student()
+    _, through_accelerate = teacher_and_student()
+    plain = sg.recover(alone, teacher, data, lr=1e-2, distributed="none", progress=False)
+    ddp = sg.recover(through_accelerate, teacher, data, lr=1e-2, distributed="ddp", progress=False)
+    assert ddp.losses == plain.losses and ddp.engine == "DDP over 1 process (accelerate)"
+    for a, b in zip(alone.parameters(), through_accelerate.parameters()):
+        assert torch.equal(a, b)
+
+
+class _Accelerator:  # what the engine reads of an accelerate.Accelerator
+    def __init__(self, kind: str, processes: int) -> None:
+        self.distributed_type = f"DistributedType.{kind}"
+        self.num_processes = processes
+        self.process_index = 0
+
+
+def test_distributed_set_ups_that_would_train_wrong_are_refused(monkeypatch) -> None:
+    teacher, student = teacher_and_student()
+    data = [torch.randn(2, 8)]
+
+    def run(**kwargs) -> None:
+        sg.recover(student, teacher, data, progress=False, **kwargs)
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(sg.RecoverError, match="needs processes started by torchrun"):
+        run(distributed="fsdp")
+    with pytest.raises(sg.RecoverError, match="'auto', 'none', 'ddp' or 'fsdp', not 'mpi'"):
+        run(distributed="mpi")
+    with pytest.raises(sg.RecoverError, match="set up for FSDP; sg.recover runs data-parallel"):
+        run(accelerator=_Accelerator("FSDP", 2))
+    with pytest.raises(sg.RecoverError, match="checkpoint_every needs a checkpoint hook"):
+        run(checkpoint_every=2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(sg.RecoverError, match="distributed='none' in one of 2 launched"):
+        run(distributed="none")
+    with pytest.raises(sg.RecoverError, match="started 2 processes but accelerate joined 1"):
+        run(accelerator=_Accelerator("NO", 1))  # each process would train alone
+
+
+def test_save_shards_what_save_pretrained_writes_and_refuses_the_rest(tmp_path) -> None:
+    model, _ = build("llama")
+    folder = sg.save(model, tmp_path / "llama", max_shard_size="20KB")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert sorted(set(index["weight_map"].values())) == shards and len(shards) > 1
+    reloaded = type(model).from_pretrained(folder)
+    for name, value in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], value), name
+    with pytest.raises(OutputError, match="written whole to model.safetensors"):
+        sg.save(nn.Linear(2, 2), tmp_path / "linear", max_shard_size="1KB")
+    assert not (tmp_path / "linear").exists()  # refused before writing
