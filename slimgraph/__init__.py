@@ -40,6 +40,7 @@ from slimgraph.resolve.cost import count_macs, count_params
 from slimgraph.resolve.plan import Fold, GroupCut, PruningPlan
 from slimgraph.resolve.summary import PlanSummary
 from slimgraph.rewrite.apply import apply
+from slimgraph.rewrite.depth import DepthResult, drop_blocks, find_blocks
 from slimgraph.tools.batchnorm import recalibrate_bn
 from slimgraph.tools.bench import BenchReport, compare
 from slimgraph.tools.latency import LatencyReport, measure_latency
@@ -54,6 +55,9 @@ __all__ = [
     "apply",
     "slim",
     "SlimResult",
+    "drop_blocks",
+    "find_blocks",
+    "DepthResult",
     "PlanSummary",
     "viz",
     "PruneConfig",

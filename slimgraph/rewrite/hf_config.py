@@ -32,7 +32,16 @@ from slimgraph._core.expr import Absent, evaluate
 from slimgraph.graph.ruletable import RuleTables, load_rules
 from slimgraph.rewrite.config_solver import signature, solve_config
 
-__all__ = ["EXACT", "SOURCE", "ConfigUpdate", "numbers", "read_ints", "shapes", "update_configs"]
+__all__ = [
+    "EXACT",
+    "SOURCE",
+    "ConfigUpdate",
+    "config_describes",
+    "numbers",
+    "read_ints",
+    "shapes",
+    "update_configs",
+]
 
 SOURCE = "slimgraph_source_config"  # config attribute: the config the model was slimmed from
 EXACT = "slimgraph_config_exact"  # config attribute: a fresh model from it has our shapes
@@ -87,14 +96,14 @@ def update_configs(
         return None  # nothing to derive the fields from
     same = [c for c in _configs(model) if getattr(c, "model_type", None) == model_type]
     valid = all([_set_fields(c, fields) for c in same])
-    exact = verify and valid and not differing and _fresh_shapes_match(model, rules)
+    exact = verify and valid and not differing and config_describes(model, rules)
     by = "table" if rule is not None else "none"
     if verify and original is not None and not (exact and rule is not None):
         # the table is an override; what it cannot describe (or does not list) the solver
         # derives, from the original config (so a second call reports the same fields)
         solved = solve_config(model, original, rules)
         if solved is not None:
-            if _apply_solved(same, original.config, fields, solved) and _fresh_shapes_match(
+            if _apply_solved(same, original.config, fields, solved) and config_describes(
                 model, rules
             ):
                 fields, differing, exact, valid, by = solved, {}, True, True, "solver"
@@ -200,7 +209,7 @@ def _set_fields(config: Any, fields: dict[str, Any]) -> bool:
     return True
 
 
-def _fresh_shapes_match(model: nn.Module, rules: RuleTables | None = None) -> bool:
+def config_describes(model: nn.Module, rules: RuleTables | None = None) -> bool:
     """Whether ``type(model)(model.config)`` rebuilds ``model``: the same parameter and
     buffer shapes, the same head counts and sizes in attention modules, the same floats
     held by the modules (scales, epsilons), the same ints their forwards read, and the same

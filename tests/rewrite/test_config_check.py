@@ -1,5 +1,5 @@
 """The exactness check of a solved config: a model rebuilt from it must compute like the
-slim model, not only have its shapes (hf_config's ``_fresh_shapes_match``)."""
+slim model, not only have its shapes (hf_config's ``config_describes``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,300 @@
+"""Depth pruning: drop whole residual blocks from the containers that run them in turn.
+
+A *block* is a member of an ``nn.Sequential`` or ``nn.ModuleList`` that computes
+``x + f(x)``: found by the mechanism, not by its class, as a member with parameters which,
+with every parameter zeroed, returns its input unchanged (a ResNet bottleneck after the
+first of its stage, a ConvNeXt / ViT / Swin block, a decoder layer of a causal LM; not a
+stage's first bottleneck, whose shortcut is a strided convolution, nor a lone conv or
+norm). Dropping one removes it from its container, so the model keeps its class.
+
+How much a block changes what flows through it is its *block influence* (ShortGPT):
+``1 - cos(input, output)`` of each sample, averaged over the calibration batches; the
+blocks that change it least go first. A Hugging Face model's config follows: its
+``num_hidden_layers`` and every per-layer list of that length (``layer_types``, sliding
+window flags) lose the dropped layers, and each kept layer's ``layer_idx`` (the key/value
+cache slot it writes) is renumbered; a model built afresh from the new config must have
+the slim model's shapes, or a warning says the config cannot describe it.
+
+>>> import torch, slimgraph as sg
+>>> class Res(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.f = torch.nn.Linear(8, 8)
+...     def forward(self, x):
+...         return x + self.f(x)
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), Res(), Res(), Res(), torch.nn.Linear(8, 2))
+>>> x = (torch.randn(16, 4),)
+>>> find_blocks(net, x)
+['1', '2', '3']
+>>> result = sg.drop_blocks(net, x, n=2)
+>>> len(result.model), len(result.dropped), result.model(*x).shape
+(3, 2, torch.Size([16, 2]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimgraph._core.batches import Selector
+from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
+from slimgraph._core.progress import counted
+from slimgraph.errors import RewriteError
+from slimgraph.rewrite.hf_config import EXACT, config_describes
+
+__all__ = ["DepthResult", "block_influence", "drop_blocks", "find_blocks"]
+
+CONTAINERS = (nn.Sequential, nn.ModuleList)
+
+
+@dataclass
+class DepthResult:
+    """The model without its dropped blocks, which were dropped, and every block's
+    influence (lower: changed its input less)."""
+
+    model: nn.Module
+    dropped: list[str]
+    influence: dict[str, float] = field(default_factory=dict)
+
+
+def _members(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, member)`` of every member of a container, outermost first."""
+    for name, module in model.named_modules():
+        if isinstance(module, CONTAINERS):
+            for key, member in module.named_children():
+                yield f"{name}.{key}" if name else key, member
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """Every tensor in ``value`` (tuples, lists, dicts, model outputs), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    found = _tensors(value)
+    return found[0] if found else None
+
+
+def _cloned(value: Any) -> Any:
+    """``value`` with its tensors cloned: a later in-place op must not change what we saw."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cloned(v) for v in value) if type(value) in (tuple, list) else value
+    return value
+
+
+@contextlib.contextmanager
+def _watching(modules: Mapping[str, nn.Module], seen: Callable[[str, Any, Any, Any], None]):
+    """Call ``seen(name, args, kwargs, output)`` after each forward of ``modules``."""
+    handles = [
+        module.register_forward_hook(
+            lambda _, args, kwargs, out, n=name: seen(n, args, kwargs, out), with_kwargs=True
+        )
+        for name, module in modules.items()
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _run(model: nn.Module, batch: Any) -> Any:
+    args, kwargs = split_inputs(batch)
+    with torch.no_grad(), without_kv_cache(model):
+        return model(*args, **kwargs)
+
+
+def find_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The names of ``model``'s droppable blocks, in module order (see the module
+    docstring): one forward on ``example_inputs`` records what each container member
+    receives, then each member with parameters runs again on it with its parameters
+    zeroed (``torch.func.functional_call``; the model is not changed)."""
+    members = {n: m for n, m in _members(model) if next(m.parameters(), None) is not None}
+    calls: dict[str, tuple[Any, Any, Any]] = {}
+
+    def seen(name: str, args: Any, kwargs: Any, out: Any) -> None:
+        calls.setdefault(name, (_cloned(args), _cloned(kwargs), _first_tensor(out)))
+
+    with preserve_modes(model), _watching(members, seen):
+        _run(model, example_inputs)
+    found = set()
+    for name, (args, kwargs, out) in calls.items():
+        x = _first_tensor((args, kwargs))
+        if x is None or out is None or out.shape != x.shape or not x.is_floating_point():
+            continue
+        if _returns_input(members[name], args, kwargs, x):
+            found.add(name)
+    return [name for name in members if name in found]
+
+
+def _returns_input(module: nn.Module, args: Any, kwargs: Any, x: torch.Tensor) -> bool:
+    """Whether ``module`` with every parameter zeroed returns ``x`` (it computes x + f(x))."""
+    zeros = {k: torch.zeros_like(p) for k, p in module.named_parameters()}
+    try:
+        with torch.no_grad(), preserve_modes(module):
+            z = _first_tensor(torch.func.functional_call(module, zeros, args, kwargs))
+    except Exception:  # a member that cannot run alone on what it got is no block
+        return False
+    return z is not None and z.shape == x.shape and _same(z, x)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6 * max(scale, 1.0)))
+
+
+def block_influence(
+    model: nn.Module,
+    blocks: Sequence[str],
+    batches: Iterable[Any],
+    inputs: Selector | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """``1 - cos(input, output)`` of each block, per sample (flattened), averaged over the
+    samples of ``batches`` (``inputs(batch)`` selects the model inputs of one).
+
+    A block whose residual branch is dead returns its input: influence 0.
+    """
+    modules = dict(model.named_modules())
+    total = dict.fromkeys(blocks, 0.0)
+    count = dict.fromkeys(blocks, 0)
+
+    def seen(name: str, args: Any, kwargs: Any, out: Any) -> None:
+        x, y = _first_tensor((args, kwargs)), _first_tensor(out)
+        if x is None or y is None or x.shape != y.shape:
+            return
+        # in float64: a block that returns its input must score 0, not float32 rounding
+        cos = F.cosine_similarity(x.flatten(1).double(), y.flatten(1).double(), dim=1)
+        total[name] += float((1 - cos).clamp(min=0).sum())
+        count[name] += cos.numel()
+
+    with preserve_modes(model), _watching({b: modules[b] for b in blocks}, seen):
+        for batch in counted(batches, "block influence", progress):
+            _run(model, inputs(batch) if inputs is not None else batch)
+    missing = [b for b in blocks if not count[b]]
+    if missing:
+        raise RewriteError(f"blocks {missing} never ran on the calibration batches")
+    return {b: total[b] / count[b] for b in blocks}
+
+
+def drop_blocks(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    n: int | None = None,
+    blocks: Sequence[str] | None = None,
+    calibration: Iterable[Any] | None = None,
+    inputs: Selector | None = None,
+    progress: bool = True,
+) -> DepthResult:
+    """A copy of ``model`` without ``n`` blocks (those of least influence on
+    ``calibration``, the example inputs by default), or without the named ``blocks``.
+
+    The copy must give outputs of the original's shapes on ``example_inputs``, and a
+    Hugging Face config is updated (see the module docstring). Blocks that cannot be
+    dropped are refused with the reason.
+    """
+    if (n is None) == (blocks is None):
+        raise RewriteError("pass n (how many blocks to drop) or blocks (which ones), not both")
+    candidates = find_blocks(model, example_inputs)
+    influence: dict[str, float] = {}
+    if blocks is not None:
+        chosen = list(dict.fromkeys(blocks))
+        wrong = [b for b in chosen if b not in candidates]
+        if wrong:
+            raise RewriteError(
+                f"{wrong} are not droppable blocks: a block is a member of an nn.Sequential or "
+                "nn.ModuleList that returns its input when its weights are zero (x + f(x)); "
+                f"this model's are {candidates}"
+            )
+    else:
+        if n is None or not 0 < n <= len(candidates):
+            raise RewriteError(f"n must be between 1 and {len(candidates)} (the droppable blocks)")
+        batches = calibration if calibration is not None else [example_inputs]
+        influence = block_influence(model, candidates, batches, inputs, progress)
+        chosen = sorted(candidates, key=lambda b: (influence[b], candidates.index(b)))[:n]
+    nested = [b for b in chosen if any(b.startswith(f"{c}.") for c in chosen)]
+    if nested:
+        raise RewriteError(f"{nested} lie inside other blocks being dropped")
+    expected = [t.shape for t in _tensors(_run(model, example_inputs))]
+    slim = copy.deepcopy(model)
+    kept = _remove(slim, chosen)
+    _follow_configs(slim, kept)
+    got = [t.shape for t in _tensors(_run(slim, example_inputs))]
+    if got != expected:
+        raise RewriteError(
+            f"without {chosen} the model's outputs have shapes {got}, not {expected}"
+        )
+    return DepthResult(slim, [b for b in candidates if b in chosen], influence)
+
+
+def _remove(model: nn.Module, dropped: Sequence[str]) -> dict[str, tuple[int, list[int]]]:
+    """Take the dropped members out of their containers (numbered members renumbered) and
+    renumber the ``layer_idx`` of the moved ones; container -> (old length, kept indices)."""
+    modules = dict(model.named_modules())
+    by_container: dict[str, set[str]] = {}
+    for name in dropped:
+        parent, _, key = name.rpartition(".")
+        by_container.setdefault(parent, set()).add(key)
+    kept_indices: dict[str, tuple[int, list[int]]] = {}
+    for parent, keys in by_container.items():
+        container = modules[parent]
+        items = list(container._modules.items())
+        numbered = all(k.isdigit() for k, _ in items)
+        kept = [(i, k, m) for i, (k, m) in enumerate(items) if k not in keys]
+        container._modules = OrderedDict(
+            (str(j) if numbered else k, m) for j, (_, k, m) in enumerate(kept)
+        )
+        for j, (i, _, member) in enumerate(kept):
+            for sub in member.modules() if i != j else ():
+                if getattr(sub, "layer_idx", None) == i:
+                    sub.layer_idx = j  # the key/value cache slot it reads and writes
+        kept_indices[parent] = (len(items), [i for i, _, _ in kept])
+    return kept_indices
+
+
+def _follow_configs(model: nn.Module, kept: dict[str, tuple[int, list[int]]]) -> None:
+    """Each Hugging Face config whose ``num_hidden_layers`` counted a shortened container:
+    the new count, and its per-layer lists filtered; then check it rebuilds the model."""
+    configs: dict[int, Any] = {
+        id(c): c for m in model.modules() if hasattr(c := getattr(m, "config", None), "to_dict")
+    }
+    if not configs:
+        return
+    for config in configs.values():
+        layers = getattr(config, "num_hidden_layers", None)
+        for length, indices in kept.values():
+            if layers != length:
+                continue
+            for key, value in list(vars(config).items()):
+                if isinstance(value, (list, tuple)) and len(value) == length:
+                    setattr(config, key, type(value)(value[i] for i in indices))
+            config.num_hidden_layers = len(indices)
+    exact = hasattr(model, "config") and config_describes(model)
+    for config in configs.values():
+        setattr(config, EXACT, exact)
+    if not exact:
+        warnings.warn(
+            "the model's config cannot describe it without the dropped blocks; it runs, but "
+            "from_pretrained would rebuild the layers it had",
+            stacklevel=3,
+        )
