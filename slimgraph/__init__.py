@@ -10,6 +10,7 @@
 from slimgraph.api import SlimResult, slim
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.latency import LatencyModel
 from slimgraph.criteria.registry import register as register_importance
 from slimgraph.errors import (
     BatchError,
@@ -45,6 +46,7 @@ from slimgraph.tools.batchnorm import recalibrate_bn
 from slimgraph.tools.bench import BenchReport, compare
 from slimgraph.tools.latency import LatencyReport, measure_latency
 from slimgraph.tools.penalty import group_penalty
+from slimgraph.tools.profile import profile_latency
 from slimgraph.tools.recover import RecoverReport, recover
 from slimgraph.tools.schedule import IterativeResult, prune_iteratively
 from slimgraph.tools.sparsify import SparsityReport, sparsify
@@ -72,6 +74,8 @@ __all__ = [
     "export_onnx",
     "measure_latency",
     "LatencyReport",
+    "profile_latency",
+    "LatencyModel",
     "compare",
     "recalibrate_bn",
     "prune_iteratively",

@@ -85,6 +85,7 @@ def test_readme_python_examples_run_as_written(
     plan.json, slim.onnx, ...); tracebacks point at README lines."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")  # graph.draw without a display
+    monkeypatch.setenv("SLIMGRAPH_CACHE", str(tmp_path))  # latency tables: not in ~/.cache
     namespace: dict[str, object] = {"__name__": "readme"}
     for line, heading, code in fenced_blocks(README, "python"):
         program = compile("\n" * (line - 1) + code, "README.md", "exec")

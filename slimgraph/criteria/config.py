@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from slimgraph.criteria.latency import LatencyModel
 from slimgraph.criteria.registry import CRITERIA
 
 __all__ = ["PruneConfig"]
@@ -98,6 +99,16 @@ class PruneConfig(BaseModel):
         description="fraction of the model's parameters KEPT; the planner then searches the "
         "ratio that keeps it",
     )
+    target_latency: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="fraction of the model's latency KEPT, as latency_model predicts it on "
+        "its runtime; the planner then searches the ratio that keeps it",
+    )
+    latency_model: LatencyModel | None = Field(
+        None, description="what slimgraph.profile_latency measured; needed by target_latency"
+    )
     bias_compensation: bool = Field(
         False,
         description="fold the calibration mean of every dropped input channel into the bias "
@@ -122,10 +133,20 @@ class PruneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _max_ratio_reachable(self) -> PruneConfig:
-        if self.target_macs is not None and self.target_params is not None:
-            raise ValueError("give target_macs or target_params, not both")
+        targets = [
+            name
+            for name in ("target_macs", "target_params", "target_latency")
+            if getattr(self, name) is not None
+        ]
+        if len(targets) > 1:
+            raise ValueError(f"give one budget, not {' and '.join(targets)}")
+        if self.target_latency is not None and self.latency_model is None:
+            raise ValueError(
+                "target_latency needs latency_model=sg.profile_latency(model, inputs, ...): "
+                "what the runtime measured"
+            )
         # With a target the planner chooses the ratio, below max_ratio.
-        budget = self.target_macs is not None or self.target_params is not None
+        budget = bool(targets)
         if self.max_ratio is not None and not budget and self.max_ratio < self.ratio:
             raise ValueError(
                 f"max_ratio={self.max_ratio} is below ratio={self.ratio}: no group may drop "

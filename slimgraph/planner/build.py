@@ -5,8 +5,9 @@ parameter dim in a group. A unit usually is one channel; it is a whole group of 
 depthwise convolution, one offset of every group of a grouped one, and two channels
 paired by a channel shuffle.
 
-``ratio`` and ``max_ratio`` are fractions of channels dropped; ``target_macs`` and
-``target_params`` fractions of the model's MACs or parameters kept.
+``ratio`` and ``max_ratio`` are fractions of channels dropped; ``target_macs``,
+``target_params`` and ``target_latency`` fractions of the model's MACs, parameters or
+latency (as ``config.latency_model`` predicts it) kept.
 
 In local scope every group drops ``ratio`` of its channels. Global scope ranks the units
 of all groups together, isomorphic scope those of groups with the same structure; each
@@ -33,7 +34,7 @@ from slimgraph.planner.choose import Chooser, rank_globally, ranked_together
 from slimgraph.planner.compensation import compensation
 from slimgraph.planner.links import enforce_links
 from slimgraph.planner.noop import warn_if_nothing_dropped
-from slimgraph.resolve.cost import plan_macs
+from slimgraph.resolve.cost import layer_shapes, plan_macs
 from slimgraph.resolve.indices import param_counts
 from slimgraph.resolve.plan import Fold, GroupCut, InputShape, PruningPlan
 
@@ -71,7 +72,9 @@ def plan(
         if not isinstance(calibration, Calibration):
             calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
         graph = graph.calibrated(calibration)
-    if config.target_macs is not None or config.target_params is not None:
+    if any(
+        t is not None for t in (config.target_macs, config.target_params, config.target_latency)
+    ):
         return _plan_for_budget(graph, config, skip)
     result = _planned(graph, config, skip)
     warn_if_nothing_dropped(graph, config, result, stacklevel=2)
@@ -169,9 +172,17 @@ def _plan_for_budget(
 
     def planned(ratio: float) -> PruningPlan:
         update = {"ratio": ratio, "target_macs": None, "target_params": None}
-        return _planned(graph, config.model_copy(update=update), skip)
+        return _planned(graph, config.model_copy(update=update | {"target_latency": None}), skip)
 
-    if config.target_macs is not None:
+    latency = config.latency_model
+    if config.target_latency is not None and latency is not None:
+        # widths the runtime is slow at would make the prediction, and the model, slower
+        config = config.model_copy(update={"round_to": max(config.round_to, latency.round_to)})
+        target, full = config.target_latency, latency.predict(layer_shapes(graph, planned(0.0)))
+
+        def kept(p: PruningPlan) -> float:
+            return latency.predict(layer_shapes(graph, p)) / full
+    elif config.target_macs is not None:
         target, total = config.target_macs, plan_macs(graph, planned(0.0))
 
         def kept(p: PruningPlan) -> float:
@@ -195,5 +206,8 @@ def _plan_for_budget(
     chosen = best[1]
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})
+    if latency is not None:
+        predicted = latency.predict(layer_shapes(graph, chosen))
+        final = final.model_copy(update={"predicted_latency_ms": predicted})
     warn_if_nothing_dropped(graph, found, final, stacklevel=3)
     return final.for_graph(graph)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "count_macs",
     "count_params",
+    "layer_shapes",
     "module_macs",
     "plan_macs",
     "plan_module_macs",
@@ -132,6 +133,16 @@ def reads_values(err: BaseException) -> bool:
         mark in text
         for mark in ("meta tensors", "data-dependent", "meta tensor.item", "copy out of meta")
     )
+
+
+def layer_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, tuple[int, ...]]:
+    """Module name -> the weight shape ``plan`` leaves it (modules with a ``weight``)."""
+    slim = slim_meta_copy(graph, plan)
+    return {
+        name: tuple(m.weight.shape)
+        for name, m in slim.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
 
 
 def slim_meta_copy(graph: DependencyGraph, plan: PruningPlan) -> torch.nn.Module:

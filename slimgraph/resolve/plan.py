@@ -138,6 +138,9 @@ class PruningPlan(BaseModel):
     )
     params_before: int = Field(0, ge=0)
     params_after: int = Field(0, ge=0)
+    predicted_latency_ms: float | None = Field(
+        None, description="what config.latency_model predicts for the slim model"
+    )
     provenance: dict[str, str] = Field(
         default_factory=dict,
         description='where data-aware scores came from: "gradients", "activations" -> source',

@@ -50,7 +50,7 @@ BAD_INPUTS = {
     ),
     "two budgets": (
         ["plan", "--target-macs", "0.5", "--target-params", "0.5"],
-        "give target_macs or target_params, not both",
+        "give one budget, not target_macs and target_params",
     ),
     "max ratio below ratio": (
         ["slim", "--scope", "global", "--max-ratio", "0.2"],

@@ -196,5 +196,5 @@ def test_target_params_lands_within_one_percent(target: float) -> None:
 
 
 def test_one_budget_at_a_time() -> None:
-    with pytest.raises(ValueError, match="give target_macs or target_params, not both"):
+    with pytest.raises(ValueError, match="give one budget, not target_macs and target_params"):
         sg.PruneConfig(target_macs=0.5, target_params=0.5)

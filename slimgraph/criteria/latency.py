@@ -1,0 +1,97 @@
+"""A latency model of one runtime: per-layer tables of measured milliseconds by width,
+summed and calibrated against whole-model measurements.
+
+Each convolution and linear layer has a table of its latency, measured alone on the
+input it gets in the model, at a few output and input widths (``dim 0`` and ``dim 1`` of
+its weight). A model's latency is predicted as ``scale * sum(layer latencies) +
+offset_ms``, where ``scale`` and ``offset_ms`` are fitted to two whole-model measurements
+(the original and a uniform slim) so that what the tables leave out (norms, activations,
+pooling, attention softmax, the runtime's fixed cost) is carried along. Between measured
+widths the tables interpolate linearly; outside them they hold the nearest value.
+
+:func:`slimgraph.profile_latency` measures a model; the result is plain data (JSON) that
+``PruneConfig(target_latency=..., latency_model=...)`` plans against.
+
+>>> table = LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0, 2.0), (2.0, 4.0)))
+>>> table.at(6, 3)
+2.25
+>>> model = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
+...                      layers={"fc": table}, scale=2.0, offset_ms=1.0)
+>>> model.predict({"fc": (8, 4)}), model.predict({"fc": (4, 2)})
+(9.0, 3.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["LatencyModel", "LayerTable"]
+
+
+class LayerTable(BaseModel):
+    """Milliseconds of one layer at output widths ``outs`` (rows) and input widths ``ins``
+    (columns), both ascending; ``shape`` is its full weight shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: tuple[int, ...]
+    outs: tuple[int, ...]
+    ins: tuple[int, ...]
+    ms: tuple[tuple[float, ...], ...]
+    calls: int = Field(1, ge=1, description="how often one forward runs the layer")
+
+    @model_validator(mode="after")
+    def _grid(self) -> LayerTable:
+        if len(self.ms) != len(self.outs) or any(len(row) != len(self.ins) for row in self.ms):
+            raise ValueError(f"ms must be {len(self.outs)} rows of {len(self.ins)} values")
+        for axis in (self.outs, self.ins):
+            if not axis or list(axis) != sorted(set(axis)):
+                raise ValueError(f"widths {axis} must be distinct and ascending")
+        return self
+
+    def at(self, out: int, inp: int) -> float:
+        """Milliseconds at ``out`` x ``inp`` (one call)."""
+        rows = [float(np.interp(inp, self.ins, row)) for row in self.ms]
+        return float(np.interp(out, self.outs, rows))
+
+
+class LatencyModel(BaseModel):
+    """What :func:`slimgraph.profile_latency` measured: where, and the layer tables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: Literal["torch", "onnxruntime"]
+    version: str
+    machine: str
+    threads: int
+    layers: dict[str, LayerTable]
+    round_to: int = Field(
+        1, ge=1, description="the multiple of channels the runtime runs fastest at, as measured"
+    )
+    scale: float = Field(1.0, gt=0.0)
+    offset_ms: float = 0.0
+    measured_ms: dict[str, float] = Field(
+        default_factory=dict, description="whole-model measurements: the original and slims"
+    )
+    check_error: float | None = Field(
+        None,
+        description="predicted / measured - 1 on a slim model the fit did not see",
+    )
+
+    def layer_ms(self, shapes: Mapping[str, tuple[int, ...]]) -> float:
+        """The tables' sum at the weight shapes ``shapes`` (module name -> shape); a layer
+        ``shapes`` does not name is at its full width."""
+        total = 0.0
+        for name, table in self.layers.items():
+            shape = shapes.get(name, table.shape)
+            inp = shape[1] if len(shape) > 1 else 1
+            total += table.calls * table.at(shape[0], inp)
+        return total
+
+    def predict(self, shapes: Mapping[str, tuple[int, ...]]) -> float:
+        """Predicted milliseconds of the whole model at the weight shapes ``shapes``."""
+        return self.scale * self.layer_ms(shapes) + self.offset_ms

@@ -1,0 +1,320 @@
+"""``sg.profile_latency``: measure a model's layers at a few widths on the runtime it will
+run on, and fit the :class:`~slimgraph.criteria.latency.LatencyModel` that plans for a
+latency budget (``PruneConfig(target_latency=..., latency_model=...)``).
+
+Every convolution and linear layer is timed alone on an input of the shape it gets in the
+model, at ``fractions`` of its output and input widths (a depthwise convolution at its
+channel widths only); a layer run more than once per forward counts as often.
+
+Then whole models are timed: the original, and uniform slims at ratio 0.5 and at
+``check_ratio`` with kept widths multiples of 1, 8 and 16 channels, in two interleaved
+rounds (the lower median counts: the machine's load drifts). The runtime's favoured
+multiple (``model.round_to``) is the smallest whose slims run within 5 % of the fastest:
+an isolated layer does not show it, because a runtime like ONNX Runtime changes the
+memory layout around a layer of an unfavoured width. The sum of the tables is fitted to
+the original and the ratio-0.5 slim at that multiple, and checked on the
+``check_ratio`` slim, which the fit did not see: ``model.check_error`` is
+predicted / measured - 1 there.
+
+Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.json`` or
+``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
+the thread count and the layer's exact shapes: profiling a second model of the same
+family measures only the layers it has not seen. The cache is plain JSON of numbers;
+anything else in it is ignored with a warning.
+
+>>> import torch, slimgraph as sg, tempfile
+>>> net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+>>> cache = tempfile.mkdtemp() + "/latency.json"
+>>> lm = sg.profile_latency(net, (torch.randn(32, 64),), runtime="torch", runs=3, cache=cache,
+...                         progress=False)
+>>> sorted(lm.layers), lm.layers["0"].outs, lm.layers["0"].ins
+(['0', '2'], (64, 128, 192, 256), (16, 32, 48, 64))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slimgraph._core.files import write_text_atomic
+from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
+from slimgraph._core.progress import counted
+from slimgraph.criteria.latency import LatencyModel, LayerTable
+from slimgraph.errors import SlimGraphError
+from slimgraph.export.onnx import export_onnx
+from slimgraph.graph.trace import trace
+from slimgraph.planner import plan
+from slimgraph.resolve.cost import layer_shapes
+from slimgraph.resolve.plan import PruningPlan
+from slimgraph.rewrite.apply import apply
+from slimgraph.tools.latency import measure_latency
+
+__all__ = ["profile_latency"]
+
+Runtime = Literal["torch", "onnxruntime"]
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+FIT_RATIO = 0.5
+STEPS = (1, 8, 16)  # multiples of channels tried: none, and x86 vector widths
+
+
+def profile_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    runtime: Runtime = "onnxruntime",
+    threads: int = 1,
+    fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    runs: int = 10,
+    check_ratio: float = 0.3,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> LatencyModel:
+    """Measure ``model``'s layers on ``runtime`` (``"onnxruntime"`` on the CPU, or eager
+    ``"torch"``) with ``threads`` threads, and fit the latency model (see the module
+    docstring). ``runs`` timed runs per measurement, median."""
+    if runtime not in ("torch", "onnxruntime"):
+        raise SlimGraphError(f"runtime must be 'torch' or 'onnxruntime', not {runtime!r}")
+    if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
+        raise SlimGraphError(f"fractions must lie in (0, 1], got {tuple(fractions)}")
+    timer = _Timer(runtime, threads, runs, _cache_path(cache))
+    layers = _layer_inputs(model, example_inputs)
+    tables = {
+        name: _table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
+        for name, (module, shape, calls) in counted(list(layers.items()), "layer latency", progress)
+    }
+    timer.save()
+    graph = trace(model, example_inputs)
+    bare = LatencyModel(
+        runtime=runtime,
+        version=timer.version,
+        machine=timer.machine,
+        threads=threads,
+        layers=tables,
+    )
+    plans: dict[str, PruningPlan | None] = {"original": None}
+    for step in STEPS:
+        for ratio in (FIT_RATIO, check_ratio):
+            plans[_label(ratio, step)] = plan(graph, ratio=ratio, round_to=step)
+    models = {k: apply(model, p, graph=graph) if p else model for k, p in plans.items()}
+    measured = _interleaved(models, example_inputs, runtime, threads, runs, progress)
+    step = _favoured(measured, check_ratio)
+    sums = {k: bare.layer_ms(layer_shapes(graph, p) if p else {}) for k, p in plans.items()}
+    fit, check = _label(FIT_RATIO, step), _label(check_ratio, step)
+    full, half = measured["original"], measured[fit]
+    s_full, s_half = sums["original"], sums[fit]
+    scale = (full - half) / (s_full - s_half) if s_full > s_half else 0.0
+    if scale <= 0.0:  # the tables do not order the two: keep their proportion only
+        scale, offset = full / s_full, 0.0
+    else:
+        offset = full - scale * s_full
+    predicted = scale * sums[check] + offset
+    return bare.model_copy(
+        update={
+            "round_to": step,
+            "scale": scale,
+            "offset_ms": offset,
+            "measured_ms": measured,
+            "check_error": predicted / measured[check] - 1.0,
+        }
+    )
+
+
+def _label(ratio: float, step: int) -> str:
+    return f"uniform {ratio} round_to {step}"
+
+
+def _favoured(measured: dict[str, float], check_ratio: float) -> int:
+    """The smallest multiple of channels whose uniform slims run within 5 % of the fastest
+    multiple's, at both ratios (on average)."""
+    ratios = (FIT_RATIO, check_ratio)
+    best = {r: min(measured[_label(r, s)] for s in STEPS) for r in ratios}
+    slowdown = {s: sum(measured[_label(r, s)] / best[r] for r in ratios) / 2 for s in STEPS}
+    return min(s for s in STEPS if slowdown[s] <= 1.05)
+
+
+def _layer_inputs(
+    model: nn.Module, example_inputs: Any
+) -> dict[str, tuple[nn.Module, tuple[int, ...], int]]:
+    """Name -> (layer, the shape of its first input, calls per forward), for every layer
+    whose cost the tables model."""
+    found: dict[str, tuple[nn.Module, tuple[int, ...], int]] = {}
+
+    def seen(name: str, module: nn.Module, args: tuple) -> None:
+        if name in found:
+            found[name] = (module, found[name][1], found[name][2] + 1)
+        elif args and isinstance(args[0], torch.Tensor):
+            found[name] = (module, tuple(args[0].shape), 1)
+
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, n=name: seen(n, mod, args))
+        for name, m in model.named_modules()
+        if isinstance(m, LAYERS)
+    ]
+    args, kwargs = split_inputs(example_inputs)
+    try:
+        with preserve_modes(model), torch.no_grad(), without_kv_cache(model):
+            model.eval()
+            model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _widths(full: int, fractions: Sequence[float], step: int) -> tuple[int, ...]:
+    """``fractions`` of ``full``, as multiples of ``step``, distinct and ascending."""
+    return tuple(sorted({max(step, round(f * full / step) * step) for f in fractions}))
+
+
+Variant = tuple[nn.Module, tuple[int, ...]]  # a layer at other widths, and its input shape
+
+
+def _table(
+    module: nn.Module, shape: tuple[int, ...], calls: int, fractions: Sequence[float], timer: _Timer
+) -> LayerTable:
+    layer: Any = module
+    weight: tuple[int, ...] = tuple(layer.weight.shape)
+    if isinstance(layer, nn.Linear):
+        outs, ins = _widths(weight[0], fractions, 1), _widths(weight[1], fractions, 1)
+
+        def make(o: int, i: int) -> Variant:
+            return nn.Linear(i, o, bias=layer.bias is not None), (*shape[:-1], i)
+    else:
+        g = layer.groups
+        depthwise = g > 1 and g == layer.in_channels  # its channels are its groups
+        outs = _widths(weight[0], fractions, weight[0] // g if depthwise else g)
+        ins = (weight[1],) if depthwise else _widths(weight[1], fractions, 1)
+
+        def make(o: int, i: int) -> Variant:
+            groups = o * g // weight[0] if depthwise else g
+            cin = groups if depthwise else i * g
+            conv = type(layer)(
+                cin,
+                o,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                groups,
+                layer.bias is not None,
+                layer.padding_mode,
+            )
+            return conv, (shape[0], cin, *shape[2:])
+
+    ms = tuple(tuple(timer.time(*make(o, i)) for i in ins) for o in outs)
+    return LayerTable(shape=weight, outs=outs, ins=ins, ms=ms, calls=calls)
+
+
+def _interleaved(
+    models: dict[str, nn.Module],
+    example_inputs: Any,
+    runtime: Runtime,
+    threads: int,
+    runs: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Each model's latency: the lower of two medians, the models taking turns, so that a
+    change in the machine's load between them does not read as a change in width."""
+    with tempfile.TemporaryDirectory() as folder:
+        runners = {
+            k: _runner(m, example_inputs, runtime, Path(folder) / f"{i}.onnx")
+            for i, (k, m) in enumerate(models.items())
+        }
+        rounds = [
+            {
+                k: measure_latency(r, example_inputs, threads=threads, runs=max(runs, 20)).median_ms
+                for k, r in runners.items()
+            }
+            for _ in counted(range(2), "whole-model latency", progress)
+        ]
+    return {k: min(r[k] for r in rounds) for k in models}
+
+
+def _runner(model: nn.Module, example_inputs: Any, runtime: Runtime, path: Path) -> Any:
+    """What :func:`measure_latency` times: the model itself, or its ONNX file at ``path``."""
+    if runtime == "torch":
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(model, example_inputs, path, check=False)
+    return path
+
+
+class _Timer:
+    """Median milliseconds of one layer on one input shape, through the disk cache."""
+
+    def __init__(self, runtime: Runtime, threads: int, runs: int, cache: Path | None) -> None:
+        self.runtime, self.threads, self.runs, self.cache = runtime, threads, runs, cache
+        if runtime == "onnxruntime":
+            import onnxruntime
+
+            self.version = f"onnxruntime {onnxruntime.__version__}"
+        else:
+            self.version = f"torch {torch.__version__}"
+        self.machine = f"{platform.machine()} {_cpu_name()} x{os.cpu_count()}"
+        self.known = _read_cache(cache)
+        self.added = 0
+
+    def time(self, layer: nn.Module, shape: tuple[int, ...]) -> float:
+        key = f"{self.version}|{self.machine}|{self.threads}|{layer!r}|{list(shape)}"
+        if key not in self.known:
+            x = torch.randn(shape)
+            if self.runtime == "torch":
+                ms = measure_latency(layer, (x,), threads=self.threads, warmup=2, runs=self.runs)
+            else:
+                ms = self._onnx(layer.eval(), x)
+            self.known[key] = ms.median_ms
+            self.added += 1
+        return self.known[key]
+
+    def _onnx(self, layer: nn.Module, x: torch.Tensor) -> Any:
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = Path(folder) / "layer.onnx"
+            torch.onnx.export(layer, (x,), str(path), dynamo=False, opset_version=17)
+            return measure_latency(path, (x,), threads=self.threads, warmup=2, runs=self.runs)
+
+    def save(self) -> None:
+        if self.cache is not None and self.added:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.cache, json.dumps(self.known, indent=0, sort_keys=True))
+
+
+def _cache_path(cache: str | os.PathLike | None) -> Path:
+    if cache is not None:
+        return Path(cache)
+    root = os.environ.get("SLIMGRAPH_CACHE") or Path.home() / ".cache" / "slimgraph"
+    return Path(root) / "latency.json"
+
+
+def _read_cache(path: Path | None) -> dict[str, float]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        warnings.warn(f"latency cache {path} is unreadable ({err}); measuring afresh", stacklevel=4)
+        return {}
+    if not isinstance(data, dict):
+        warnings.warn(f"latency cache {path} is not a JSON object; measuring afresh", stacklevel=4)
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and v > 0}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"

@@ -1,0 +1,151 @@
+"""MACs-targeted against latency-targeted plans, measured in ONNX Runtime.
+
+Usage: python tests/benchmarks/latency_plans.py [--models resnet50 ...] [--target 0.5]
+       [--threads 1] [--runs 20] [--cache PATH] [--json out.json]
+
+For each model (random weights, eval, 1x3x224x224): ``sg.profile_latency`` measures its
+layers in ONNX Runtime (CPU, ``--threads``); then ``sg.slim`` plans once with
+``target_macs=T`` and once with ``target_latency=T, latency_model=...``; the original and
+both slim copies are exported with ``sg.export_onnx`` and timed with
+``sg.measure_latency`` in ``--rounds`` interleaved rounds (each a median of ``--runs``
+after warm-up; the table gives the median round), all in one process. The table
+gives MACs kept, the measured latency, the speed-up, the latency efficiency (speed-up x
+MACs kept: 1.0 when every MAC saved is time saved), the latency kept against the target,
+and for the latency plan what the model predicted. The load average is printed at the
+start and the end: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import slimgraph as sg  # noqa: E402
+
+MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "vit_b_16")
+
+
+def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name).eval(), (torch.randn(1, 3, 224, 224),)
+
+
+def exported(model: nn.Module, x: tuple, folder: Path, tag: str) -> Path:
+    path = folder / f"{tag}.onnx"
+    sg.export_onnx(model, x, path, check=False)
+    return path
+
+
+def interleaved_ms(paths: dict[str, Path], x: tuple, args) -> dict[str, float]:
+    """Median of ``--rounds`` medians per file, the files taking turns in every round."""
+    seen: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(args.rounds):
+        for k, path in paths.items():
+            report = sg.measure_latency(path, x, threads=args.threads, runs=args.runs)
+            seen[k].append(report.median_ms)
+    return {k: statistics.median(v) for k, v in seen.items()}
+
+
+def rows_for(name: str, args, folder: Path) -> list[dict]:
+    model, x = build(name)
+    started = time.perf_counter()
+    lm = sg.profile_latency(model, x, threads=args.threads, cache=args.cache, progress=False)
+    profiled = time.perf_counter() - started
+    macs = sg.count_macs(model, x)
+    plans = {
+        "macs": {"target_macs": args.target},
+        "latency": {"target_latency": args.target, "latency_model": lm},
+    }
+    results = {kind: sg.slim(model, x, **fields) for kind, fields in plans.items()}
+    paths = {"original": exported(model, x, folder, f"{name}-original")}
+    paths |= {k: exported(r.model, x, folder, f"{name}-{k}") for k, r in results.items()}
+    ms = interleaved_ms(paths, x, args)
+    rows = []
+    for kind, result in results.items():
+        kept = sg.count_macs(result.model, x) / macs
+        rows.append(
+            {
+                "model": name,
+                "plan": f"target_{kind}={args.target}",
+                "macs_kept": kept,
+                "original_ms": ms["original"],
+                "ms": ms[kind],
+                "speedup": ms["original"] / ms[kind],
+                "efficiency": ms["original"] / ms[kind] * kept,
+                "latency_kept": ms[kind] / ms["original"],
+                "predicted_ms": result.plan.predicted_latency_ms,
+                "predicted_original_ms": lm.predict({}),
+                "round_to": lm.round_to,
+                "check_error": lm.check_error,
+                "profile_s": profiled,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    load = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            rows += rows_for(name, args, Path(tmp))
+    end = os.getloadavg()
+    print(
+        f"ONNX Runtime CPU, {args.threads} thread(s); median of {args.rounds} interleaved "
+        f"medians of {args.runs} runs; target {args.target}"
+    )
+    print(
+        f"load average (1/5/15 min): {'/'.join(f'{v:.1f}' for v in load)} at start, "
+        f"{'/'.join(f'{v:.1f}' for v in end)} at end\n"
+    )
+    print(
+        "| model | plan | MACs kept | latency (ms) | speed-up | latency efficiency "
+        "| latency kept | predicted (ms) | error of prediction |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        predicted = r["predicted_ms"]
+        error = f"{predicted / r['ms'] - 1:+.1%}" if predicted else ""
+        print(
+            f"| {r['model']} | {r['plan']} | {r['macs_kept']:.3f} | "
+            f"{r['original_ms']:.1f} -> {r['ms']:.1f} | {r['speedup']:.2f} | "
+            f"{r['efficiency']:.2f} | {r['latency_kept']:.3f} | "
+            f"{f'{predicted:.1f}' if predicted else ''} | {error} |"
+        )
+    print(
+        "\nlatency models: "
+        + "; ".join(
+            f"{r['model']} round_to {r['round_to']}, check error {r['check_error']:+.1%}, "
+            f"profiled in {r['profile_s']:.0f} s"
+            for r in rows[::2]
+        )
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Latency models: the tables interpolate exactly, the planner hits a latency target as
+the model predicts it (on the multiple of channels the runtime favours), and profiling
+measures what it says, caches it, and refuses what it cannot use."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+import slimgraph as sg
+from slimgraph.criteria.latency import LayerTable
+from slimgraph.resolve.cost import layer_shapes
+
+
+def mlp() -> tuple[nn.Module, tuple[torch.Tensor]]:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
+    )
+    return net.eval(), (torch.randn(8, 16),)
+
+
+def macs_like(shape: tuple[int, ...], widths: tuple[int, ...] = (8, 16, 32, 48, 64)) -> LayerTable:
+    """A layer costing out x in microseconds, measured on a grid of ``widths``."""
+    outs = tuple(w for w in widths if w <= shape[0]) or (shape[0],)
+    ins = tuple(w for w in widths if w <= shape[1]) or (shape[1],)
+    outs, ins = tuple(sorted({*outs, shape[0]})), tuple(sorted({*ins, shape[1]}))
+    ms = tuple(tuple(o * i / 1000 for i in ins) for o in outs)
+    return LayerTable(shape=shape, outs=outs, ins=ins, ms=ms)
+
+
+def model_of(net: nn.Module, round_to: int = 1) -> sg.LatencyModel:
+    layers = {
+        n: macs_like(tuple(m.weight.shape))
+        for n, m in net.named_modules()
+        if isinstance(m, nn.Linear)
+    }
+    return sg.LatencyModel(
+        runtime="torch",
+        version="t",
+        machine="m",
+        threads=1,
+        layers=layers,
+        round_to=round_to,
+        offset_ms=0.5,
+    )
+
+
+def test_tables_interpolate_between_widths_and_hold_outside() -> None:
+    table = LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0, 2.0), (2.0, 4.0)))
+    assert table.at(8, 4) == 4.0 and table.at(6, 3) == 2.25 and table.at(4, 2) == 1.0
+    assert table.at(2, 1) == 1.0  # below the smallest measured widths: held
+    with pytest.raises(ValidationError, match="ms must be 2 rows of 2 values"):
+        LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0,), (2.0, 4.0)))
+    with pytest.raises(ValidationError, match="distinct and ascending"):
+        LayerTable(shape=(8, 4), outs=(8, 4), ins=(2, 4), ms=((1.0, 2.0), (2.0, 4.0)))
+
+
+def test_the_planner_keeps_the_target_share_of_the_predicted_latency() -> None:
+    net, x = mlp()
+    lm = model_of(net, round_to=8)
+    graph = sg.trace(net, x)
+    full = lm.predict({})
+    assert full == pytest.approx(0.5 + (64 * 16 + 64 * 64 + 4 * 64) / 1000)
+    plan = sg.plan(graph, target_latency=0.5, latency_model=lm)
+    assert plan.predicted_latency_ms == pytest.approx(lm.predict(layer_shapes(graph, plan)))
+    assert abs(plan.predicted_latency_ms / full - 0.5) < 0.05  # within the search's steps
+    kept = [c.size - len(c.drop) for c in plan.cuts]
+    assert kept and all(k % 8 == 0 for k in kept)  # the runtime's favoured multiple
+    macs_plan = sg.plan(graph, target_macs=0.5)
+    assert macs_plan.predicted_latency_ms is None
+
+
+def test_a_latency_target_needs_a_model_and_no_other_target() -> None:
+    net, _ = mlp()
+    with pytest.raises(ValidationError, match="target_latency needs latency_model"):
+        sg.PruneConfig(target_latency=0.5)
+    with pytest.raises(
+        ValidationError, match="give one budget, not target_macs and target_latency"
+    ):
+        sg.PruneConfig(target_latency=0.5, target_macs=0.5, latency_model=model_of(net))
+
+
+def test_a_plan_with_a_latency_model_round_trips_as_json() -> None:
+    net, x = mlp()
+    graph = sg.trace(net, x)
+    plan = sg.plan(graph, target_latency=0.6, latency_model=model_of(net))
+    again = sg.PruningPlan.model_validate_json(plan.model_dump_json())
+    assert again.config.latency_model == plan.config.latency_model
+    assert again.predicted_latency_ms == plan.predicted_latency_ms
+
+
+def test_profiling_in_onnx_runtime_fits_checks_and_caches(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32),
+        nn.Conv2d(32, 64, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+    x = (torch.randn(1, 3, 32, 32),)
+    cache = tmp_path / "latency.json"
+    lm = sg.profile_latency(net, x, runs=3, cache=cache, progress=False)
+    assert (lm.runtime, lm.threads) == ("onnxruntime", 1) and lm.version.startswith("onnxruntime")
+    assert sorted(lm.layers) == ["0", "2", "3", "7"]
+    assert lm.layers["0"].outs == (8, 16, 24, 32) and lm.layers["0"].ins == (1, 2, 3)
+    assert lm.layers["2"].ins == (1,) and lm.layers["2"].outs == (8, 16, 24, 32)  # depthwise
+    slims = [f"uniform {r} round_to {s}" for s in (1, 8, 16) for r in (0.5, 0.3)]
+    assert list(lm.measured_ms) == ["original", *slims]
+    fastest = {
+        r: min(lm.measured_ms[f"uniform {r} round_to {s}"] for s in (1, 8, 16)) for r in (0.5, 0.3)
+    }
+    chosen = [
+        lm.measured_ms[f"uniform {r} round_to {lm.round_to}"] / fastest[r] for r in (0.5, 0.3)
+    ]
+    assert sum(chosen) / 2 <= 1.05 and math.isfinite(lm.check_error)
+    entries = json.loads(cache.read_text())
+    assert len(entries) == sum(len(t.outs) * len(t.ins) for t in lm.layers.values()) == 48
+    again = sg.profile_latency(net, x, runs=3, cache=cache, progress=False)
+    assert again.layers == lm.layers  # read back, not measured again
+    assert json.loads(cache.read_text()) == entries
+
+
+def test_a_bad_cache_is_measured_afresh_and_bad_arguments_refused(tmp_path: Path) -> None:
+    net, x = mlp()
+    cache = tmp_path / "latency.json"
+    cache.write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        sg.profile_latency(net, x, runtime="torch", runs=2, cache=cache, progress=False)
+    assert json.loads(cache.read_text())  # rewritten, whole
+    with pytest.raises(sg.SlimGraphError, match="runtime must be 'torch' or 'onnxruntime'"):
+        sg.profile_latency(net, x, runtime="tensorrt", cache=cache)
+    with pytest.raises(sg.SlimGraphError, match=r"fractions must lie in \(0, 1\]"):
+        sg.profile_latency(net, x, runtime="torch", fractions=(0.0, 1.0), cache=cache)
