@@ -32,6 +32,7 @@ __all__ = [
     "InputSpec",
     "input_specs",
     "output_shapes",
+    "output_tensors",
     "preserve_modes",
     "random_tensor",
     "split_inputs",
@@ -140,17 +141,23 @@ def synthesize(
     return kwargs or tuple(random_tensor(s.shape, s.dtype, device) for s in specs if not s.name)
 
 
-def output_shapes(out: Any) -> list[tuple[int, ...]]:
-    """Shapes of every tensor in a (possibly nested) model output, in order."""
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a (possibly nested) model output, in order: tuples, lists, dicts
+    (Hugging Face model outputs among them) and objects with ``to_tuple``."""
     if isinstance(out, torch.Tensor):
-        return [tuple(out.shape)]
+        return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
-        return [s for item in out for s in output_shapes(item)]
+        return [t for item in out for t in output_tensors(item)]
     if hasattr(out, "to_tuple"):
-        return output_shapes(out.to_tuple())
+        return output_tensors(out.to_tuple())
     return []
+
+
+def output_shapes(out: Any) -> list[tuple[int, ...]]:
+    """Shapes of every tensor in a (possibly nested) model output, in order."""
+    return [tuple(t.shape) for t in output_tensors(out)]
 
 
 @contextlib.contextmanager

@@ -46,7 +46,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimgraph._core.batches import Selector
-from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
+from slimgraph._core.inputs import (
+    output_shapes,
+    output_tensors,
+    preserve_modes,
+    split_inputs,
+    without_kv_cache,
+)
 from slimgraph._core.progress import counted
 from slimgraph.errors import RewriteError
 from slimgraph.rewrite.hf_config import EXACT, config_describes
@@ -74,19 +80,8 @@ def _members(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
                 yield f"{name}.{key}" if name else key, member
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    """Every tensor in ``value`` (tuples, lists, dicts, model outputs), in order."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _tensors(item)]
-    return []
-
-
 def _first_tensor(value: Any) -> torch.Tensor | None:
-    found = _tensors(value)
+    found = output_tensors(value)
     return found[0] if found else None
 
 
@@ -235,11 +230,11 @@ def drop_blocks(
     nested = [b for b in chosen if any(b.startswith(f"{c}.") for c in chosen)]
     if nested:
         raise RewriteError(f"{nested} lie inside other blocks being dropped")
-    expected = [t.shape for t in _tensors(_run(model, example_inputs))]
+    expected = output_shapes(_run(model, example_inputs))
     slim = copy.deepcopy(model)
     kept = _remove(slim, chosen)
     _follow_configs(slim, kept)
-    got = [t.shape for t in _tensors(_run(slim, example_inputs))]
+    got = output_shapes(_run(slim, example_inputs))
     if got != expected:
         raise RewriteError(
             f"without {chosen} the model's outputs have shapes {got}, not {expected}"

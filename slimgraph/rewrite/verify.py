@@ -34,7 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
+from slimgraph._core.inputs import (
+    output_tensors,
+    preserve_modes,
+    split_inputs,
+    without_kv_cache,
+)
 from slimgraph.errors import RewriteError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.resolve.plan import PruningPlan
@@ -85,7 +90,7 @@ def check_values(slim: nn.Module, reference: Reference | None, outputs: Any = No
     if outputs is None:
         got = _run(slim, reference.inputs, reference.modes)
     else:
-        got = [t.detach() for t in _tensors(outputs) if t.is_floating_point()]
+        got = [t.detach() for t in output_tensors(outputs) if t.is_floating_point()]
     for i, (out, ref) in enumerate(zip(got, reference.outputs)):
         if out.shape != ref.shape or not bool(torch.isfinite(ref).all()):
             continue  # the shape check reports shapes; a non-finite reference proves nothing
@@ -163,21 +168,7 @@ def _run(model: nn.Module, inputs: Any, modes: dict[str, bool]) -> list[torch.Te
             for name, b in model.named_buffers():
                 if name in saved:
                     b.copy_(saved[name])
-    return [t.detach() for t in _tensors(out) if t.is_floating_point()]
-
-
-def _tensors(out: Any) -> Iterator[torch.Tensor]:
-    """Every tensor of a (possibly nested) model output, in the order of ``output_shapes``."""
-    if isinstance(out, torch.Tensor):
-        yield out
-        return
-    if isinstance(out, dict):
-        out = list(out.values())
-    elif hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    if isinstance(out, (list, tuple)):
-        for item in out:
-            yield from _tensors(item)
+    return [t.detach() for t in output_tensors(out) if t.is_floating_point()]
 
 
 class _zeroed:
