@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from slimgraph.cli.commands import COMMANDS, Parents
+from slimgraph.cli.commands.latency import add_latency_flag
 from slimgraph.cli.flags import add_config_flags
 from slimgraph.errors import ModelSpecError, UsageError
 from slimgraph.io.specs import parse_shape
@@ -97,6 +98,7 @@ def _parents() -> Parents:
     # The planning flags slim, plan and bench share: one per PruneConfig field.
     planning = argparse.ArgumentParser(add_help=False)
     add_config_flags(planning)
+    add_latency_flag(planning)
     return Parents(output=output, model=model, shaped=shaped, planning=planning)
 
 

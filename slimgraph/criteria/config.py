@@ -107,7 +107,9 @@ class PruneConfig(BaseModel):
         "its runtime; the planner then searches the ratio that keeps it",
     )
     latency_model: LatencyModel | None = Field(
-        None, description="what slimgraph.profile_latency measured; needed by target_latency"
+        None,
+        description="what slimgraph.profile_latency measured; needed by target_latency. In "
+        "global and isomorphic scope, units then rank by score per millisecond they cost",
     )
     bias_compensation: bool = Field(
         False,

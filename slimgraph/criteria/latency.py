@@ -24,12 +24,17 @@ widths the tables interpolate linearly; outside them they hold the nearest value
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+if TYPE_CHECKING:
+    from slimgraph.graph.depgraph import Group
+
 __all__ = ["LatencyModel", "LayerTable"]
+
+CHORD = 0.5  # a group's saving per channel is read over its first half
 
 
 class LayerTable(BaseModel):
@@ -53,7 +58,7 @@ class LayerTable(BaseModel):
                 raise ValueError(f"widths {axis} must be distinct and ascending")
         return self
 
-    def at(self, out: int, inp: int) -> float:
+    def at(self, out: float, inp: float) -> float:
         """Milliseconds at ``out`` x ``inp`` (one call)."""
         rows = [float(np.interp(inp, self.ins, row)) for row in self.ms]
         return float(np.interp(out, self.outs, rows))
@@ -95,3 +100,21 @@ class LatencyModel(BaseModel):
     def predict(self, shapes: Mapping[str, tuple[int, ...]]) -> float:
         """Predicted milliseconds of the whole model at the weight shapes ``shapes``."""
         return self.scale * self.layer_ms(shapes) + self.offset_ms
+
+    def ms_per_channel(self, group: Group, channels: int) -> float:
+        """Milliseconds saved per channel ``group`` drops, of its ``channels``: the
+        tables' saving when every weight dim the group cuts loses half its width, over
+        half the channels (a chord: the tables are coarse). 0.0 where no tabled layer
+        narrows."""
+        cut: dict[str, set[int]] = {}
+        for name, dim in group.params:
+            module, _, leaf = name.rpartition(".")
+            if module in self.layers and leaf in ("weight", "in_proj_weight") and dim < 2:
+                cut.setdefault(module, set()).add(dim)
+        saved = 0.0
+        for module, dims in cut.items():
+            table = self.layers[module]
+            out, inp = table.shape[0], table.shape[1] if len(table.shape) > 1 else 1
+            narrow = [w * CHORD if d in dims else w for d, w in enumerate((out, inp))]
+            saved += table.calls * (table.at(out, inp) - table.at(narrow[0], narrow[1]))
+        return self.scale * saved / (CHORD * channels)

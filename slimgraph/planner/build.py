@@ -106,8 +106,12 @@ def _planned(
         for g in groups:
             drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
     else:
+        costs = None
+        if config.latency_model is not None:
+            lm = config.latency_model
+            costs = {g.id: lm.ms_per_channel(g, choosers[g.id].channels) for g in groups}
         for together in ranked_together(graph, groups, config.scope):
-            drops |= rank_globally(together, choosers, config)
+            drops |= rank_globally(together, choosers, config, costs)
     drops = enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
         GroupCut(group=g.id, size=g.size, drop=tuple(drops[g.id]), modules=tuple(g.modules))

@@ -8,6 +8,7 @@ parameter dim in a group (:meth:`DependencyGraph.channel_counts`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -184,15 +185,25 @@ def _normalized(scores: np.ndarray, how: str) -> np.ndarray:
 
 
 def rank_globally(
-    groups: list[Group], choosers: dict[str, Chooser], config: PruneConfig
+    groups: list[Group],
+    choosers: dict[str, Chooser],
+    config: PruneConfig,
+    ms_per_channel: Mapping[str, float] | None = None,
 ) -> dict[str, list[int]]:
     """Rank every unit of ``groups`` together by its normalised score and drop the lowest
     until ``ratio`` of their channels are gone, no group losing more than ``max_ratio`` of
-    its channels nor keeping fewer than ``min_keep``; then round and balance per group."""
+    its channels nor keeping fewer than ``min_keep``; then round and balance per group.
+
+    With ``ms_per_channel`` (group id -> the milliseconds a channel of it costs), units
+    rank by score per millisecond, as a knapsack's greedy does (HALP): a cheap unit must
+    score lower than a costly one to go first, and a unit that costs nothing goes last.
+    """
+    normalized = {g.id: _normalized(choosers[g.id].scores, config.normalize) for g in groups}
+    if ms_per_channel is not None:
+        normalized = _per_ms(normalized, ms_per_channel)
     entries = []
     for g in groups:
-        scores = _normalized(choosers[g.id].scores, config.normalize)
-        entries += [(v, g.id, u) for u, v in enumerate(scores.tolist())]
+        entries += [(v, g.id, u) for u, v in enumerate(normalized[g.id].tolist())]
     entries.sort(key=lambda e: e[0])
     budget = math.floor(sum(choosers[g.id].channels for g in groups) * config.ratio + 1e-9)
     order: dict[str, list[int]] = {g.id: [] for g in groups}
@@ -212,6 +223,20 @@ def rank_globally(
         ratio = spent[g.id] / chooser.channels
         result[g.id] = chooser.choose(chooser.items(order[g.id]), chooser.budget(ratio, config))
     return result
+
+
+def _per_ms(scores: dict[str, np.ndarray], ms: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Scores per millisecond, shifted first so none is negative (``normalize="standard"``).
+
+    >>> _per_ms({"a": np.array([1.0, 2.0]), "b": np.array([3.0])}, {"a": 0.5, "b": 0.0})
+    {'a': array([2., 4.]), 'b': array([inf])}
+    """
+    low = min((float(v.min()) for v in scores.values() if v.size), default=0.0)
+    shift = -low if low < 0 else 0.0
+    return {
+        g: np.divide(v + shift, ms[g], out=np.full(v.shape, np.inf), where=ms[g] > 0)
+        for g, v in scores.items()
+    }
 
 
 def _most_dropped(channels: int, config: PruneConfig) -> int:

@@ -136,13 +136,18 @@ def reads_values(err: BaseException) -> bool:
 
 
 def layer_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, tuple[int, ...]]:
-    """Module name -> the weight shape ``plan`` leaves it (modules with a ``weight``)."""
+    """Module name -> the weight shape ``plan`` leaves it: its ``weight``, or the packed
+    query/key/value ``in_proj_weight`` of an attention module such as
+    :class:`torch.nn.MultiheadAttention`."""
     slim = slim_meta_copy(graph, plan)
-    return {
-        name: tuple(m.weight.shape)
-        for name, m in slim.named_modules()
-        if isinstance(getattr(m, "weight", None), torch.Tensor)
-    }
+    found = {}
+    for name, m in slim.named_modules():
+        weight = getattr(m, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            weight = getattr(m, "in_proj_weight", None)
+        if isinstance(weight, torch.Tensor):
+            found[name] = tuple(weight.shape)
+    return found
 
 
 def slim_meta_copy(graph: DependencyGraph, plan: PruningPlan) -> torch.nn.Module:

@@ -52,6 +52,14 @@ BAD_INPUTS = {
         ["plan", "--target-macs", "0.5", "--target-params", "0.5"],
         "give one budget, not target_macs and target_params",
     ),
+    "a latency budget and another": (
+        ["plan", "--target-latency", "0.5", "--target-macs", "0.5"],
+        "give one budget, not target_macs and target_latency",
+    ),
+    "not a latency model": (
+        ["plan", "--target-latency", "0.5", "--latency-model", "a-file"],
+        "--latency-model a-file is not a latency model (the file: Invalid JSON",
+    ),
     "max ratio below ratio": (
         ["slim", "--scope", "global", "--max-ratio", "0.2"],
         "max_ratio=0.2 is below ratio=0.5: no group may drop more than max_ratio",

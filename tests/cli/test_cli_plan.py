@@ -22,6 +22,7 @@ from torch import nn
 import slimgraph as sg
 from slimgraph.cli.main import main
 from slimgraph.io.specs import load_model
+from slimgraph.resolve.cost import layer_shapes
 from slimgraph.tools.measure import measure, stage_widths
 from tests.helpers import finish, start_slimgraph
 
@@ -334,6 +335,36 @@ def test_hf_keyword_inputs_go_through_plan_and_apply(work, capsys, monkeypatch):
     result = sg.load_weights(slim, work / "kw" / "out" / "model.safetensors")
     assert (result.missing_keys, result.unexpected_keys) == ([], [])
     assert slim.bert.encoder.layer[0].attention.self.num_attention_heads == 2
+
+
+def test_a_latency_budget_plans_against_the_given_or_a_measured_latency_model(
+    work, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("SLIMGRAPH_CACHE", str(tmp_path / "cache"))
+    net, x = _tiny_net(), (torch.randn(1, 3, 32, 32),)
+    lm = sg.profile_latency(net, x, runtime="torch", runs=2, progress=False)
+    (tmp_path / "lm.json").write_text(lm.model_dump_json())
+    given = ["--latency-model", str(tmp_path / "lm.json")]
+    for flags, name in ((given, "given"), ([], "measured")):
+        out = tmp_path / f"{name}.json"
+        spec = "tests.cli.test_cli_plan:_tiny_net"
+        args = ["plan", spec, "--input-shape", "1,3,32,32", "--target-latency", "0.6", *flags]
+        args += ["--out", str(out)]
+        assert main([*args, "--json"]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["config"]["target_latency"] == 0.6
+        plan = _plan(out)
+        used = plan.config.latency_model
+        assert used is not None and sorted(used.layers) == ["0", "3", "7"]
+        full = used.predict({})
+        graph = sg.trace(net, x)
+        assert plan.predicted_latency_ms == pytest.approx(used.predict(layer_shapes(graph, plan)))
+        # the closest the search reaches (a multiple of 16 of 16 and 32 channels is coarse)
+        assert plan.dropped and plan.predicted_latency_ms < full
+    assert _plan(tmp_path / "given.json").config.latency_model == lm
+    assert _plan(tmp_path / "measured.json").config.latency_model.runtime == "onnxruntime"
+    exported = ["plan", str(work / "net.pt2"), "--target-latency", "0.6", "--out", "x.json"]
+    assert main(exported) == 2  # an exported program's layers are not modules to time
+    assert "has no layer the latency tables model" in capsys.readouterr().err
 
 
 def test_apply_an_exported_program(runs, work, capsys, monkeypatch):

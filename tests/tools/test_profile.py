@@ -77,6 +77,44 @@ def test_the_planner_keeps_the_target_share_of_the_predicted_latency() -> None:
     assert macs_plan.predicted_latency_ms is None
 
 
+def test_a_groups_cost_per_channel_is_read_from_the_tables() -> None:
+    net, x = mlp()
+    lm, graph = model_of(net), sg.trace(net, x)
+    # 0.weight:0 narrows fc0's rows and fc2's columns; half its 64 channels save
+    # (64 - 32) x 16 + 64 x (64 - 32) microseconds: 2.56 ms over 32 channels
+    assert lm.ms_per_channel(graph.group("0.weight:0"), 64) == pytest.approx(0.08)
+    assert lm.ms_per_channel(graph.group("2.weight:0"), 64) == pytest.approx(0.068)
+    scaled = lm.model_copy(update={"scale": 2.0})
+    assert scaled.ms_per_channel(graph.group("2.weight:0"), 64) == pytest.approx(0.136)
+
+
+def test_global_ranking_with_a_latency_model_drops_the_costly_channels_first() -> None:
+    net, x = mlp()
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            nn.init.constant_(layer.weight, 1.0)
+            nn.init.zeros_(layer.bias)
+    graph = sg.trace(net, x)
+    lm = model_of(net)
+    expensive = lm.layers["0"].model_copy(
+        update={"ms": tuple(tuple(100 * v for v in row) for row in lm.layers["0"].ms)}
+    )
+    lm = lm.model_copy(update={"layers": {**lm.layers, "0": expensive}})
+
+    def kept(plan: sg.PruningPlan) -> dict[str, int]:
+        return {c.group: c.size - len(c.drop) for c in plan.cuts}
+
+    # a unit of 0.weight:0 has 16 + 64 weights of 1, one of 2.weight:0 has 64 + 4: it goes
+    # first by score, but 0.weight:0's channels cost 1.664 ms each, 2.weight:0's 0.068 ms
+    ranked = {"scope": "global", "ratio": 0.25, "normalize": "none"}
+    assert kept(sg.plan(graph, **ranked)) == {"0.weight:0": 64, "2.weight:0": 32}
+    assert lm.ms_per_channel(graph.group("0.weight:0"), 64) == pytest.approx(1.664)
+    costly = sg.plan(graph, **ranked, latency_model=lm)
+    assert kept(costly) == {"0.weight:0": 32, "2.weight:0": 64}
+    local = sg.plan(graph, ratio=0.25, latency_model=lm)  # local scope: every group alike
+    assert kept(local) == {"0.weight:0": 48, "2.weight:0": 48}
+
+
 def test_a_latency_target_needs_a_model_and_no_other_target() -> None:
     net, _ = mlp()
     with pytest.raises(ValidationError, match="target_latency needs latency_model"):

@@ -19,6 +19,7 @@ from slimgraph.cli.commands.common import (
     inputs_report,
     planning_config,
 )
+from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.onnx import print_bench
 from slimgraph.errors import UsageError
 from slimgraph.rewrite.fallback import plan_that_applies
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    config = with_latency_model(config, model, example, progress, threads=args.threads)
     with progress.step("slim", "planning and applying…"):
         slim = sg.apply(
             model, plan_that_applies(model, graph, config), graph=graph, example_inputs=example

@@ -29,6 +29,7 @@ from slimgraph._core.files import (
 )
 from slimgraph._core.inputs import input_specs, split_inputs
 from slimgraph._core.progress import Progress
+from slimgraph.cli.commands.latency import latency_fields
 from slimgraph.cli.flags import config_from_args
 from slimgraph.criteria.calibration import needs_of
 from slimgraph.errors import OutputError, SlimGraphError, UsageError
@@ -73,7 +74,7 @@ class Parents:
 def planning_config(args: argparse.Namespace) -> sg.PruneConfig:
     """The planning flags as a validated PruneConfig; a criterion that reads calibration
     data is refused, since the command line takes none."""
-    config = cast(sg.PruneConfig, config_from_args(args))  # the default config class
+    config = cast(sg.PruneConfig, config_from_args(args, extra=latency_fields(args)))
     if needs_of(config):
         raise UsageError(
             f"--importance {config.importance} reads calibration data, which the command line "

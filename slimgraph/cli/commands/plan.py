@@ -20,6 +20,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_plan,
 )
+from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.slim import print_plan
 from slimgraph.rewrite.fallback import plan_that_applies
 from slimgraph.tools.measure import pair
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    config = with_latency_model(config, model, example, progress)
     with progress.step("plan", "planning…"):
         plan = plan_that_applies(model, graph, config)
     with progress.step("save", f"writing {args.out}…"):

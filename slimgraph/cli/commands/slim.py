@@ -22,6 +22,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_slim,
 )
+from slimgraph.cli.commands.latency import TO_MEASURE, with_latency_model
 from slimgraph.cli.render.slim import print_slim
 from slimgraph.errors import UsageError
 from slimgraph.io.checkpoint import is_sharded, skeleton
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    config = with_latency_model(config, model, example, progress)
     with progress.step("plan", "planning…"):
         plan = plan_that_applies(model, graph, config)
     with progress.step("apply", "applying…"):
@@ -114,6 +116,12 @@ def _run_streaming(
         raise UsageError(
             f"--onnx: {args.spec} is a sharded checkpoint, slimmed without loading it; "
             f"export the slim folder afterwards: slimgraph export hf:{args.out} OUT.onnx"
+        )
+    if config.latency_model == TO_MEASURE:
+        raise UsageError(
+            f"--target-latency: {args.spec} is a sharded checkpoint, slimmed without loading it, "
+            "so it cannot be profiled here; pass --latency-model FILE.json "
+            "(sg.profile_latency(model, inputs).model_dump_json() of the model)"
         )
     src = Path(args.spec[3:]).expanduser()
     seq_len = args.input_shape[-1] if args.input_shape else 16
