@@ -9,7 +9,9 @@ norm). Dropping one removes it from its container, so the model keeps its class.
 
 How much a block changes what flows through it is its *block influence* (ShortGPT):
 ``1 - cos(input, output)`` of each sample, averaged over the calibration batches; the
-blocks that change it least go first. A Hugging Face model's config follows: its
+blocks that change it least go first. Given ``loss_fn(model, batch) -> loss``, the
+influence is instead how much the loss rises on the calibration batches when the block
+alone is skipped (:mod:`slimgraph.rewrite.influence`). A Hugging Face model's config follows: its
 ``num_hidden_layers`` and every per-layer list of that length (``layer_types``, sliding
 window flags) lose the dropped layers, and each kept layer's ``layer_idx`` (the key/value
 cache slot it writes) is renumbered; a model built afresh from the new config must have
@@ -33,31 +35,24 @@ the slim model's shapes, or a warning says the config cannot describe it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimgraph._core.batches import Selector
-from slimgraph._core.inputs import (
-    output_shapes,
-    output_tensors,
-    preserve_modes,
-    split_inputs,
-    without_kv_cache,
-)
-from slimgraph._core.progress import counted
+from slimgraph._core.inputs import output_shapes, preserve_modes
 from slimgraph.errors import RewriteError
+from slimgraph.rewrite._hooks import cloned, first_tensor, run, watching
 from slimgraph.rewrite.hf_config import EXACT, config_describes
+from slimgraph.rewrite.influence import block_influence, loss_influence
 
-__all__ = ["DepthResult", "block_influence", "drop_blocks", "find_blocks"]
+__all__ = ["DepthResult", "drop_blocks", "find_blocks"]
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -65,7 +60,7 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 @dataclass
 class DepthResult:
     """The model without its dropped blocks, which were dropped, and every block's
-    influence (lower: changed its input less)."""
+    influence (lower: changed its input, or the loss, less)."""
 
     model: nn.Module
     dropped: list[str]
@@ -80,44 +75,6 @@ def _members(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
                 yield f"{name}.{key}" if name else key, member
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    found = output_tensors(value)
-    return found[0] if found else None
-
-
-def _cloned(value: Any) -> Any:
-    """``value`` with its tensors cloned: a later in-place op must not change what we saw."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _cloned(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_cloned(v) for v in value) if type(value) in (tuple, list) else value
-    return value
-
-
-@contextlib.contextmanager
-def _watching(modules: Mapping[str, nn.Module], seen: Callable[[str, Any, Any, Any], None]):
-    """Call ``seen(name, args, kwargs, output)`` after each forward of ``modules``."""
-    handles = [
-        module.register_forward_hook(
-            lambda _, args, kwargs, out, n=name: seen(n, args, kwargs, out), with_kwargs=True
-        )
-        for name, module in modules.items()
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _run(model: nn.Module, batch: Any) -> Any:
-    args, kwargs = split_inputs(batch)
-    with torch.no_grad(), without_kv_cache(model):
-        return model(*args, **kwargs)
-
-
 def find_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     """The names of ``model``'s droppable blocks, in module order (see the module
     docstring): one forward on ``example_inputs`` records what each container member
@@ -127,13 +84,13 @@ def find_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     calls: dict[str, tuple[Any, Any, Any]] = {}
 
     def seen(name: str, args: Any, kwargs: Any, out: Any) -> None:
-        calls.setdefault(name, (_cloned(args), _cloned(kwargs), _first_tensor(out)))
+        calls.setdefault(name, (cloned(args), cloned(kwargs), first_tensor(out)))
 
-    with preserve_modes(model), _watching(members, seen):
-        _run(model, example_inputs)
+    with preserve_modes(model), watching(members, seen):
+        run(model, example_inputs)
     found = set()
     for name, (args, kwargs, out) in calls.items():
-        x = _first_tensor((args, kwargs))
+        x = first_tensor((args, kwargs))
         if x is None or out is None or out.shape != x.shape or not x.is_floating_point():
             continue
         if _returns_input(members[name], args, kwargs, x):
@@ -146,7 +103,7 @@ def _returns_input(module: nn.Module, args: Any, kwargs: Any, x: torch.Tensor) -
     zeros = {k: torch.zeros_like(p) for k, p in module.named_parameters()}
     try:
         with torch.no_grad(), preserve_modes(module):
-            z = _first_tensor(torch.func.functional_call(module, zeros, args, kwargs))
+            z = first_tensor(torch.func.functional_call(module, zeros, args, kwargs))
     except Exception:  # a member that cannot run alone on what it got is no block
         return False
     return z is not None and z.shape == x.shape and _same(z, x)
@@ -157,40 +114,6 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6 * max(scale, 1.0)))
 
 
-def block_influence(
-    model: nn.Module,
-    blocks: Sequence[str],
-    batches: Iterable[Any],
-    inputs: Selector | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """``1 - cos(input, output)`` of each block, per sample (flattened), averaged over the
-    samples of ``batches`` (``inputs(batch)`` selects the model inputs of one).
-
-    A block whose residual branch is dead returns its input: influence 0.
-    """
-    modules = dict(model.named_modules())
-    total = dict.fromkeys(blocks, 0.0)
-    count = dict.fromkeys(blocks, 0)
-
-    def seen(name: str, args: Any, kwargs: Any, out: Any) -> None:
-        x, y = _first_tensor((args, kwargs)), _first_tensor(out)
-        if x is None or y is None or x.shape != y.shape:
-            return
-        # in float64: a block that returns its input must score 0, not float32 rounding
-        cos = F.cosine_similarity(x.flatten(1).double(), y.flatten(1).double(), dim=1)
-        total[name] += float((1 - cos).clamp(min=0).sum())
-        count[name] += cos.numel()
-
-    with preserve_modes(model), _watching({b: modules[b] for b in blocks}, seen):
-        for batch in counted(batches, "block influence", progress):
-            _run(model, inputs(batch) if inputs is not None else batch)
-    missing = [b for b in blocks if not count[b]]
-    if missing:
-        raise RewriteError(f"blocks {missing} never ran on the calibration batches")
-    return {b: total[b] / count[b] for b in blocks}
-
-
 def drop_blocks(
     model: nn.Module,
     example_inputs: Any,
@@ -199,17 +122,26 @@ def drop_blocks(
     blocks: Sequence[str] | None = None,
     calibration: Iterable[Any] | None = None,
     inputs: Selector | None = None,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     progress: bool = True,
 ) -> DepthResult:
     """A copy of ``model`` without ``n`` blocks (those of least influence on
     ``calibration``, the example inputs by default), or without the named ``blocks``.
 
-    The copy must give outputs of the original's shapes on ``example_inputs``, and a
-    Hugging Face config is updated (see the module docstring). Blocks that cannot be
-    dropped are refused with the reason.
+    Influence is ``1 - cos`` (:func:`block_influence`, ``inputs(batch)`` selecting the
+    model inputs), or with ``loss_fn(model, batch) -> loss`` the rise of the loss when the
+    block is skipped (:func:`loss_influence`), which needs ``calibration`` batches. The
+    copy must give outputs of the original's shapes on ``example_inputs``, and a Hugging
+    Face config is updated (see the module docstring). Blocks that cannot be dropped are
+    refused with the reason.
     """
     if (n is None) == (blocks is None):
         raise RewriteError("pass n (how many blocks to drop) or blocks (which ones), not both")
+    if loss_fn is not None and calibration is None:
+        raise RewriteError(
+            "loss_fn ranks blocks by how much skipping each raises the loss on calibration "
+            "batches: pass calibration=batches too (loss_fn(model, batch) gets each)"
+        )
     candidates = find_blocks(model, example_inputs)
     influence: dict[str, float] = {}
     if blocks is not None:
@@ -224,17 +156,20 @@ def drop_blocks(
     else:
         if n is None or not 0 < n <= len(candidates):
             raise RewriteError(f"n must be between 1 and {len(candidates)} (the droppable blocks)")
-        batches = calibration if calibration is not None else [example_inputs]
-        influence = block_influence(model, candidates, batches, inputs, progress)
+        if loss_fn is not None and calibration is not None:
+            influence = loss_influence(model, candidates, calibration, loss_fn, progress)
+        else:
+            batches = calibration if calibration is not None else [example_inputs]
+            influence = block_influence(model, candidates, batches, inputs, progress)
         chosen = sorted(candidates, key=lambda b: (influence[b], candidates.index(b)))[:n]
     nested = [b for b in chosen if any(b.startswith(f"{c}.") for c in chosen)]
     if nested:
         raise RewriteError(f"{nested} lie inside other blocks being dropped")
-    expected = output_shapes(_run(model, example_inputs))
+    expected = output_shapes(run(model, example_inputs))
     slim = copy.deepcopy(model)
     kept = _remove(slim, chosen)
     _follow_configs(slim, kept)
-    got = output_shapes(_run(slim, example_inputs))
+    got = output_shapes(run(slim, example_inputs))
     if got != expected:
         raise RewriteError(
             f"without {chosen} the model's outputs have shapes {got}, not {expected}"

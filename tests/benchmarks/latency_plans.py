@@ -7,7 +7,10 @@ For each model (random weights, eval, 1x3x224x224): ``sg.profile_latency`` measu
 layers in ONNX Runtime (CPU, ``--threads``); then ``sg.slim`` plans with ``target_macs=T``,
 with ``target_latency=T, latency_model=...`` in local scope (every group cut alike) and in
 global scope (units ranked by score per millisecond they cost); Torch-Pruning's
-MetaPruner (l2, local) slims a copy to about the MACs the local latency plan kept. The
+MetaPruner (l2, local) slims a copy to about the MACs the local latency plan kept; and,
+for a model with at least twice ``--depth`` droppable blocks, ``sg.drop_blocks`` drops the
+``--depth`` of least influence on the example input (depth only: for its cost; with
+random weights nothing says what it would cost in accuracy). The
 original and the slim copies are exported with ``sg.export_onnx`` and timed with
 ``sg.measure_latency`` in ``--rounds`` interleaved rounds (each a median of ``--runs``
 after warm-up; the table gives the median round), all in one process. The table gives
@@ -91,6 +94,10 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
     slims = {k: r.model for k, r in results.items()}
     local = sg.count_macs(slims[f"target_latency={args.target}"], x) / macs
     slims["torch-pruning, same MACs"] = torch_pruning_copy(name, local)
+    if len(sg.find_blocks(model, x)) >= 2 * args.depth:
+        slims[f"depth: {args.depth} blocks dropped"] = sg.drop_blocks(
+            model, x, n=args.depth, progress=False
+        ).model
     paths = {"original": exported(model, x, folder, f"{name}-original")}
     paths |= {k: exported(m, x, folder, f"{name}-{i}") for i, (k, m) in enumerate(slims.items())}
     ms = interleaved_ms(paths, x, args)
@@ -126,6 +133,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--depth", type=int, default=4, help="blocks the depth-only row drops")
     parser.add_argument("--json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")

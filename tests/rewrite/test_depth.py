@@ -1,5 +1,6 @@
 """Depth pruning: blocks are found by what they compute (x + f(x)), a block whose residual
-branch is dead has influence 0 and goes first with the outputs unchanged bit for bit,
+branch is dead has influence 0 (angular or loss) and goes first with the outputs unchanged
+bit for bit, the loss influence is the mean rise of the loss when a block is skipped,
 Hugging Face configs follow (layer count, per-layer lists, cache slots) so that
 ``from_pretrained`` and cached decoding work, and what cannot be dropped is refused."""
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 import transformers as T
 from torch import nn
@@ -37,6 +39,55 @@ def test_blocks_are_members_that_return_their_input_when_their_weights_are_zero(
         nn.Linear(8, 2),
     ).eval()
     assert sg.find_blocks(net, (torch.randn(4, 4),)) == ["1", "5", "5.0", "5.1"]
+
+
+def _scaling_blocks() -> nn.Sequential:
+    """Three blocks computing x + s x for s = 0 (dead), 1 and 0.5: the model gives 3 x."""
+    net = nn.Sequential(Residual(2), Residual(2), Residual(2))
+    with torch.no_grad():
+        for block, scale in zip(net, (0.0, 1.0, 0.5)):
+            block.f.weight.copy_(scale * torch.eye(2))
+            block.f.bias.zero_()
+    return net
+
+
+def _mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return F.mse_loss(model(batch[0]), batch[1])
+
+
+def test_loss_influence_is_the_mean_rise_of_the_loss_when_a_block_is_skipped() -> None:
+    net = _scaling_blocks()
+    xs = [torch.ones(1, 2), 2 * torch.ones(1, 2)]
+    pairs = [(x, 3 * x) for x in xs]  # the whole model's loss is 0
+    result = sg.drop_blocks(net, (xs[0],), n=2, calibration=pairs, loss_fn=_mse, progress=False)
+    # skipping block 1 gives 1.5 x (mse 2.25 x^2), block 2 gives 2 x (mse x^2); x = 1, 2
+    assert result.influence == {"0": 0.0, "1": (2.25 + 9.0) / 2, "2": (1.0 + 4.0) / 2}
+    assert result.dropped == ["0", "2"]
+    with torch.no_grad():
+        assert torch.equal(result.model(xs[1]), 2 * xs[1])  # x + x, block 1 alone
+        assert torch.equal(net(xs[1]), 3 * xs[1])  # the original is restored and untouched
+    # the angle cannot see a block that scales its input: all three turn it by ~0
+    angular = sg.drop_blocks(net, (xs[0],), n=2, calibration=[(x,) for x in xs], progress=False)
+    assert max(angular.influence.values()) < 1e-12
+
+
+def test_a_dead_decoder_layer_costs_no_loss_and_goes_first() -> None:
+    model, inputs = _llama()
+    with torch.no_grad():
+        model.model.layers[1].self_attn.o_proj.weight.zero_()
+        model.model.layers[1].mlp.down_proj.weight.zero_()
+        ids = [torch.randint(0, 64, (2, 8)) for _ in range(2)]
+        pairs = [({"input_ids": i}, model(input_ids=i).logits) for i in ids]
+
+    def distance(m: nn.Module, pair: tuple[dict, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(m(**pair[0]).logits, pair[1])  # 0 for the whole model
+
+    result = sg.drop_blocks(model, inputs, n=1, calibration=pairs, loss_fn=distance, progress=False)
+    assert result.dropped == ["model.layers.1"]
+    assert result.influence["model.layers.1"] == 0.0
+    assert min(v for k, v in result.influence.items() if k != "model.layers.1") > 1e-4
+    with torch.no_grad():
+        assert torch.equal(result.model(**inputs).logits, model(**inputs).logits)
 
 
 def _resnet50() -> tuple[nn.Module, tuple[torch.Tensor]]:
@@ -157,6 +208,10 @@ def test_what_cannot_be_dropped_is_refused_with_the_reason() -> None:
         sg.drop_blocks(model, inputs, n=5, progress=False)
     with pytest.raises(sg.RewriteError, match="pass n .* or blocks"):
         sg.drop_blocks(model, inputs, n=1, blocks=["model.layers.0"], progress=False)
+    with pytest.raises(sg.RewriteError, match="pass calibration=batches too"):
+        sg.drop_blocks(model, inputs, n=1, loss_fn=lambda m, b: m(**b).logits.sum())
+    with pytest.raises(sg.RewriteError, match="must return a scalar tensor"):
+        sg.drop_blocks(model, inputs, n=1, calibration=[inputs], loss_fn=lambda m, b: m(**b).logits)
     nested = nn.Sequential(nn.Sequential(Residual(), Residual()))
     with pytest.raises(sg.RewriteError, match=r"\['0.1'\] lie inside other blocks"):
         sg.drop_blocks(nested, (torch.randn(2, 8),), blocks=["0", "0.1"], progress=False)
