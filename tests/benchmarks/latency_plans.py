@@ -125,6 +125,20 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
     return rows
 
 
+def table_row(r: dict) -> str:
+    predicted = r["predicted_ms"]
+    error = share = ""
+    if predicted:
+        error = f"{predicted / r['ms'] - 1:+.1%}"
+        share = f"{predicted / r['predicted_original_ms'] / r['latency_kept'] - 1:+.1%}"
+    return (
+        f"| {r['model']} | {r['plan']} | {r['macs_kept']:.3f} | "
+        f"{r['original_ms']:.1f} -> {r['ms']:.1f} | {r['speedup']:.2f} | "
+        f"{r['efficiency']:.2f} | {r['latency_kept']:.3f} | "
+        f"{f'{predicted:.1f}' if predicted else ''} | {error} | {share} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -138,36 +152,27 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     load = os.getloadavg()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            rows += rows_for(name, args, Path(tmp))
-    end = os.getloadavg()
     print(
         f"ONNX Runtime CPU, {args.threads} thread(s); median of {args.rounds} interleaved "
-        f"medians of {args.runs} runs; target {args.target}"
-    )
-    print(
-        f"load average (1/5/15 min): {'/'.join(f'{v:.1f}' for v in load)} at start, "
-        f"{'/'.join(f'{v:.1f}' for v in end)} at end\n"
+        f"medians of {args.runs} runs; target {args.target}\n"
     )
     print(
         "| model | plan | MACs kept | latency (ms) | speed-up | latency efficiency "
         "| latency kept | predicted (ms) | error of prediction | error of predicted share |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        predicted = r["predicted_ms"]
-        error = share = ""
-        if predicted:
-            error = f"{predicted / r['ms'] - 1:+.1%}"
-            share = f"{predicted / r['predicted_original_ms'] / r['latency_kept'] - 1:+.1%}"
-        print(
-            f"| {r['model']} | {r['plan']} | {r['macs_kept']:.3f} | "
-            f"{r['original_ms']:.1f} -> {r['ms']:.1f} | {r['speedup']:.2f} | "
-            f"{r['efficiency']:.2f} | {r['latency_kept']:.3f} | "
-            f"{f'{predicted:.1f}' if predicted else ''} | {error} | {share} |"
-        )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:  # each model's rows as they come: a run takes minutes
+            found = rows_for(name, args, Path(tmp))
+            for r in found:
+                print(table_row(r), flush=True)
+            rows += found
+    end = os.getloadavg()
+    print(
+        f"\nload average (1/5/15 min): {'/'.join(f'{v:.1f}' for v in load)} at start, "
+        f"{'/'.join(f'{v:.1f}' for v in end)} at end"
+    )
     first = {r["model"]: r for r in rows}
     print(
         "\nlatency models: "

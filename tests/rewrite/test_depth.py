@@ -35,10 +35,12 @@ def test_blocks_are_members_that_return_their_input_when_their_weights_are_zero(
         nn.Linear(8, 8),  # keeps the width, but computes W x: no block
         nn.BatchNorm1d(8),  # keeps it too, but returns the bias: no block
         nn.ReLU(),  # no weights to drop
-        nn.Sequential(Residual(), Residual()),  # a block of blocks, and its two members
+        nn.Sequential(Residual(), Residual()),  # a stage of blocks: its members are the units
         nn.Linear(8, 2),
     ).eval()
-    assert sg.find_blocks(net, (torch.randn(4, 4),)) == ["1", "5", "5.0", "5.1"]
+    x = (torch.randn(4, 4),)
+    assert sg.find_blocks(net, x) == ["1", "5.0", "5.1"]
+    assert sorted(sg.drop_blocks(net, x, n=3, progress=False).dropped) == ["1", "5.0", "5.1"]
 
 
 def _scaling_blocks() -> nn.Sequential:
@@ -212,6 +214,6 @@ def test_what_cannot_be_dropped_is_refused_with_the_reason() -> None:
         sg.drop_blocks(model, inputs, n=1, loss_fn=lambda m, b: m(**b).logits.sum())
     with pytest.raises(sg.RewriteError, match="must return a scalar tensor"):
         sg.drop_blocks(model, inputs, n=1, calibration=[inputs], loss_fn=lambda m, b: m(**b).logits)
-    nested = nn.Sequential(nn.Sequential(Residual(), Residual()))
-    with pytest.raises(sg.RewriteError, match=r"\['0.1'\] lie inside other blocks"):
+    nested = nn.Sequential(nn.Sequential(Residual(), Residual()))  # the stage is no block
+    with pytest.raises(sg.RewriteError, match=r"\['0'\] are not droppable blocks"):
         sg.drop_blocks(nested, (torch.randn(2, 8),), blocks=["0", "0.1"], progress=False)
