@@ -49,7 +49,8 @@ def measure_latency(
     """Median (and 90th percentile) latency of ``runs`` forward passes after ``warmup``.
 
     A ``torch.nn.Module`` runs eagerly in eval mode under ``torch.no_grad`` with
-    ``torch.set_num_threads(threads)`` (restored afterwards); a path to an ``.onnx`` file
+    ``torch.set_num_threads(threads)`` (restored afterwards), on the device its inputs
+    are on (a run on a GPU counts until its kernels finish); a path to an ``.onnx`` file
     runs in ONNX Runtime's CPU provider with ``intra_op_num_threads=threads``. Inputs are
     given as for :func:`slimgraph.trace`; ONNX inputs are fed in the file's input order.
     """
@@ -81,7 +82,10 @@ def _torch_call(
         try:
             with preserve_modes(model), torch.no_grad():
                 model.eval()
-                return model(*args, **kwargs)
+                out = model(*args, **kwargs)
+            if torch.cuda.is_initialized():  # kernels run asynchronously: wait for them
+                torch.cuda.synchronize()
+            return out
         finally:
             torch.set_num_threads(before)
 

@@ -78,16 +78,30 @@ def profile_latency(
     runs: int = 10,
     check_ratio: float = 0.3,
     cache: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> LatencyModel:
     """Measure ``model``'s layers on ``runtime`` (``"onnxruntime"`` on the CPU, or eager
-    ``"torch"``) with ``threads`` threads, and fit the latency model (see the module
-    docstring). ``runs`` timed runs per measurement, median."""
+    ``"torch"`` on ``device``, where ``model`` and ``example_inputs`` must already be)
+    with ``threads`` threads, and fit the latency model (see the module docstring).
+    ``runs`` timed runs per measurement, median."""
     if runtime not in ("torch", "onnxruntime"):
         raise SlimGraphError(f"runtime must be 'torch' or 'onnxruntime', not {runtime!r}")
+    device = torch.device(device)
+    if runtime == "onnxruntime" and device.type != "cpu":
+        raise SlimGraphError(
+            f"device={str(device)!r}: ONNX Runtime is timed on its CPU provider; profile "
+            "another device with runtime='torch'"
+        )
+    misplaced = {str(p.device) for p in model.parameters()} - {str(device), f"{device}:0"}
+    if misplaced:
+        raise SlimGraphError(
+            f"the model's parameters are on {sorted(misplaced)}, not {device}: move the model "
+            f"and its inputs there first (model.to({str(device)!r}))"
+        )
     if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
         raise SlimGraphError(f"fractions must lie in (0, 1], got {tuple(fractions)}")
-    timer = _Timer(runtime, threads, runs, _cache_path(cache))
+    timer = _Timer(runtime, threads, runs, _cache_path(cache), device)
     layers = _layer_inputs(model, example_inputs)
     if not layers:
         raise SlimGraphError(
@@ -323,8 +337,11 @@ def _runner(model: nn.Module, example_inputs: Any, runtime: Runtime, path: Path)
 class _Timer:
     """Median milliseconds of one layer on one input shape, through the disk cache."""
 
-    def __init__(self, runtime: Runtime, threads: int, runs: int, cache: Path | None) -> None:
+    def __init__(
+        self, runtime: Runtime, threads: int, runs: int, cache: Path | None, device: torch.device
+    ) -> None:
         self.runtime, self.threads, self.runs, self.cache = runtime, threads, runs, cache
+        self.device = device
         if runtime == "onnxruntime":
             import onnxruntime
 
@@ -332,14 +349,17 @@ class _Timer:
         else:
             self.version = f"torch {torch.__version__}"
         self.machine = f"{platform.machine()} {_cpu_name()} x{os.cpu_count()}"
+        if device.type == "cuda":
+            self.machine = f"{torch.cuda.get_device_name(device)} ({self.machine})"
         self.known = _read_cache(cache)
         self.added = 0
 
     def time(self, layer: nn.Module, shape: tuple[int, ...]) -> float:
         key = f"{self.version}|{self.machine}|{self.threads}|{layer!r}|{list(shape)}"
         if key not in self.known:
-            x = torch.randn(shape)
+            x = torch.randn(shape, device=self.device)
             if self.runtime == "torch":
+                layer = layer.to(self.device)
                 ms = measure_latency(layer, (x,), threads=self.threads, warmup=2, runs=self.runs)
             else:
                 ms = self._onnx(layer.eval(), x)

@@ -180,3 +180,7 @@ def test_a_bad_cache_is_measured_afresh_and_bad_arguments_refused(tmp_path: Path
         sg.profile_latency(net, x, runtime="tensorrt", cache=cache)
     with pytest.raises(sg.SlimGraphError, match=r"fractions must lie in \(0, 1\]"):
         sg.profile_latency(net, x, runtime="torch", fractions=(0.0, 1.0), cache=cache)
+    with pytest.raises(sg.SlimGraphError, match="ONNX Runtime is timed on its CPU provider"):
+        sg.profile_latency(net, x, device="cuda", cache=cache)
+    with pytest.raises(sg.SlimGraphError, match=r"parameters are on \['cpu'\], not meta: move"):
+        sg.profile_latency(net, x, runtime="torch", device="meta", cache=cache)
