@@ -35,19 +35,16 @@ anything else in it is ignored with a warning.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from slimgraph._core.files import write_text_atomic
 from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
 from slimgraph._core.progress import counted
 from slimgraph.criteria.latency import LatencyModel, LayerTable
@@ -59,10 +56,10 @@ from slimgraph.resolve.cost import layer_shapes
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.tools.latency import measure_latency
+from slimgraph.tools.layer_timer import LayerTimer, Runtime, cache_path
 
 __all__ = ["profile_latency"]
 
-Runtime = Literal["torch", "onnxruntime"]
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MultiheadAttention)
 FIT_RATIO = 0.5
 STEPS = (1, 8, 16)  # multiples of channels tried: none, and x86 vector widths
@@ -101,7 +98,7 @@ def profile_latency(
         )
     if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
         raise SlimGraphError(f"fractions must lie in (0, 1], got {tuple(fractions)}")
-    timer = _Timer(runtime, threads, runs, _cache_path(cache), device)
+    timer = LayerTimer(runtime, threads, runs, cache_path(cache), device)
     layers = _layer_inputs(model, example_inputs)
     if not layers:
         raise SlimGraphError(
@@ -238,7 +235,11 @@ Variant = tuple[nn.Module, tuple[int, ...]]  # a layer at other widths, and its 
 
 
 def _table(
-    module: nn.Module, shape: tuple[int, ...], calls: int, fractions: Sequence[float], timer: _Timer
+    module: nn.Module,
+    shape: tuple[int, ...],
+    calls: int,
+    fractions: Sequence[float],
+    timer: LayerTimer,
 ) -> LayerTable:
     layer: Any = module
     if isinstance(layer, nn.MultiheadAttention):
@@ -280,7 +281,7 @@ def _attention_table(
     shape: tuple[int, ...],
     calls: int,
     fractions: Sequence[float],
-    timer: _Timer,
+    timer: LayerTimer,
 ) -> LayerTable:
     """Milliseconds by the rows of ``in_proj_weight`` (3 x heads x head_dim), whole heads
     dropped; one column, since the layer's input width is its embedding width."""
@@ -332,80 +333,3 @@ def _runner(model: nn.Module, example_inputs: Any, runtime: Runtime, path: Path)
         warnings.simplefilter("ignore")
         export_onnx(model, example_inputs, path, check=False)
     return path
-
-
-class _Timer:
-    """Median milliseconds of one layer on one input shape, through the disk cache."""
-
-    def __init__(
-        self, runtime: Runtime, threads: int, runs: int, cache: Path | None, device: torch.device
-    ) -> None:
-        self.runtime, self.threads, self.runs, self.cache = runtime, threads, runs, cache
-        self.device = device
-        if runtime == "onnxruntime":
-            import onnxruntime
-
-            self.version = f"onnxruntime {onnxruntime.__version__}"
-        else:
-            self.version = f"torch {torch.__version__}"
-        self.machine = f"{platform.machine()} {_cpu_name()} x{os.cpu_count()}"
-        if device.type == "cuda":
-            self.machine = f"{torch.cuda.get_device_name(device)} ({self.machine})"
-        self.known = _read_cache(cache)
-        self.added = 0
-
-    def time(self, layer: nn.Module, shape: tuple[int, ...]) -> float:
-        key = f"{self.version}|{self.machine}|{self.threads}|{layer!r}|{list(shape)}"
-        if key not in self.known:
-            x = torch.randn(shape, device=self.device)
-            if self.runtime == "torch":
-                layer = layer.to(self.device)
-                ms = measure_latency(layer, (x,), threads=self.threads, warmup=2, runs=self.runs)
-            else:
-                ms = self._onnx(layer.eval(), x)
-            self.known[key] = ms.median_ms
-            self.added += 1
-        return self.known[key]
-
-    def _onnx(self, layer: nn.Module, x: torch.Tensor) -> Any:
-        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            path = Path(folder) / "layer.onnx"
-            torch.onnx.export(layer, (x,), str(path), dynamo=False, opset_version=17)
-            return measure_latency(path, (x,), threads=self.threads, warmup=2, runs=self.runs)
-
-    def save(self) -> None:
-        if self.cache is not None and self.added:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.cache, json.dumps(self.known, indent=0, sort_keys=True))
-
-
-def _cache_path(cache: str | os.PathLike | None) -> Path:
-    if cache is not None:
-        return Path(cache)
-    root = os.environ.get("SLIMGRAPH_CACHE") or Path.home() / ".cache" / "slimgraph"
-    return Path(root) / "latency.json"
-
-
-def _read_cache(path: Path | None) -> dict[str, float]:
-    if path is None or not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        warnings.warn(f"latency cache {path} is unreadable ({err}); measuring afresh", stacklevel=4)
-        return {}
-    if not isinstance(data, dict):
-        warnings.warn(f"latency cache {path} is not a JSON object; measuring afresh", stacklevel=4)
-        return {}
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and v > 0}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"

@@ -2,7 +2,7 @@
 
 Usage: python tests/benchmarks/lm_depth_width.py [--drops 2 4] [--train-steps 150]
        [--recover-steps 20] [--importance l2] [--prune-residual] [--rounds 5]
-       [--runs 20] [--cache PATH] [--json out.json]
+       [--runs 20] [--tries 4] [--cache PATH] [--json out.json]
 
 The model is a tiny Llama (``transformers.LlamaConfig``: hidden 256, 8 layers, 8 heads /
 4 key-value heads, MLP 688, vocabulary 256: bytes are the tokens), trained from a fixed
@@ -23,6 +23,10 @@ For each ``k`` of ``--drops`` three slim models at the same measured latency:
   ``--prune-residual``);
 * mixed: drop ``k // 2`` blocks, then width to the same ``f`` overall (its own latency
   model, its target ``f`` over the shorter model's measured fraction).
+
+Width and mixed slims are timed against the depth slim in the same rounds and planned
+again with their target scaled by the miss (up to ``--tries`` plans) until they run
+within 3 % of it: the comparison is at equal measured latency, not at equal prediction.
 
 Latency: ``sg.measure_latency`` (eager torch, 1 thread, batch 1, 128 tokens), all models
 taking turns in ``--rounds`` rounds of ``--runs`` runs each, in one process; the table
@@ -165,23 +169,42 @@ class Slim:
     predicted: float | None = None
 
 
-def widthwise(model: nn.Module, x: dict, fraction: float, calibration: list, args) -> Slim:
-    """``model`` slimmed in width to ``fraction`` of its latency, as its profile predicts."""
+def widthwise(model: nn.Module, x: dict, calibration: list, args):
+    """A function of ``fraction``: ``model`` slimmed in width to that fraction of its
+    latency, as its profile (measured once) predicts."""
     profile = sg.profile_latency(
         model, x, runtime="torch", threads=1, cache=args.latency_cache, progress=False
     )
     data = {"calibration": calibration, "loss_fn": lm_loss} if args.importance == "taylor" else {}
-    result = sg.slim(
-        model,
-        x,
-        importance=args.importance,
-        prune_residual=args.prune_residual,
-        target_latency=fraction,
-        latency_model=profile,
-        **data,
-    )
-    predicted = result.plan.predicted_latency_ms
-    return Slim(result.model, fraction, predicted / profile.predict({}) if predicted else None)
+
+    def slim(fraction: float) -> Slim:
+        result = sg.slim(
+            model,
+            x,
+            importance=args.importance,
+            prune_residual=args.prune_residual,
+            target_latency=fraction,
+            latency_model=profile,
+            **data,
+        )
+        predicted = result.plan.predicted_latency_ms
+        return Slim(result.model, fraction, predicted / profile.predict({}) if predicted else None)
+
+    return slim
+
+
+def matched(make, reference: nn.Module, target: float, x: dict, args) -> Slim:
+    """``make(target)``, planned again with its target scaled by the miss (up to
+    ``--tries`` plans) until it runs within 3 % of ``reference``, timed in the same rounds
+    (so that the machine's drift cancels)."""
+    for _ in range(args.tries):
+        slim = make(target)
+        ms = interleaved_ms({"reference": reference, "slim": slim.model}, x, args)
+        miss = ms["slim"] / ms["reference"]
+        if abs(miss - 1) <= 0.03:
+            break
+        target = min(1.0, target / miss)
+    return slim
 
 
 def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str, Slim]:
@@ -199,16 +222,22 @@ def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str,
         {"original": model, **{f"depth {k}": m for k, m in shorter.items()}}, x, args
     )
     fraction = {k: ms[f"depth {k}"] / ms["original"] for k in shorter}
+    wide = widthwise(model, x, calibration, args)
     slims: dict[str, Slim] = {}
     for k in args.drops:
         slims[f"depth -{k}"] = Slim(shorter[k])
-        slims[f"width @ depth -{k}"] = widthwise(model, x, fraction[k], calibration, args)
+        slims[f"width @ depth -{k}"] = matched(wide, shorter[k], fraction[k], x, args)
         if k > 1:
             half = k // 2  # the shorter model's share of the target is planned in width
-            mixed = widthwise(shorter[half], x, fraction[k] / fraction[half], calibration, args)
+            start = fraction[k] / fraction[half]
+            mixed = matched(
+                widthwise(shorter[half], x, calibration, args), shorter[k], start, x, args
+            )
             scale = fraction[half]
             slims[f"mixed -{half} + width"] = Slim(
-                mixed.model, fraction[k], mixed.predicted * scale if mixed.predicted else None
+                mixed.model,
+                (mixed.target or start) * scale,
+                mixed.predicted * scale if mixed.predicted else None,
             )
     return slims
 
@@ -255,6 +284,7 @@ def main() -> None:
     parser.add_argument("--importance", default="l2")
     parser.add_argument("--prune-residual", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tries", type=int, default=4, help="width plans per latency target")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--cache", default="~/.cache/slimgraph")
     parser.add_argument("--latency-cache", default=None)
