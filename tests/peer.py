@@ -9,10 +9,13 @@ from typing import Any
 from torch import nn
 
 
-def meta_pruner(model: nn.Module, x: Any, ratio: float, importance: str = "l2") -> Any:
+def meta_pruner(
+    model: nn.Module, x: Any, ratio: float, importance: str = "l2", **options: Any
+) -> Any:
     """Torch-Pruning's ``MetaPruner`` over ``model`` (cut in place by ``.step()``), local
     scope at ``ratio``; ``importance`` is "l2" (``GroupMagnitudeImportance(p=2)``) or
-    "taylor" (``GroupTaylorImportance``, which reads the ``.grad`` already summed)."""
+    "taylor" (``GroupTaylorImportance``, which reads the ``.grad`` already summed);
+    ``options`` go to ``MetaPruner`` as they are (``round_to=...``)."""
     # torch-pruning is a test extra: imported here so that modules importing this one
     # (collected by pytest for doctests, run as scripts) load without it.
     import torch_pruning as tp
@@ -29,4 +32,5 @@ def meta_pruner(model: nn.Module, x: Any, ratio: float, importance: str = "l2") 
         pruning_ratio=ratio,
         ignored_layers=[classifier],
         global_pruning=False,
+        **options,
     )

@@ -113,8 +113,13 @@ def _returns_input(module: nn.Module, args: Any, kwargs: Any, x: torch.Tensor) -
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a == b`` up to rounding, relative to ``b``'s own scale: the deep activations of a
+    random-weight network can be 1e-9 small, and a zeroed layer's 0 must not pass for
+    them. A zero ``b`` tells nothing (every zeroed layer returns it): never the same."""
     scale = float(b.abs().max()) if b.numel() else 0.0
-    return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6 * max(scale, 1.0)))
+    if not scale > 0.0:  # zero, or not finite
+        return False
+    return bool(torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6 * scale))
 
 
 def drop_blocks(

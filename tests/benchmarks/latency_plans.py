@@ -69,10 +69,13 @@ def interleaved_ms(paths: dict[str, Path], x: tuple, args) -> dict[str, float]:
 def torch_pruning_copy(name: str, macs_kept: float) -> nn.Module:
     """Torch-Pruning's MetaPruner (l2, local) at the channel ratio that keeps about
     ``macs_kept`` of the MACs (MACs fall with both widths of a layer: ratio 1 - sqrt).
-    A ViT's ``hidden_dim`` is set afterwards, as Torch-Pruning's own ViT example does:
-    without it the pruned model does not run."""
+    A ViT's widths are cut in multiples of its head count and its ``hidden_dim`` is set
+    afterwards, as Torch-Pruning's own torchvision benchmark does: without them the pruned
+    model does not run (Torch-Pruning keeps the head count, so the width must divide)."""
     model, x = build(name)
-    meta_pruner(model, x[0], 1 - macs_kept**0.5).step()
+    heads = [m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    options = {"round_to": heads[0]} if heads else {}
+    meta_pruner(model, x[0], 1 - macs_kept**0.5, **options).step()
     if hasattr(model, "hidden_dim"):
         model.hidden_dim = model.conv_proj.out_channels
     return model

@@ -43,6 +43,21 @@ def test_blocks_are_members_that_return_their_input_when_their_weights_are_zero(
     assert sorted(sg.drop_blocks(net, x, n=3, progress=False).dropped) == ["1", "5.0", "5.1"]
 
 
+def test_a_tiny_or_zero_input_does_not_make_every_layer_a_block() -> None:
+    """Deep in a random-weight network activations can be 1e-9 small: a zeroed norm or
+    convolution returns 0 there, which is no block; a real block still is one."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), Residual(), nn.Linear(8, 8)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(1e-9)
+        net[0].bias.zero_()
+    x = (torch.randn(4, 8),)
+    assert sg.find_blocks(net, x) == ["2"]
+    with torch.no_grad():
+        net[0].weight.zero_()  # a zero input: nothing can tell a block from a layer
+    assert sg.find_blocks(net, x) == []
+
+
 def _scaling_blocks() -> nn.Sequential:
     """Three blocks computing x + s x for s = 0 (dead), 1 and 0.5: the model gives 3 x."""
     net = nn.Sequential(Residual(2), Residual(2), Residual(2))
