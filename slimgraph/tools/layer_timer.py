@@ -25,7 +25,7 @@ Runtime = Literal["torch", "onnxruntime"]
 
 class LayerTimer:
     """Median milliseconds of one layer on one input shape, through the disk cache at
-    ``cache`` (``None``: the default path; see :func:`cache_path`)."""
+    ``cache`` (``None``: none; :func:`cache_path` gives the default one)."""
 
     def __init__(
         self, runtime: Runtime, threads: int, runs: int, cache: Path | None, device: torch.device
