@@ -11,8 +11,8 @@ target of the latency plans: ``target_latency`` in local scope (every group cut 
 the runtime's favoured multiple of channels) and in global scope (units ranked by l2 score
 per millisecond they cost). Each latency plan is timed against the MACs plan's slim, in
 the same rounds, and planned again with its target scaled by the miss (up to ``--tries``
-plans) until it runs within 3 % of it; the closest try not slower than it counts. Every
-model is
+plans) until it runs within 3 % of it; the closest try not slower than it counts
+(``matching.matched``). Every model is
 exported and timed in interleaved rounds (median of ``--rounds`` medians of ``--runs``),
 then gets the same recovery: BatchNorm re-estimated on 10 training batches, one epoch of
 fine-tuning (Adam, cosine schedule, the same batch order for all). Prints a markdown table
@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench_digits as digits  # noqa: E402
+from matching import matched  # noqa: E402
 
 import slimgraph as sg  # noqa: E402
 
@@ -58,30 +59,21 @@ def measured(models: dict[str, nn.Module], x: torch.Tensor, args) -> dict[str, f
 
 
 def latency_plans(base, x, lm, macs_slim, goal: float, args) -> tuple[dict[str, nn.Module], dict]:
-    """The latency-targeted slims, each timed against the MACs plan's slim (in the same
-    rounds, so the machine's drift cancels) and planned again, up to ``--tries`` times,
-    with its target scaled by the miss (kept inside the targets already found too fast
-    and too slow), until one runs within 3 % of it. The try that counts is the closest
-    one not slower than that (3 % tolerance), so that any gap favours the MACs plan;
-    the closest of all if every try was slower."""
+    """The latency-targeted slims, each re-planned until it runs as fast as the MACs
+    plan's slim (``matching.matched``, up to ``--tries`` plans)."""
     kinds = {"target_latency (local)": {}, "target_latency (global, per ms)": {"scope": "global"}}
     found, targets = {}, {}
     for kind, fields in kinds.items():
-        target, lo, hi = goal, 0.0, 1.0
-        tries = []
-        for _ in range(args.tries):
-            slim = sg.slim(base, (x,), target_latency=target, latency_model=lm, **fields).model
-            ms = measured({"macs": macs_slim, kind: slim}, x, args)
-            miss = ms[kind] / ms["macs"]
-            tries.append((abs(miss - 1), target, slim, miss))
-            print(f"  {kind}: target {target:.3f} runs at {miss:.3f} of the MACs plan's latency")
-            if abs(miss - 1) <= 0.03:
-                break
-            lo, hi = (lo, target) if miss > 1 else (target, hi)
-            scaled = target / miss
-            target = scaled if lo < scaled < hi else (lo + hi) / 2
-        fair = [t for t in tries if t[0] <= 0.03 or t[3] < 1]
-        _, targets[kind], found[kind], _ = min(fair or tries, key=lambda t: t[0])
+
+        def make(target: float, fields: dict = fields) -> nn.Module:
+            return sg.slim(base, (x,), target_latency=target, latency_model=lm, **fields).model
+
+        def miss(slim: nn.Module) -> float:
+            ms = measured({"macs": macs_slim, "slim": slim}, x, args)
+            return ms["slim"] / ms["macs"]
+
+        print(kind)
+        targets[kind], found[kind], _ = matched(make, miss, goal, args.tries)
     return found, targets
 
 
