@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,13 @@ from slimgraph.errors import PlanError, RewriteError, TraceError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.partition import buffers_restored, trace_parts
 from slimgraph.graph.trace import trace
+from slimgraph.resolve.cost import count_params
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
+from slimgraph.rewrite.depth import DepthResult
+from slimgraph.rewrite.depth import drop_blocks as drop_depth
 from slimgraph.rewrite.fallback import plan_that_applies
+from slimgraph.rewrite.hf_config import remember_source
 
 __all__ = ["SlimResult", "slim"]
 
@@ -46,6 +51,7 @@ def slim(
     inputs: Selector | None = None,
     head_dims: bool = False,
     query_heads: bool = False,
+    drop_blocks: int | Sequence[str] | None = None,
     inplace: bool = False,
     **fields: Any,
 ) -> SlimResult:
@@ -63,6 +69,13 @@ def slim(
     :func:`slimgraph.trace`: whole heads (whole key/value groups under grouped-query
     attention) by default.
 
+    ``drop_blocks`` first drops that many whole residual blocks (or the named ones), those
+    of least influence on ``calibration`` (the example inputs by default; with
+    ``loss_fn``, the loss rise when each is skipped), as :func:`slimgraph.drop_blocks`
+    does; the width is then planned on the model without them. ``plan.blocks`` records
+    them, and :func:`slimgraph.apply` replays both on the original. ``ratio=0`` drops
+    blocks only.
+
     A model ``torch.export`` cannot trace whole (a detector's data-dependent decoding) is
     slimmed part by part: its largest traceable submodules are traced on the inputs they
     received in one real forward, and the widths at the untraced boundary freeze
@@ -77,11 +90,28 @@ def slim(
     config = PruneConfig(
         ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
     )
+    depth = None
+    if drop_blocks is not None:
+        if config.latency_model is not None:
+            raise PlanError(
+                "drop_blocks with a latency model: its tables name the layers of the whole "
+                "model, which the dropped blocks renumber. Drop the blocks with "
+                "sg.drop_blocks, profile the result (sg.profile_latency) and sg.slim it"
+            )
+        if calibration is not None and not isinstance(calibration, Calibration):
+            calibration = list(calibration)  # read twice: block influence, then the criteria
+        depth = _drop(model, example_inputs, drop_blocks, calibration, inputs, loss_fn)
+    source = model if depth is None else depth.model  # a copy, whose width is cut in place
     try:
-        graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
+        graph = trace(source, example_inputs, head_dims=head_dims, query_heads=query_heads)
     except TraceError as failure:
         if failure.__cause__ is None:  # not torch.export's refusal: nothing to partition
             raise
+        if depth is not None:
+            raise PlanError(
+                f"drop_blocks is not supported yet on a model traced part by part ({failure}); "
+                "drop the blocks with sg.drop_blocks, then sg.slim the result"
+            ) from failure
         if calibration is not None:
             raise PlanError(
                 "calibration is not supported yet on a model traced part by part "
@@ -92,9 +122,44 @@ def slim(
         if not isinstance(calibration, Calibration):
             calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
         graph = graph.calibrated(calibration)  # what the criteria read
-    plan = plan_that_applies(model, graph, config)
-    slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
-    return SlimResult(slim_model, plan, graph)
+    plan = plan_that_applies(source, graph, config)
+    if depth is None:
+        slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
+        return SlimResult(slim_model, plan, graph)
+    whole = plan.with_blocks(depth.dropped, count_params(model))
+    if inplace:  # blocks and cuts, on the caller's model (restored if anything fails)
+        slim_model = apply(model, whole, graph=graph, inplace=True, example_inputs=example_inputs)
+    else:
+        slim_model = apply(source, plan, graph=graph, inplace=True, example_inputs=example_inputs)
+    return SlimResult(slim_model, whole, graph)
+
+
+def _drop(
+    model: nn.Module,
+    example_inputs: Any,
+    blocks: int | Sequence[str],
+    calibration: Any,
+    inputs: Selector | None,
+    loss_fn: Any,
+) -> DepthResult:
+    """:func:`slimgraph.drop_blocks` for ``sg.slim``: ``n`` blocks or the named ones."""
+    if isinstance(calibration, Calibration):
+        raise PlanError(
+            "a Calibration measured on the whole model does not fit it without its dropped "
+            "blocks: pass the calibration batches themselves with drop_blocks"
+        )
+    chosen: dict[str, Any] = {"n": blocks} if isinstance(blocks, int) else {"blocks": list(blocks)}
+    depth = drop_depth(
+        model,
+        example_inputs,
+        **chosen,
+        calibration=calibration,
+        inputs=inputs,
+        loss_fn=loss_fn,
+        progress=False,
+    )
+    remember_source(depth.model, model)  # what sg.load rebuilds before it applies the plan
+    return depth
 
 
 def _slim_parts(

@@ -76,3 +76,21 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.Completed
 def run_slimgraph(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``slimgraph ARGS`` in ``cwd`` to the end."""
     return finish(start_slimgraph(list(args), cwd), timeout)
+
+
+def tiny_llama(**extra) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """A random 4-layer Llama (hidden 32, 4 query and 2 key/value heads) in eval mode, and
+    2 x 8 token ids; ``extra`` are further config fields."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    config = T.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **extra,
+    )
+    return T.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 64, (2, 8))}

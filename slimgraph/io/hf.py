@@ -38,7 +38,7 @@ from slimgraph.io.hf_save import (
 )
 from slimgraph.io.weights import ALIASES, load_weights
 from slimgraph.resolve.plan import PruningPlan
-from slimgraph.rewrite.apply import apply
+from slimgraph.rewrite.apply import apply, without_blocks
 from slimgraph.rewrite.hf_config import EXACT, SOURCE
 
 __all__ = ["PLAN_FILE", "architecture", "load", "on_meta", "save"]
@@ -106,6 +106,8 @@ def load(directory: str | os.PathLike) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = arch(source).eval()
+    if plan.blocks:  # the plan's graph and cuts are of the model without them
+        plan = without_blocks(model, plan)
     # traced with real weights: some models (Falcon) trace differently on the meta device
     inputs = synthesize(plan.inputs)
     graph = trace(model, inputs, head_dims=plan.head_dims, query_heads=plan.query_heads)

@@ -56,6 +56,7 @@ def diff_plans(a: PruningPlan, b: PruningPlan) -> dict[str, Any]:
     return {
         "same_model": a.fingerprint == b.fingerprint,
         "fingerprints": {"a": a.fingerprint, "b": b.fingerprint},
+        "blocks": {"a": list(a.blocks), "b": list(b.blocks)},
         "config": [
             {"field": name, "a": config_a.get(name), "b": config_b.get(name)}
             for name in PruneConfig.model_fields

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -132,6 +134,11 @@ class PruningPlan(BaseModel):
     query_heads: bool = Field(
         False, description="traced with query heads inside KV groups, not whole KV groups"
     )
+    blocks: tuple[str, ...] = Field(
+        (),
+        description="whole blocks dropped before the cuts, by module path in the original "
+        "model; the fingerprint, inputs and cuts are of the model without them",
+    )
     cuts: tuple[GroupCut, ...] = ()
     skipped: dict[str, str] = Field(
         default_factory=dict, description="group id -> why the plan skipped it (drops none of it)"
@@ -156,6 +163,7 @@ class PruningPlan(BaseModel):
             if cut.group in seen:
                 raise ValueError(f"group {cut.group} appears twice in the plan")
             seen.add(cut.group)
+        _check_blocks(self.blocks)
         graph = (info.context or {}).get("graph") if info.context else None
         if graph is not None:
             self.check(graph)
@@ -220,6 +228,14 @@ class PruningPlan(BaseModel):
                     f"expects {cut.size}"
                 )
 
+    def with_blocks(self, blocks: Sequence[str], params_before: int) -> PruningPlan:
+        """This plan, made on a model without ``blocks``, as the plan of the model with
+        them (which had ``params_before`` parameters): :func:`slimgraph.apply` drops them
+        first, then makes the cuts."""
+        data = {**dict(self), "blocks": tuple(blocks), "params_before": params_before}
+        plan = PruningPlan.model_validate(data)
+        return plan if self._graph is None else plan.for_graph(self._graph)
+
     @property
     def dropped(self) -> int:
         return sum(len(c.drop) for c in self.cuts)
@@ -233,6 +249,8 @@ class PruningPlan(BaseModel):
             f"plan {self.fingerprint} by {self.criterion}: {self.dropped} units dropped, "
             f"params {self.params_before:,} -> {self.params_after:,}"
         ]
+        if self.blocks:
+            lines.append(f"  blocks dropped: {', '.join(self.blocks)}")
         for c in self.cuts:
             if c.drop:
                 lines.append(f"  {c.group}: keep {c.size - len(c.drop)}/{c.size}")
@@ -245,3 +263,16 @@ class PruningPlan(BaseModel):
                 f"  means of {len(fold.means)} dropped inputs of {fold.reads} -> {fold.into}"
             )
         return "\n".join(lines)
+
+
+def _check_blocks(blocks: tuple[str, ...]) -> None:
+    """Module paths, each once, none inside another (dropping the outer one drops it)."""
+    for name in blocks:
+        if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", name):
+            raise ValueError(f"block {name!r} is not a module path such as 'layer1.2'")
+    if len(set(blocks)) != len(blocks):
+        raise ValueError(f"a block appears twice in {list(blocks)}")
+    for a in blocks:
+        inner = [b for b in blocks if b.startswith(f"{a}.")]
+        if inner:
+            raise ValueError(f"blocks {inner} are inside block {a!r}, which is dropped whole")

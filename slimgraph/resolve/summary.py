@@ -60,6 +60,7 @@ class PlanSummary(BaseModel):
     macs_after: int
     scored_by: str = ""  # the criterion, and where the data it read came from
     compensated: tuple[str, ...] = ()  # tensors that took the dropped channels' means
+    blocks: tuple[str, ...] = ()  # whole blocks dropped first: the layers are the rest's
 
     def changed(self) -> list[LayerChange]:
         """The layers whose shapes change."""
@@ -85,6 +86,8 @@ class PlanSummary(BaseModel):
             f"({_ratio(self.params_after, self.params_before)}), MACs {self.macs_before:,} -> "
             f"{self.macs_after:,} ({_ratio(self.macs_after, self.macs_before)})"
         )
+        if self.blocks:
+            lines.append(f"after dropping blocks {', '.join(self.blocks)} (totals without them)")
         if self.scored_by:
             lines.append(f"scored by {self.scored_by}")
         if self.compensated:
@@ -181,6 +184,7 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
         scored_by=plan.criterion
         + "".join(f"; {what} from {where}" for what, where in plan.provenance.items()),
         compensated=tuple(fold.into for fold in plan.compensation),
+        blocks=plan.blocks,
     )
 
 

@@ -47,10 +47,11 @@ from slimgraph.resolve.slicing import (
     update_attributes,
 )
 from slimgraph.rewrite.compensation import bias_shifts
-from slimgraph.rewrite.hf_config import update_configs
+from slimgraph.rewrite.depth import remove_blocks
+from slimgraph.rewrite.hf_config import remember_source, update_configs
 from slimgraph.rewrite.verify import Reference, check_values, reference_outputs
 
-__all__ = ["apply", "dry_run"]
+__all__ = ["apply", "dry_run", "without_blocks"]
 
 
 def apply(
@@ -64,7 +65,9 @@ def apply(
     """Return a smaller dense ``model`` of the same class with the plan's units dropped.
 
     ``graph`` is the traced graph the plan was made on; without it the model is traced
-    again on the meta device from the plan's recorded input shapes.
+    again on the meta device from the plan's recorded input shapes. A plan that drops
+    whole ``blocks`` (``sg.slim(..., drop_blocks=n)``) takes them out first; its cuts, and
+    the graph it was made on, are of the model without them.
 
     >>> import torch, slimgraph as sg
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1))
@@ -75,6 +78,8 @@ def apply(
     """
     if not isinstance(plan, PruningPlan):
         raise PlanError(f"apply() takes a PruningPlan, not {type(plan).__name__}")
+    if plan.blocks:
+        return _apply_after_blocks(model, plan, graph, inplace, example_inputs)
     if graph is None:
         graph = _retrace(model, plan)
     slices = dry_run(model, plan, graph)
@@ -92,6 +97,34 @@ def apply(
         assign(model, replacements)
         _finish(model, old, slices, plan, example_inputs, expected, graph.modes, reference)
     return model
+
+
+def without_blocks(model: nn.Module, plan: PruningPlan) -> PruningPlan:
+    """Take ``plan.blocks`` out of ``model`` (in place) and return the rest of the plan,
+    whose cuts are of the model without them. A Hugging Face config follows, and first
+    records itself as the config :func:`slimgraph.load` rebuilds the model from."""
+    remember_source(model)
+    remove_blocks(model, plan.blocks)
+    return plan.model_copy(update={"blocks": ()})
+
+
+def _apply_after_blocks(
+    model: nn.Module,
+    plan: PruningPlan,
+    graph: DependencyGraph | None,
+    inplace: bool,
+    example_inputs: Any,
+) -> nn.Module:
+    """The plan's blocks out of a copy (or of ``model`` itself, restored if anything
+    fails), then its cuts; ``graph`` serves if it is of the model without the blocks."""
+    target = model if inplace else copy.deepcopy(model)
+    with _restored_on_failure(target) if inplace else contextlib.nullcontext():
+        cuts = without_blocks(target, plan)
+        if graph is not None and graph.fingerprint == cuts.fingerprint:
+            graph = graph.for_model(target)
+        else:  # none, or the original model's
+            graph = _retrace(target, cuts)
+        return apply(target, cuts, graph=graph, inplace=True, example_inputs=example_inputs)
 
 
 def _new_tensors(

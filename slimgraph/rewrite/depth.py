@@ -52,7 +52,7 @@ from slimgraph.rewrite._hooks import cloned, first_tensor, run, watching
 from slimgraph.rewrite.hf_config import EXACT, config_describes
 from slimgraph.rewrite.influence import block_influence, loss_influence
 
-__all__ = ["DepthResult", "drop_blocks", "find_blocks"]
+__all__ = ["DepthResult", "drop_blocks", "find_blocks", "remove_blocks"]
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -172,14 +172,40 @@ def drop_blocks(
         chosen = sorted(candidates, key=lambda b: (influence[b], candidates.index(b)))[:n]
     expected = output_shapes(run(model, example_inputs))
     slim = copy.deepcopy(model)
-    kept = _remove(slim, chosen)
-    _follow_configs(slim, kept)
+    remove_blocks(slim, chosen)
     got = output_shapes(run(slim, example_inputs))
     if got != expected:
         raise RewriteError(
             f"without {chosen} the model's outputs have shapes {got}, not {expected}"
         )
     return DepthResult(slim, [b for b in candidates if b in chosen], influence)
+
+
+def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> None:
+    """Take the named members out of their containers in ``model`` (in place), renumbering
+    the members after them and their ``layer_idx``; a Hugging Face config follows (see the
+    module docstring). A name that is not a member of an ``nn.Sequential`` or
+    ``nn.ModuleList`` is refused before anything changes.
+
+    >>> net = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh(), torch.nn.ReLU())
+    >>> remove_blocks(net, ["1"]); net
+    Sequential(
+      (0): ReLU()
+      (1): ReLU()
+    )
+    >>> remove_blocks(net, ["0.weight"])
+    Traceback (most recent call last):
+    ...
+    slimgraph.errors.RewriteError: ['0.weight'] are not members of an nn.Sequential or nn.ModuleList of Sequential
+    """
+    members = dict(_members(model))
+    wrong = [b for b in blocks if b not in members]
+    if wrong:
+        raise RewriteError(
+            f"{wrong} are not members of an nn.Sequential or nn.ModuleList of "
+            f"{type(model).__name__}"
+        )
+    _follow_configs(model, _remove(model, blocks))
 
 
 def _remove(model: nn.Module, dropped: Sequence[str]) -> dict[str, tuple[int, list[int]]]:

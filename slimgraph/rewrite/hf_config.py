@@ -39,12 +39,23 @@ __all__ = [
     "config_describes",
     "numbers",
     "read_ints",
+    "remember_source",
     "shapes",
     "update_configs",
 ]
 
 SOURCE = "slimgraph_source_config"  # config attribute: the config the model was slimmed from
 EXACT = "slimgraph_config_exact"  # config attribute: a fresh model from it has our shapes
+
+
+def remember_source(model: nn.Module, original: nn.Module | None = None) -> None:
+    """Record ``original``'s config (``model``'s own by default) on ``model.config`` as
+    the config it is slimmed from, which :func:`slimgraph.load` rebuilds the model from
+    before it applies the plan; the first one recorded stays."""
+    config = getattr(model, "config", None)
+    source = getattr(getattr(original or model, "config", None), "to_dict", None)
+    if config is not None and source is not None and not hasattr(config, SOURCE):
+        setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
 
 
 class ConfigUpdate(BaseModel):
@@ -109,9 +120,8 @@ def update_configs(
                 fields, differing, exact, valid, by = solved, {}, True, True, "solver"
             else:  # back to what the table said
                 _apply_solved(same, original.config, solved, fields)
-    source = getattr(getattr(original, "config", None), "to_dict", None)
-    if verify and source is not None and not hasattr(config, SOURCE):
-        setattr(config, SOURCE, {k: v for k, v in source().items() if k != SOURCE})
+    if verify and original is not None:
+        remember_source(model, original)
     exact = exact and _auto_reloads(model)
     setattr(config, EXACT, exact)
     return ConfigUpdate(

@@ -16,6 +16,7 @@ import transformers as T
 from torch import nn
 
 import slimgraph as sg
+from tests.helpers import tiny_llama
 
 
 class Residual(nn.Module):
@@ -89,7 +90,7 @@ def test_loss_influence_is_the_mean_rise_of_the_loss_when_a_block_is_skipped() -
 
 
 def test_a_dead_decoder_layer_costs_no_loss_and_goes_first() -> None:
-    model, inputs = _llama()
+    model, inputs = tiny_llama()
     with torch.no_grad():
         model.model.layers[1].self_attn.o_proj.weight.zero_()
         model.model.layers[1].mlp.down_proj.weight.zero_()
@@ -147,22 +148,8 @@ def test_resnet50_without_four_bottlenecks_exports_with_parity(tmp_path: Path) -
     assert report.max_rel_diff is not None and report.max_rel_diff < 1e-4
 
 
-def _llama(**extra) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    torch.manual_seed(0)
-    config = T.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        **extra,
-    )
-    return T.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 64, (2, 8))}
-
-
 def test_a_dead_decoder_layer_goes_and_the_llama_reloads_and_decodes(tmp_path: Path) -> None:
-    model, inputs = _llama()
+    model, inputs = tiny_llama()
     with torch.no_grad():  # layer 2 adds nothing to the residual stream
         model.model.layers[2].self_attn.o_proj.weight.zero_()
         model.model.layers[2].mlp.down_proj.weight.zero_()
@@ -211,14 +198,14 @@ def test_per_layer_config_lists_lose_the_dropped_layers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_llama_without_a_layer_exports_with_parity(tmp_path: Path) -> None:
-    model, inputs = _llama()
+    model, inputs = tiny_llama()
     slim = sg.drop_blocks(model, inputs, n=1, progress=False).model
     report = sg.export_onnx(slim, inputs, tmp_path / "llama-depth.onnx")
     assert report.max_rel_diff is not None and report.max_rel_diff < 1e-4
 
 
 def test_what_cannot_be_dropped_is_refused_with_the_reason() -> None:
-    model, inputs = _llama()
+    model, inputs = tiny_llama()
     with pytest.raises(sg.RewriteError, match=r"\['lm_head'\] are not droppable blocks"):
         sg.drop_blocks(model, inputs, blocks=["lm_head"], progress=False)
     with pytest.raises(sg.RewriteError, match="n must be between 1 and 4"):

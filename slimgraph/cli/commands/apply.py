@@ -4,6 +4,7 @@ that the plan was made for that model; write model.safetensors and the plan."""
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from slimgraph.cli.commands.slim import DEFAULT_OUT, slim_report
 from slimgraph.cli.render.text import inputs_text
 from slimgraph.errors import SlimGraphError, UsageError
 from slimgraph.io.specs import build
+from slimgraph.rewrite.apply import without_blocks
 from slimgraph.tools.measure import measure
 
 __all__ = ["register", "run"]
@@ -117,9 +119,18 @@ def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: Pr
         example = _plan_inputs(plan, own, args)
     if args.weights:
         load_weights_flag(model, args.weights, " (pass the weights of the model before slimming)")
+    traced = model
+    if plan.blocks:  # the plan's graph is of the model without them
+        traced = copy.deepcopy(model)
+        try:
+            without_blocks(traced, plan)
+        except SlimGraphError as err:
+            raise _another_model(args, str(err).splitlines()[0]) from err
     with progress.step("trace", "tracing…"):
         try:
-            graph = sg.trace(model, example, head_dims=plan.head_dims, query_heads=plan.query_heads)
+            graph = sg.trace(
+                traced, example, head_dims=plan.head_dims, query_heads=plan.query_heads
+            )
         except sg.TraceError as err:
             if own is example:  # the model's own inputs: not the plan's fault
                 raise

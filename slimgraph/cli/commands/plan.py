@@ -20,6 +20,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_plan,
 )
+from slimgraph.cli.commands.depth import add_depth_flag, blocks_first
 from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.slim import print_plan
 from slimgraph.rewrite.fallback import plan_that_applies
@@ -52,6 +53,7 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="FILE.json",
         help="where to write the plan (default: plan.json)",
     )
+    add_depth_flag(plan)
     add_overwrite(plan, "an existing --out file")
     plan.add_argument(
         "--show", action="store_true", help="also list every group: units kept/total, modules"
@@ -68,9 +70,12 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    short, graph, blocks = blocks_first(args, config, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
     with progress.step("plan", "planning…"):
-        plan = plan_that_applies(model, graph, config)
+        plan = plan_that_applies(short, graph, config)
+        if blocks:
+            plan = plan.with_blocks(blocks, sg.count_params(model))
     with progress.step("save", f"writing {args.out}…"):
         check_out(args.out, file=True, overwrite=args.overwrite)  # nothing appeared since
         write_plan(args.out, plan)
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
+        "blocks": list(plan.blocks),
         "params": pair(plan.params_before, plan.params_after),
         "groups": plan_groups(plan),
         "skipped": dict(plan.skipped),

@@ -22,6 +22,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_slim,
 )
+from slimgraph.cli.commands.depth import add_depth_flag, blocks_first
 from slimgraph.cli.commands.latency import TO_MEASURE, with_latency_model
 from slimgraph.cli.render.slim import print_slim
 from slimgraph.errors import UsageError
@@ -73,6 +74,7 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="FILE.onnx",
         help="also export the slim model to simplified, checked ONNX",
     )
+    add_depth_flag(slim)
     add_overwrite(slim, "the files an earlier run wrote in --out (and --onnx)")
     slim.set_defaults(run=run)
 
@@ -90,9 +92,12 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    short, graph, blocks = blocks_first(args, config, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
     with progress.step("plan", "planning…"):
-        plan = plan_that_applies(model, graph, config)
+        plan = plan_that_applies(short, graph, config)
+        if blocks:
+            plan = plan.with_blocks(blocks, sg.count_params(model))
     with progress.step("apply", "applying…"):
         slim = sg.apply(model, plan, graph=graph, example_inputs=example)
     with progress.step("measure", "counting params and MACs…"):
@@ -116,6 +121,12 @@ def _run_streaming(
         raise UsageError(
             f"--onnx: {args.spec} is a sharded checkpoint, slimmed without loading it; "
             f"export the slim folder afterwards: slimgraph export hf:{args.out} OUT.onnx"
+        )
+    if args.drop_blocks is not None:
+        raise UsageError(
+            f"--drop-blocks: {args.spec} is a sharded checkpoint, slimmed without loading it, "
+            "and streaming does not drop blocks yet; load the model in Python and use "
+            "sg.slim(model, inputs, drop_blocks=N)"
         )
     if config.latency_model == TO_MEASURE:
         raise UsageError(
@@ -163,6 +174,7 @@ def slim_report(
         "fingerprint": plan.fingerprint,
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
+        "blocks": list(plan.blocks),
         **report,
         "files": files,
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},

@@ -26,6 +26,10 @@ def print_diff(r: dict[str, Any]) -> None:
         ),
         soft_wrap=True,  # one line, whatever the terminal's width, for scripts that grep it
     )
+    blocks = r["blocks"]
+    if blocks["a"] != blocks["b"]:  # the width was planned on different models
+        dropped = [", ".join(blocks[k]) or "none" for k in ("a", "b")]
+        console.print(Text(f"blocks dropped: A {dropped[0]}; B {dropped[1]}"), soft_wrap=True)
     if r["config"]:
         config = Table(title="config")
         for col in ("field", f"A: {r['a']}", f"B: {r['b']}"):

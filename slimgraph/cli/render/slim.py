@@ -31,10 +31,15 @@ def print_slim(r: dict[str, Any]) -> None:
     console.print(
         Text(
             f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
-            f"wrote {', '.join(r['files'].values())}\n"
+            + _blocks_line(r)
+            + f"wrote {', '.join(r['files'].values())}\n"
             f"{elapsed(r['seconds'])}"
         )
     )
+
+
+def _blocks_line(r: dict[str, Any]) -> str:
+    return f"blocks dropped: {', '.join(r['blocks'])}\n" if r.get("blocks") else ""
 
 
 def _print_stages(console: Any, rows: list[dict[str, Any]]) -> None:
@@ -65,6 +70,8 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
     summary.add_column("value", justify="right")
     summary.add_row("groups cut", f"{r['groups_cut']} of {len(r['groups'])}")
     summary.add_row("units dropped", f"{r['units_dropped']:,}")
+    if r.get("blocks"):
+        summary.add_row("blocks dropped", ", ".join(r["blocks"]))
     summary.add_row("params", f"{p['before']:,} → {p['after']:,} ({percent(p['ratio'])})")
     console.print(summary)
     if show:
