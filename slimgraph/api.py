@@ -18,6 +18,7 @@ from slimgraph.errors import PlanError, RewriteError, TraceError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.partition import buffers_restored, trace_parts
 from slimgraph.graph.trace import trace
+from slimgraph.planner.blocks import width_budget
 from slimgraph.resolve.cost import count_params
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
@@ -74,7 +75,10 @@ def slim(
     ``loss_fn``, the loss rise when each is skipped), as :func:`slimgraph.drop_blocks`
     does; the width is then planned on the model without them. ``plan.blocks`` records
     them, and :func:`slimgraph.apply` replays both on the original. ``ratio=0`` drops
-    blocks only.
+    blocks only. With ``target_latency``, the blocks pay part of the budget and the width
+    the rest: the latency model's tables follow the renumbered layers, and
+    ``plan.config.target_latency`` is the share of the shorter model's latency the width
+    plan keeps (see :mod:`slimgraph.planner.blocks`).
 
     A model ``torch.export`` cannot trace whole (a detector's data-dependent decoding) is
     slimmed part by part: its largest traceable submodules are traced on the inputs they
@@ -92,15 +96,10 @@ def slim(
     )
     depth = None
     if drop_blocks is not None:
-        if config.latency_model is not None:
-            raise PlanError(
-                "drop_blocks with a latency model: its tables name the layers of the whole "
-                "model, which the dropped blocks renumber. Drop the blocks with "
-                "sg.drop_blocks, profile the result (sg.profile_latency) and sg.slim it"
-            )
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = list(calibration)  # read twice: block influence, then the criteria
         depth = _drop(model, example_inputs, drop_blocks, calibration, inputs, loss_fn)
+        config = width_budget(config, depth.renamed)  # the blocks pay part of a latency budget
     source = model if depth is None else depth.model  # a copy, whose width is cut in place
     try:
         graph = trace(source, example_inputs, head_dims=head_dims, query_heads=query_heads)

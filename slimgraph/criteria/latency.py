@@ -101,6 +101,32 @@ class LatencyModel(BaseModel):
         """Predicted milliseconds of the whole model at the weight shapes ``shapes``."""
         return self.scale * self.layer_ms(shapes) + self.offset_ms
 
+    def renamed(self, paths: Mapping[str, str | None]) -> LatencyModel:
+        """The tables of the model whose module ``paths`` changed (old path -> new one,
+        ``None``: removed, as :func:`slimgraph.rewrite.depth.remove_blocks` reports):
+        a removed module's layers go, a moved one's follow it, inner paths first.
+
+        >>> def t(ms):
+        ...     return LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((ms,),))
+        >>> lm = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
+        ...                   layers={"b.0.fc": t(1.0), "b.1.fc": t(2.0), "b.2.fc": t(3.0)})
+        >>> short = lm.renamed({"b.2": "b.1", "b.1": None})  # b.1 dropped, b.2 moved up
+        >>> {name: table.ms for name, table in short.layers.items()}
+        {'b.0.fc': ((1.0,),), 'b.1.fc': ((3.0,),)}
+        """
+        layers: dict[str, LayerTable] = {}
+        for name, table in self.layers.items():
+            # the paths holding ``name`` as it was, innermost first: an inner rename keeps
+            # the outer path's characters, so each applies to what the last one left
+            holders = [p for p in paths if name == p or name.startswith(f"{p}.")]
+            new: str | None = name
+            for old in sorted(holders, key=len, reverse=True):
+                to = paths[old]
+                new = None if to is None or new is None else to + new[len(old) :]
+            if new is not None:
+                layers[new] = table
+        return self.model_copy(update={"layers": layers})
+
     def ms_per_channel(self, group: Group, channels: int) -> float:
         """Milliseconds saved per channel ``group`` drops, of its ``channels``: the
         tables' saving when every weight dim the group cuts loses half its width, over

@@ -65,6 +65,7 @@ class DepthResult:
     model: nn.Module
     dropped: list[str]
     influence: dict[str, float] = field(default_factory=dict)
+    renamed: dict[str, str | None] = field(default_factory=dict)  # see remove_blocks
 
 
 def _members(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -172,23 +173,26 @@ def drop_blocks(
         chosen = sorted(candidates, key=lambda b: (influence[b], candidates.index(b)))[:n]
     expected = output_shapes(run(model, example_inputs))
     slim = copy.deepcopy(model)
-    remove_blocks(slim, chosen)
+    renamed = remove_blocks(slim, chosen)
     got = output_shapes(run(slim, example_inputs))
     if got != expected:
         raise RewriteError(
             f"without {chosen} the model's outputs have shapes {got}, not {expected}"
         )
-    return DepthResult(slim, [b for b in candidates if b in chosen], influence)
+    return DepthResult(slim, [b for b in candidates if b in chosen], influence, renamed)
 
 
-def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> None:
+def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> dict[str, str | None]:
     """Take the named members out of their containers in ``model`` (in place), renumbering
     the members after them and their ``layer_idx``; a Hugging Face config follows (see the
-    module docstring). A name that is not a member of an ``nn.Sequential`` or
-    ``nn.ModuleList`` is refused before anything changes.
+    module docstring). Returns the module paths that changed: a dropped one -> ``None``, a
+    renumbered one -> its new path. A name that is not a member of an ``nn.Sequential``
+    or ``nn.ModuleList`` is refused before anything changes.
 
     >>> net = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh(), torch.nn.ReLU())
-    >>> remove_blocks(net, ["1"]); net
+    >>> remove_blocks(net, ["1"])
+    {'1': None, '2': '1'}
+    >>> net
     Sequential(
       (0): ReLU()
       (1): ReLU()
@@ -205,12 +209,17 @@ def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> None:
             f"{wrong} are not members of an nn.Sequential or nn.ModuleList of "
             f"{type(model).__name__}"
         )
-    _follow_configs(model, _remove(model, blocks))
+    renamed: dict[str, str | None] = dict.fromkeys(blocks)
+    _follow_configs(model, _remove(model, blocks, renamed))
+    return renamed
 
 
-def _remove(model: nn.Module, dropped: Sequence[str]) -> dict[str, tuple[int, list[int]]]:
-    """Take the dropped members out of their containers (numbered members renumbered) and
-    renumber the ``layer_idx`` of the moved ones; container -> (old length, kept indices)."""
+def _remove(
+    model: nn.Module, dropped: Sequence[str], renamed: dict[str, str | None]
+) -> dict[str, tuple[int, list[int]]]:
+    """Take the dropped members out of their containers (numbered members renumbered, each
+    new path added to ``renamed``) and renumber the ``layer_idx`` of the moved ones;
+    container -> (old length, kept indices)."""
     modules = dict(model.named_modules())
     by_container: dict[str, set[str]] = {}
     for name in dropped:
@@ -225,7 +234,10 @@ def _remove(model: nn.Module, dropped: Sequence[str]) -> dict[str, tuple[int, li
         container._modules = OrderedDict(
             (str(j) if numbered else k, m) for j, (_, k, m) in enumerate(kept)
         )
+        prefix = f"{parent}." if parent else ""
         for j, (i, _, member) in enumerate(kept):
+            if numbered and i != j:
+                renamed[f"{prefix}{i}"] = f"{prefix}{j}"
             for sub in member.modules() if i != j else ():
                 if getattr(sub, "layer_idx", None) == i:
                     sub.layer_idx = j  # the key/value cache slot it reads and writes

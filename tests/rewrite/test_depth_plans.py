@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 import slimgraph as sg
 from slimgraph.cli.main import main
+from slimgraph.criteria.latency import LayerTable
 from tests.helpers import tiny_llama
 
 SMALL = (torch.randn(2, 3, 64, 64),)
@@ -93,10 +94,45 @@ def test_a_plan_with_bad_blocks_is_refused(blocks: list[str], message: str) -> N
         sg.PruningPlan.model_validate({**data, "blocks": blocks})
 
 
-def test_a_latency_model_of_the_whole_model_is_refused_with_drop_blocks() -> None:
-    timed = sg.LatencyModel(runtime="torch", version="-", machine="-", threads=1, layers={})
-    with pytest.raises(sg.PlanError, match="which the dropped blocks renumber"):
-        sg.slim(_resnet18(), SMALL, drop_blocks=1, target_latency=0.5, latency_model=timed)
+def _bilinear_latency(model: torch.nn.Module) -> sg.LatencyModel:
+    """A latency model whose every conv and linear layer costs 1e-6 ms per weight element
+    at any width (tables at the full width and at 1 channel: the cost is bilinear)."""
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            o, i, *k = m.weight.shape
+            area = 1e-6 * (k[0] * k[1] if k else 1)
+            grid = tuple(tuple(area * a * b for b in (1, i)) for a in (1, o))
+            layers[name] = LayerTable(shape=(o, i, *k), outs=(1, o), ins=(1, i), ms=grid)
+    return sg.LatencyModel(runtime="torch", version="-", machine="-", threads=1, layers=layers)
+
+
+def test_blocks_pay_part_of_a_latency_budget_and_the_width_the_rest() -> None:
+    model = _resnet18()
+    lm = _bilinear_latency(model)
+    whole = lm.predict({})
+    result = sg.slim(model, SMALL, drop_blocks=2, target_latency=0.5, latency_model=lm)
+    plan = result.plan
+    short = plan.config.latency_model
+    assert len(plan.blocks) == 2
+    assert len(short.layers) == len(lm.layers) - 2 * 2  # two convs a block
+    rest = short.predict({})
+    # the two blocks' tables went, and the width keeps the share of the rest that meets 0.5
+    dropped = sum(
+        lm.layers[f"{b}.conv{i}"].at(*lm.layers[f"{b}.conv{i}"].shape[:2])
+        for b in plan.blocks
+        for i in (1, 2)
+    )
+    assert rest == pytest.approx(whole - dropped)
+    assert plan.config.target_latency == pytest.approx(0.5 * whole / rest)
+    assert plan.predicted_latency_ms == pytest.approx(0.5 * whole, rel=0.03)
+    # the prediction is the slim model's: its layers' tables at their new widths
+    shapes = {
+        n: tuple(m.weight.shape) for n, m in result.model.named_modules() if n in short.layers
+    }
+    assert short.predict(shapes) == pytest.approx(plan.predicted_latency_ms)
+    met = sg.slim(model, SMALL, drop_blocks=5, target_latency=0.95, latency_model=lm)
+    assert met.plan.dropped == 0 and met.plan.config.target_latency is None  # blocks alone
 
 
 def test_a_calibration_of_the_whole_model_is_refused_with_drop_blocks() -> None:
@@ -150,6 +186,14 @@ def test_cli_slim_and_plan_record_blocks_and_apply_replays_them(
     assert main(["diff", "s/plan.json", "p.json"]) == 0
     shown = ", ".join(report["blocks"])
     assert f"blocks dropped: A {shown}; B " in capsys.readouterr().out
+    lm = _bilinear_latency(_resnet18())
+    Path("lm.json").write_text(lm.model_dump_json())
+    budget = ["--target-latency", "0.5", "--latency-model", "lm.json"]
+    assert main(["plan", spec, *shape, "--drop-blocks", "2", *budget, "--out", "l.json"]) == 0
+    capsys.readouterr()
+    mixed = sg.PruningPlan.model_validate_json(Path("l.json").read_text())
+    assert len(mixed.blocks) == 2 and mixed.dropped > 0
+    assert mixed.predicted_latency_ms == pytest.approx(0.5 * lm.predict({}), rel=0.03)
     assert main(["slim", spec, *shape, "--drop-blocks", "0", "--out", "z"]) == 2
     assert "--drop-blocks 0: give how many blocks to drop" in capsys.readouterr().err
     assert main(["slim", spec, *shape, "--drop-blocks", "9", "--out", "z"]) == 2

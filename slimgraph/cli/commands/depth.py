@@ -28,25 +28,18 @@ def add_depth_flag(parser: argparse.ArgumentParser) -> None:
 
 def blocks_first(
     args: argparse.Namespace,
-    config: sg.PruneConfig,
     model: nn.Module,
     example: Any,
     graph: sg.DependencyGraph,
     progress: Progress,
-) -> tuple[nn.Module, sg.DependencyGraph, list[str]]:
-    """The model the width is planned on, its graph and the blocks dropped from it: with
+) -> tuple[nn.Module, sg.DependencyGraph, sg.DepthResult | None]:
+    """The model the width is planned on, its graph, and what dropping blocks did: with
     ``--drop-blocks``, a copy without them, traced; otherwise the model as it was."""
     n = args.drop_blocks
     if n is None:
-        return model, graph, []
+        return model, graph, None
     if n < 1:
         raise UsageError(f"--drop-blocks {n}: give how many blocks to drop, 1 or more")
-    if config.target_latency is not None:
-        raise UsageError(
-            "--drop-blocks with --target-latency: the latency budget does not count dropped "
-            "blocks yet; in Python, sg.drop_blocks, then sg.profile_latency and sg.slim of "
-            "the result"
-        )
     with progress.step("depth", f"dropping {n} blocks…"):
         try:
             depth = sg.drop_blocks(model, example, n=n, progress=False)
@@ -54,4 +47,4 @@ def blocks_first(
             raise UsageError(f"--drop-blocks {n}: {err}") from err
     with progress.step("trace", "tracing without them…"):
         graph = sg.trace(depth.model, example)
-    return depth.model, graph, depth.dropped
+    return depth.model, graph, depth

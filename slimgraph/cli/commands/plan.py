@@ -23,6 +23,7 @@ from slimgraph.cli.commands.common import (
 from slimgraph.cli.commands.depth import add_depth_flag, blocks_first
 from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.slim import print_plan
+from slimgraph.planner.blocks import width_budget
 from slimgraph.rewrite.fallback import plan_that_applies
 from slimgraph.tools.measure import pair
 
@@ -70,12 +71,14 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
-    short, graph, blocks = blocks_first(args, config, model, example, graph, progress)
+    short, graph, depth = blocks_first(args, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
+    if depth is not None:  # the blocks pay part of a latency budget, the width the rest
+        config = width_budget(config, depth.renamed)
     with progress.step("plan", "planning…"):
         plan = plan_that_applies(short, graph, config)
-        if blocks:
-            plan = plan.with_blocks(blocks, sg.count_params(model))
+        if depth is not None:
+            plan = plan.with_blocks(depth.dropped, sg.count_params(model))
     with progress.step("save", f"writing {args.out}…"):
         check_out(args.out, file=True, overwrite=args.overwrite)  # nothing appeared since
         write_plan(args.out, plan)
