@@ -104,15 +104,19 @@ class LatencyModel(BaseModel):
     def renamed(self, paths: Mapping[str, str | None]) -> LatencyModel:
         """The tables of the model whose module ``paths`` changed (old path -> new one,
         ``None``: removed, as :func:`slimgraph.rewrite.depth.remove_blocks` reports):
-        a removed module's layers go, a moved one's follow it, inner paths first.
+        a removed module's layers go, a moved one's follow it, inner paths first. What
+        the tables leave out (``offset_ms``: norms, activations) goes with the layers, in
+        proportion to the tabled time that remains.
 
         >>> def t(ms):
         ...     return LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((ms,),))
-        >>> lm = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
+        >>> lm = LatencyModel(runtime="torch", version="x", machine="m", threads=1, offset_ms=3.0,
         ...                   layers={"b.0.fc": t(1.0), "b.1.fc": t(2.0), "b.2.fc": t(3.0)})
         >>> short = lm.renamed({"b.2": "b.1", "b.1": None})  # b.1 dropped, b.2 moved up
         >>> {name: table.ms for name, table in short.layers.items()}
         {'b.0.fc': ((1.0,),), 'b.1.fc': ((3.0,),)}
+        >>> short.offset_ms  # 4 of the 6 tabled ms are left
+        2.0
         """
         layers: dict[str, LayerTable] = {}
         for name, table in self.layers.items():
@@ -125,7 +129,11 @@ class LatencyModel(BaseModel):
                 new = None if to is None or new is None else to + new[len(old) :]
             if new is not None:
                 layers[new] = table
-        return self.model_copy(update={"layers": layers})
+        short = self.model_copy(update={"layers": layers})
+        whole, left = self.layer_ms({}), short.layer_ms({})
+        if whole > 0:
+            short = short.model_copy(update={"offset_ms": self.offset_ms * left / whole})
+        return short
 
     def ms_per_channel(self, group: Group, channels: int) -> float:
         """Milliseconds saved per channel ``group`` drops, of its ``channels``: the

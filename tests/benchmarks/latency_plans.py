@@ -10,7 +10,8 @@ global scope (units ranked by score per millisecond they cost); Torch-Pruning's
 MetaPruner (l2, local) slims a copy to about the MACs the local latency plan kept; and,
 for a model with at least twice ``--depth`` droppable blocks, ``sg.drop_blocks`` drops the
 ``--depth`` of least influence on the example input (depth only: for its cost; with
-random weights nothing says what it would cost in accuracy). The
+random weights nothing says what it would cost in accuracy), and a mixed plan drops them
+and plans the width for the rest of the latency budget. The
 original and the slim copies are exported with ``sg.export_onnx`` and timed with
 ``sg.measure_latency`` in ``--rounds`` interleaved rounds (each a median of ``--runs``
 after warm-up; the table gives the median round), all in one process. The table gives
@@ -93,11 +94,17 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
         f"target_latency={args.target}": latency,
         f"target_latency={args.target}, global": {**latency, "scope": "global"},
     }
+    deep = len(sg.find_blocks(model, x)) >= 2 * args.depth
+    if deep:  # the blocks pay part of the budget, the width the rest
+        plans[f"{args.depth} blocks + target_latency={args.target}"] = {
+            **latency,
+            "drop_blocks": args.depth,
+        }
     results = {kind: sg.slim(model, x, **fields) for kind, fields in plans.items()}
     slims = {k: r.model for k, r in results.items()}
     local = sg.count_macs(slims[f"target_latency={args.target}"], x) / macs
     slims["torch-pruning, same MACs"] = torch_pruning_copy(name, local)
-    if len(sg.find_blocks(model, x)) >= 2 * args.depth:
+    if deep:
         slims[f"depth: {args.depth} blocks dropped"] = sg.drop_blocks(
             model, x, n=args.depth, progress=False
         ).model
