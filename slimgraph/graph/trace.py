@@ -1,4 +1,5 @@
-"""Trace a model with ``torch.export`` and build its :class:`DependencyGraph`."""
+"""Trace a model (recorded on the meta device, or with ``torch.export`` where the recorder
+steps aside) and build its :class:`DependencyGraph`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from slimgraph.errors import TraceError
 from slimgraph.graph.builder import META_MODULE, META_ROLE, Builder, OpContext
 from slimgraph.graph.depgraph import DependencyGraph, fingerprint
 from slimgraph.graph.kinds import KINDS
+from slimgraph.graph.record import recorded
 from slimgraph.graph.ruletable import RuleTables, load_rules
 
 __all__ = ["build_graph", "export_program", "trace", "without_stack_traces"]
@@ -177,10 +179,12 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
-    ep = export_program(model, args, kwargs)
+    with preserve_modes(model):
+        _refresh_caches(model)
+    program = recorded(model, args, kwargs) or export_program(model, args, kwargs)
     try:
         return build_graph(
-            ep, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
+            program, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
         )
     except GuardOnDataDependentSymNode as err:  # exported, but a shape depends on values
         first = (str(err).strip().splitlines() or [""])[0][:300]
@@ -199,7 +203,7 @@ def _module_of(node: fx.Node) -> str:
 
 
 def build_graph(
-    ep: ExportedProgram,
+    program: ExportedProgram | fx.Graph,
     model: torch.nn.Module,
     rules: RuleTables,
     inputs,
@@ -207,7 +211,7 @@ def build_graph(
     query_heads: bool = False,
     boundary: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> DependencyGraph:
-    """Run every op's rule over the exported graph.
+    """Run every op's rule over the exported (or recorded, already annotated) graph.
 
     ``boundary`` gives the reasons the graph's inputs and outputs freeze, in their order
     (a partitioned trace names the untraced code on the other side); the default reasons
@@ -222,10 +226,12 @@ def build_graph(
     heads: frozenset[tuple[str, int]] = frozenset()
     indexed: frozenset[tuple[str, int]] = frozenset()
     modes = {name: m.training for name, m in model.named_modules()}  # as traced
-    _annotate(ep)
+    if isinstance(program, ExportedProgram):
+        _annotate(program)
+    fx_graph = program.graph if isinstance(program, ExportedProgram) else program
     for _ in range(12):
         b, lines, ops, output_shapes = _run_rules(
-            ep, model, rules, relaxed, heads, head_dims, indexed, query_heads, boundary
+            fx_graph, model, rules, relaxed, heads, head_dims, indexed, query_heads, boundary
         )
         graph = DependencyGraph(b, model, inputs, fingerprint(lines), ops, output_shapes, modes)
         unbalanced = graph.unbalanced - relaxed
@@ -278,7 +284,7 @@ def _annotate(ep: ExportedProgram) -> None:
 
 
 def _run_rules(
-    ep: ExportedProgram,
+    fx_graph: fx.Graph,
     model: torch.nn.Module,
     rules: RuleTables,
     relaxed: frozenset[str],
@@ -292,7 +298,7 @@ def _run_rules(
     ops: dict[str, str] = {}  # kept by the graph, to name ops once the fx graph is gone
     output_shapes: list[tuple[int, ...]] = []
     lines: list[str] = []
-    for node in ep.graph.nodes:
+    for node in fx_graph.nodes:
         ops[node.name] = str(node.target)
         if node.op in ("placeholder", "call_function"):
             b.register(node)
@@ -304,7 +310,7 @@ def _run_rules(
             if str(node.target) not in LAYOUT_ONLY | BATCH_ONLY:
                 lines.append(f"{node.op} {node.target} {role} {shapes}")
     inputs_seen = 0
-    for node in ep.graph.nodes:
+    for node in fx_graph.nodes:
         if node.op == "placeholder":
             role, _ = node.meta.get(META_ROLE, ("input", None))
             if role in ("input", "constant"):

