@@ -57,8 +57,8 @@ _LIFTED_BY_EXPORT = frozenset({torch.ops.aten.scalar_tensor.default})
 # Ops whose output is a new tensor like their first input (shape, dtype, strides), or that
 # input itself (in place). Their meta kernels are Python decompositions: running them was
 # half of a resnet50 or mobilenet_v2 recording. Shapes only: the dry run checks widths.
-_ACTIVATIONS = ("relu", "hardtanh", "silu", "gelu", "sigmoid", "tanh", "hardswish", "hardsigmoid")
-_ACTIVATIONS += ("leaky_relu", "elu", "mish")
+_ACTIVATIONS: tuple[str, ...] = ("relu", "hardtanh", "silu", "gelu", "sigmoid", "tanh")
+_ACTIVATIONS += ("hardswish", "hardsigmoid", "leaky_relu", "elu", "mish")
 _NORMS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "dropout")
 _LIKE_INPUT = frozenset(getattr(torch.ops.aten, op).default for op in _ACTIVATIONS + _NORMS)
 _IN_PLACE = frozenset(getattr(torch.ops.aten, f"{op}_").default for op in _ACTIVATIONS)
