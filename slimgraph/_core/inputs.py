@@ -16,6 +16,7 @@ slimgraph.errors.TraceError: the inputs to synthesise (10000000x1000000 float32)
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from slimgraph.errors import TraceError
 __all__ = [
     "MAX_INPUT_BYTES",
     "ExampleInputs",
+    "attributes_kept",
     "check_input_bytes",
     "InputSpec",
     "input_specs",
@@ -188,3 +190,32 @@ def without_kv_cache(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for c in switched:
             c.use_cache = True
+
+
+@contextlib.contextmanager
+def attributes_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Every module's public attributes and submodules as they were on entry.
+
+    A forward may fill a cache (timm LeViT's ``attention_bias_cache``) or swap a submodule
+    (BigBird's switch to full attention on short inputs): a forward run to trace or to
+    check must not leave either behind, at the old width or on the meta device. Containers
+    are restored in place, new attributes removed."""
+    saved = []
+    for module in model.modules():
+        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        attrs["_modules"] = module._modules
+        contents = {k: copy.copy(v) for k, v in attrs.items() if isinstance(v, (dict, list))}
+        saved.append((module, attrs, contents))
+    try:
+        yield
+    finally:
+        for module, attrs, contents in saved:
+            for key in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
+                delattr(module, key)
+            for key, value in attrs.items():
+                object.__setattr__(module, key, value)
+                if isinstance(value, list):
+                    value[:] = contents[key]
+                elif key in contents:
+                    value.clear()
+                    value.update(contents[key])

@@ -44,7 +44,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from slimgraph._core.inputs import preserve_modes, without_kv_cache
+from slimgraph._core.inputs import attributes_kept, preserve_modes, without_kv_cache
 from slimgraph.graph.builder import META_MODULE, META_ROLE
 
 __all__ = ["NotRecorded", "record_graph", "recorded"]
@@ -137,7 +137,7 @@ def recorded(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> fx.
     """:func:`record_graph` in the modes and cache setting export traces in; None where
     the recorder steps aside or the forward fails on the meta device (export then traces,
     and names what fails)."""
-    with preserve_modes(model), without_kv_cache(model):
+    with preserve_modes(model), without_kv_cache(model), attributes_kept(model):
         try:
             return record_graph(model, args, kwargs)
         except Exception:  # NotRecorded, or a forward that fails: export decides

@@ -26,7 +26,6 @@ folded into biases, the weights are real, and no random op runs (dropout in trai
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from torch import nn
 from torch.nn.utils.stateless import _reparametrize_module
 
 from slimgraph._core.inputs import (
+    attributes_kept,
     output_tensors,
     preserve_modes,
     split_inputs,
@@ -73,7 +73,7 @@ def reference_outputs(
     if example_inputs is None or not _checkable(model, plan, graph):
         return None
     try:
-        with _zeroed(model, slices), _attributes_kept(model):
+        with _zeroed(model, slices), attributes_kept(model):
             outputs = _run(model, example_inputs, graph.modes)
     except Exception:
         # A model that refuses zeroed weights (an assert on its activations) cannot serve as
@@ -108,31 +108,6 @@ def check_values(slim: nn.Module, reference: Reference | None, outputs: Any = No
                 "takes another path in the slim model: make it read the width from the "
                 "weights, or leave the modules it reads whole with PruneConfig(ignore=[...])."
             )
-
-
-@contextlib.contextmanager
-def _attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Every module's public attributes as they were: an eval forward may fill a cache
-    (timm LeViT's ``attention_bias_cache``) that would otherwise reach the slim copy at
-    the old width. Containers are restored in place, new attributes removed."""
-    saved = []
-    for module in model.modules():
-        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
-        contents = {k: copy.copy(v) for k, v in attrs.items() if isinstance(v, (dict, list))}
-        saved.append((module, attrs, contents))
-    try:
-        yield
-    finally:
-        for module, attrs, contents in saved:
-            for key in [k for k in vars(module) if not k.startswith("_") and k not in attrs]:
-                delattr(module, key)
-            for key, value in attrs.items():
-                setattr(module, key, value)
-                if isinstance(value, list):
-                    value[:] = contents[key]
-                elif key in contents:
-                    value.clear()
-                    value.update(contents[key])
 
 
 def _checkable(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> bool:
