@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from slimgraph.criteria.registry import register
 from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph, Group
 
-__all__ = ["bn_scale", "l1", "l2", "random", "sum_except", "unit_means"]
+__all__ = ["bn_scale", "l1", "l2", "param_dims", "random", "sum_except", "unit_means"]
 
 
 def unit_means(
@@ -94,30 +94,47 @@ def unit_means(
 
 def sum_except(
     transform: Callable[[torch.Tensor], torch.Tensor],
+    dims: Mapping[str, Collection[int]] | None = None,
 ) -> Callable[[str, torch.Tensor, int], torch.Tensor]:
-    """Per-index sums of ``transform(param)`` over all other dims. Only the sums are
-    kept, and the transform of the parameter read last: a model's transformed weights
-    all at once would double its memory (a checkpoint streamed from disk included)."""
+    """Per-index sums of ``transform(param)`` over all other dims. ``dims`` names every
+    dim a caller will ask of each parameter (:func:`param_dims`): all of a parameter's
+    sums then come from one transform and one pass over it, the dims nobody asks for
+    summed first. Only the sums are kept, never a transformed parameter: a model's
+    transformed weights all at once would double its memory (a checkpoint streamed from
+    disk included)."""
     sums: dict[tuple[str, int], torch.Tensor] = {}
-    last: dict[str, torch.Tensor] = {}
 
     def per_index(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
         if (name, dim) not in sums:
-            if name not in last:
-                last.clear()
-                last[name] = transform(p.float())
-            t = last[name]
-            others = [i for i in range(t.ndim) if i != dim]
-            sums[name, dim] = t.sum(dim=others) if others else t
+            asked = sorted({dim, *(dims or {}).get(name, ())})
+            t = transform(p.float())
+            # a sum over a dim of size 1 is a slow copy: those are left out (1x1 convs)
+            rest = [i for i in range(t.ndim) if i not in asked and t.shape[i] > 1]
+            t = t.sum(dim=rest, keepdim=True) if rest else t
+            for d in asked:
+                others = [i for i in range(t.ndim) if i != d and t.shape[i] > 1]
+                sums[name, d] = (t.sum(dim=others) if others else t).reshape(t.shape[d])
         return sums[name, dim]
 
     return per_index
 
 
+def param_dims(graph: DependencyGraph, groups: list[Group]) -> dict[str, set[int]]:
+    """The dims of each parameter that ``groups`` slice."""
+    dims: dict[str, set[int]] = {}
+    for group in groups:
+        for slot in group.slots:
+            info = graph.slots[slot]
+            if info.role == "param":
+                dims.setdefault(info.target, set()).add(info.dim)
+    return dims
+
+
 @register("l1")
 def l1(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict[str, np.ndarray]:
     """Mean |w| over every parameter slice of the unit (``config.reduction``)."""
-    per_index, params = sum_except(torch.abs), graph.weights()
+    per_index = sum_except(torch.abs, param_dims(graph, groups))
+    params = graph.weights()
     return {g.id: unit_means(graph, g, per_index, config, params) for g in groups}
 
 
@@ -126,7 +143,8 @@ def l2(graph: DependencyGraph, groups: list[Group], config: PruneConfig) -> dict
     """Root of the mean w² over the unit's parameter slices, reduced before the root: the
     RMS of all its weights together (``reduction="mean"``), the norm of the slices' RMS
     values (``"sum"``) or the largest slice's RMS (``"max"``)."""
-    per_index, params = sum_except(torch.square), graph.weights()
+    per_index = sum_except(torch.square, param_dims(graph, groups))
+    params = graph.weights()
     return {g.id: np.sqrt(unit_means(graph, g, per_index, config, params)) for g in groups}
 
 

@@ -45,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from slimgraph._core.inputs import attributes_kept, preserve_modes, without_kv_cache
+from slimgraph._core.metakernels import shape_only
 from slimgraph.graph.builder import META_MODULE, META_ROLE
 
 __all__ = ["NotRecorded", "record_graph", "recorded"]
@@ -54,14 +55,6 @@ _MODE_CHANGES = frozenset({torch._C._set_grad_enabled, torch.amp.autocast_mode._
 # Made here on the meta device, but a constant lifted out of the graph when export makes it
 # on a CPU fake tensor (``x[i] = 3`` writes a scalar tensor made without dispatch).
 _LIFTED_BY_EXPORT = frozenset({torch.ops.aten.scalar_tensor.default})
-# Ops whose output is a new tensor like their first input (shape, dtype, strides), or that
-# input itself (in place). Their meta kernels are Python decompositions: running them was
-# half of a resnet50 or mobilenet_v2 recording. Shapes only: the dry run checks widths.
-_ACTIVATIONS: tuple[str, ...] = ("relu", "hardtanh", "silu", "gelu", "sigmoid", "tanh")
-_ACTIVATIONS += ("hardswish", "hardsigmoid", "leaky_relu", "elu", "mish")
-_NORMS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "dropout")
-_LIKE_INPUT = frozenset(getattr(torch.ops.aten, op).default for op in _ACTIVATIONS + _NORMS)
-_IN_PLACE = frozenset(getattr(torch.ops.aten, f"{op}_").default for op in _ACTIVATIONS)
 # export puts an ``_assert_tensor_metadata`` check before each of these (a pass of its own)
 _TO = (torch.ops.aten.to.device, torch.ops.aten.to.dtype, torch.ops.aten.to.dtype_layout)
 
@@ -89,8 +82,8 @@ class _Recorder(SchemaCheckMode):
         kwargs = kwargs or {}
         if func in _LIFTED_BY_EXPORT:
             raise NotRecorded(f"{func} (export lifts its tensor as a constant)")
-        node_args, node_kwargs = pytree.tree_map_only(torch.Tensor, self._node, (args, kwargs))
-        out = _like_input(func, args)
+        node_args, node_kwargs = _map_tensors(self._node, (args, kwargs))
+        out = shape_only(func, args, kwargs)  # norms and activations skip their meta kernels
         out = func(*args, **kwargs) if out is None else out
         if func in _TO:
             x = args[0]
@@ -100,7 +93,7 @@ class _Recorder(SchemaCheckMode):
         # meta["val"] holds a detached alias: a strong reference to ``out`` itself would make
         # factory functions hand the caller a fresh tensor (autograd's make_variable copies
         # a tensor that is referenced elsewhere), which no node would then stand for
-        node.meta["val"] = pytree.tree_map_only(torch.Tensor, torch.Tensor.detach, out)
+        node.meta["val"] = _map_tensors(torch.Tensor.detach, out)
         if isinstance(out, torch.Tensor):
             self.nodes[out] = node
         elif isinstance(out, (tuple, list)):
@@ -123,14 +116,16 @@ class _Recorder(SchemaCheckMode):
         return node
 
 
-def _like_input(func, args: tuple) -> torch.Tensor | None:
-    """The output of an op that keeps its floating input's shape, without running it."""
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        return None
-    if func in _IN_PLACE:
-        return x
-    return torch.empty_like(x) if func in _LIKE_INPUT else None
+def _map_tensors(fn: Any, tree: Any) -> Any:
+    """``fn`` on each tensor of an op's arguments or outputs (tuples, lists and dicts of
+    them); pytree's ``tree_map_only`` did the same at three times the cost."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if type(tree) in (tuple, list):
+        return type(tree)(_map_tensors(fn, item) for item in tree)
+    if type(tree) is dict:
+        return {key: _map_tensors(fn, value) for key, value in tree.items()}
+    return pytree.tree_map_only(torch.Tensor, fn, tree)  # other containers (rare)
 
 
 def recorded(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> fx.Graph | None:

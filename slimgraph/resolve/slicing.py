@@ -83,6 +83,8 @@ def slice_tensor(t: torch.Tensor, kept: list[tuple[int, np.ndarray]], meta: bool
     out = t.detach()
     for dim, idx in kept:
         out = out.index_select(dim, torch.as_tensor(idx, device=out.device))
+    if kept and out.is_contiguous(memory_format=layout):
+        return out  # index_select made a new tensor in that layout already
     return out.clone(memory_format=layout)
 
 
@@ -130,15 +132,22 @@ def update_attributes(
 ) -> None:
     """Evaluate ``rules/modules.toml`` on every module whose tensors were sliced."""
     old_modules = dict(old.named_modules())
-    touched = {
-        name.partition(WIDTH)[0] if WIDTH in name else name.rpartition(".")[0] for name in slices
-    }
+    constants: dict[str, dict[str, list[tuple[int, np.ndarray]]]] = {}
+    touched = set()  # the modules holding a sliced tensor or constant, and their parents
+    for key, kept in slices.items():
+        if WIDTH in key:
+            owner = key.partition(WIDTH)[0]
+            constants.setdefault(owner, {})[key.partition(WIDTH)[2]] = kept
+        else:
+            owner = key.rpartition(".")[0]
+        while owner not in touched:
+            touched.add(owner)
+            owner = owner.rpartition(".")[0]
     # children first: a parent's identity may read its children's new attributes
     for name, module in reversed(list(slim.named_modules())):
-        prefix = f"{name}." if name else ""
-        if not any(t == name or t.startswith(prefix) or not name for t in touched):
+        if name not in touched:
             continue
-        _follow_constants(module, old_modules[name], slices, name)
+        _follow_constants(module, old_modules[name], constants.get(name, {}))
         rule = load_rules().module_rule(module)
         if rule is None:
             if name:  # not the root: its ints are settings, not widths its code reshapes by
@@ -180,16 +189,16 @@ def _follow_widths(module: nn.Module, old: nn.Module) -> None:
             setattr(module, attr, widths.pop())
 
 
-def _follow_constants(module: nn.Module, old: nn.Module, slices: Slices, name: str) -> None:
+def _follow_constants(
+    module: nn.Module, old: nn.Module, constants: dict[str, list[tuple[int, np.ndarray]]]
+) -> None:
     """Attributes holding a constant that the module's code passes to an op (see
-    :func:`width_key`) get the kept widths: a tuple or list equal to the whole constant,
-    or an int equal to one of its elements (``split(x, [self.key_dim, self.key_dim,
-    self.value_dim])``) when every element of that value keeps the same width."""
-    prefix = f"{name}{WIDTH}"
-    for key, kept in slices.items():
-        if not key.startswith(prefix):
-            continue
-        values = tuple(int(v) for v in key[len(prefix) :].split(","))
+    :func:`width_key`; ``constants`` maps the values after its ``WIDTH`` to their slices)
+    get the kept widths: a tuple or list equal to the whole constant, or an int equal to
+    one of its elements (``split(x, [self.key_dim, self.key_dim, self.value_dim])``) when
+    every element of that value keeps the same width."""
+    for key, kept in constants.items():
+        values = tuple(int(v) for v in key.split(","))
         new = tuple(len(idx) for _, idx in sorted(kept, key=lambda e: e[0]))
         new_of: dict[int, set[int]] = {}
         for was, now in zip(values, new, strict=True):

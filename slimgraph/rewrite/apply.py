@@ -31,6 +31,7 @@ from slimgraph._core.inputs import (
     synthesize,
     without_kv_cache,
 )
+from slimgraph._core.metakernels import ShapeKernels
 from slimgraph.errors import PlanError, RewriteError, SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
@@ -255,9 +256,9 @@ def _dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> tup
     specs = graph.inputs or plan.inputs
     try:
         try:
-            _check_forward(
-                dry, synthesize(specs, "meta"), graph.output_shapes, "meta dry run", graph.modes
-            )
+            with ShapeKernels():  # norms and activations check widths without their meta kernels
+                inputs = synthesize(specs, "meta")
+                _check_forward(dry, inputs, graph.output_shapes, "meta dry run", graph.modes)
         except RewriteError as err:
             if not refuses_float32(err):
                 raise

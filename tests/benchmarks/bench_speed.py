@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python tests/benchmarks/bench_speed.py [--models resnet50 mobilenet_v2 ...] [--repeats 5]
-        [--threads N] [--json out.json] [--profile 25]
+        [--threads N] [--json out.json] [--profile 25] [--zoo [--max-params 100e6]]
 
 What is timed is what a user of each tool calls: ``sg.slim(model, (x,), ratio=0.5)``
 (trace, plan, the meta dry run, the rewrite and its forward checks) and Torch-Pruning's
@@ -19,6 +19,8 @@ the table gives the minimum and the median of each, their ratios, and the load a
 process up first (imports, torch.export's first-call cost). A tool that fails on a model
 is reported with its error, and its other repeats there are skipped.
 
+``--zoo`` times every torchvision classifier up to ``--max-params`` parameters instead
+(the last row is then the zoo median; the larger ones are named as left out).
 ``--profile N`` adds a cProfile of one ``sg.slim`` call on the first model, top N
 functions by own time. This is a script, not a timed test: the figures depend on the
 machine and its load.
@@ -62,6 +64,21 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
     return model, torch.randn(1, 3, 224, 224)
+
+
+def zoo(max_params: float) -> tuple[list[str], list[str]]:
+    """torchvision's classifiers with at most ``max_params`` parameters (counted on the
+    meta device where the model builds there), and the names of those left out."""
+    kept, left = [], []
+    for name in sorted(torchvision.models.list_models(module=torchvision.models)):
+        try:
+            with torch.device("meta"):
+                model = torchvision.models.get_model(name)
+        except NotImplementedError:  # widths computed from tensor values (RegNet)
+            model = torchvision.models.get_model(name)
+        size = sum(p.numel() for p in model.parameters())
+        (kept if size <= max_params else left).append(name)
+    return kept, left
 
 
 def run_slimgraph(model: nn.Module, x: torch.Tensor) -> None:
@@ -181,6 +198,12 @@ def profile(name: str, top: int, builder: Builder = build) -> str:
 def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="torchvision names")
+    parser.add_argument(
+        "--zoo",
+        action="store_true",
+        help="every torchvision classifier up to --max-params (the zoo median)",
+    )
+    parser.add_argument("--max-params", type=float, default=100e6, help="largest model --zoo times")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per tool and model")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: torch's own choice)"
@@ -193,8 +216,11 @@ def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = bench(args.models, args.repeats, builder, warmup=not args.no_warmup)
+    names, left = zoo(args.max_params) if args.zoo else (args.models, [])
+    result = bench(names, args.repeats, builder, warmup=not args.no_warmup)
     print(table(result))
+    if left:
+        print(f"left out, over {args.max_params / 1e6:g}M parameters: {', '.join(left)}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.profile:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from tests.benchmarks import bench_speed
@@ -59,3 +60,11 @@ def test_a_failing_tool_is_reported_not_raised() -> None:
     assert set(entry["errors"]) == set(bench_speed.TOOLS)
     assert entry["times"] == {t: [] for t in bench_speed.TOOLS}
     assert "failed" in bench_speed.table(result)
+
+
+def test_the_zoo_is_torchvisions_classifiers_up_to_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RegNet computes its widths from tensor values, so it is counted off the meta device
+    names = ["resnet50", "regnet_y_400mf", "resnet18", "mobilenet_v2"]
+    monkeypatch.setattr(torchvision.models, "list_models", lambda module=None: names)
+    kept, left = bench_speed.zoo(15e6)  # 25.6M, 4.3M, 11.7M and 3.5M parameters
+    assert (kept, left) == (["mobilenet_v2", "regnet_y_400mf", "resnet18"], ["resnet50"])

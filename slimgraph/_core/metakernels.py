@@ -1,0 +1,174 @@
+"""Shape-only kernels on the meta device for the ops that keep their input's shape.
+
+A forward on the meta device (the recorder's, the dry run's) computes shapes, not values.
+For convolutions and matmuls the registered meta kernels are cheap, but those of norms
+and activations are Python decompositions that run a dozen meta ops each: they were half
+of a resnet50 recording and 80 % of a mobilenet_v2 dry run. What such an op says about
+shapes is short: its output is shaped as its input (the input itself when in place), once
+the widths of its weights and statistics agree with the input's. :func:`shape_only` checks
+those widths, as the real kernels do, and makes the output with ``empty_like``;
+``tests/core/test_metakernels.py`` holds every entry to its registered meta kernel (shapes,
+dtypes, strides, and a refusal of every width that does not agree).
+
+>>> x, w = torch.empty(2, 8, 4, 4, device="meta"), torch.empty(8, device="meta")
+>>> with ShapeKernels():
+...     y = torch.nn.functional.batch_norm(x, w, w, training=False)
+>>> y.shape, y.device.type
+(torch.Size([2, 8, 4, 4]), 'meta')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["ShapeKernels", "shape_only"]
+
+aten = torch.ops.aten
+Kernel = Callable[..., Any]
+
+
+def _width(what: str, tensor: Any, width: int) -> None:
+    if isinstance(tensor, torch.Tensor) and tensor.numel() != width:
+        raise RuntimeError(f"{what} should contain {width} elements not {tensor.numel()}")
+
+
+def _channels(x: torch.Tensor) -> int:
+    return x.shape[1] if x.dim() > 1 else x.shape[0]
+
+
+def _batch_norm_widths(x: torch.Tensor, *tensors: Any) -> None:
+    for what, t in zip(("weight", "bias", "running_mean", "running_var"), tensors):
+        _width(what, t, _channels(x))
+
+
+def _stats(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A norm's saved mean or inverse deviation: float32 for half inputs, as the kernels do."""
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    return x.new_empty(shape, dtype=torch.float32 if low else x.dtype)
+
+
+def _layer_norm_widths(x: torch.Tensor, shape: Sequence[int], *tensors: Any) -> None:
+    shape = tuple(shape)
+    if tuple(x.shape[x.dim() - len(shape) :]) != shape:
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape "
+            f"[*, {', '.join(map(str, shape))}], but got input of size{list(x.shape)}"
+        )
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and tuple(t.shape) != shape:
+            raise RuntimeError(
+                f"Expected weight and bias of shape {list(shape)}, got {list(t.shape)}"
+            )
+
+
+def _group_norm_widths(x: torch.Tensor, groups: int, *tensors: Any) -> None:
+    channels = _channels(x)
+    if channels % groups:
+        raise RuntimeError(
+            f"Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {list(x.shape)} and num_groups={groups}"
+        )
+    for what, t in zip(("weight", "bias"), tensors):
+        _width(what, t, channels)
+
+
+# Pre-dispatch ops (the recorder sees these): one output, shaped as the input.
+def _batch_norm(x, w, b, mean, var, *_):
+    _batch_norm_widths(x, w, b, mean, var)
+    return torch.empty_like(x)
+
+
+def _instance_norm(x, w, b, mean, var, *_):
+    _batch_norm_widths(x, w, b, mean, var)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, as its kernel
+
+
+def _layer_norm(x, shape, w=None, b=None, *_):
+    _layer_norm_widths(x, shape, w, b)
+    return torch.empty_like(x)
+
+
+def _group_norm(x, groups, w=None, b=None, *_):
+    _group_norm_widths(x, groups, w, b)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+# After autograd (a plain dispatch mode sees these): the output and the saved statistics.
+def _native_batch_norm(x, w, b, mean, var, *_):
+    _batch_norm_widths(x, w, b, mean, var)
+    return torch.empty_like(x), _stats(x, (_channels(x),)), _stats(x, (_channels(x),))
+
+
+def _batch_norm_no_stats(x, w, b, *_):
+    return _native_batch_norm(x, w, b, None, None)
+
+
+def _native_layer_norm(x, shape, w, b, *_):
+    _layer_norm_widths(x, shape, w, b)
+    kept = tuple(x.shape[: x.dim() - len(shape)]) + (1,) * len(shape)
+    return torch.empty_like(x), _stats(x, kept), _stats(x, kept)
+
+
+def _native_group_norm(x, w, b, n, c, hw, groups, *_):
+    _group_norm_widths(x, groups, w, b)
+    if x.numel() != n * c * hw or _channels(x) != c:
+        raise RuntimeError(f"Expected input of {n} x {c} x {hw} elements, got {list(x.shape)}")
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return out, x.new_empty((n, groups)), x.new_empty((n, groups))
+
+
+def _native_dropout(x, *_):
+    return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+
+def _like(x, *_):
+    return torch.empty_like(x)
+
+
+def _itself(x, *_):
+    return x
+
+
+_ACTIVATIONS: tuple[str, ...] = ("relu", "hardtanh", "silu", "gelu", "sigmoid", "tanh", "hardswish")
+_ACTIVATIONS += ("hardsigmoid", "leaky_relu", "elu", "mish")
+
+KERNELS: dict[Any, Kernel] = {
+    aten.batch_norm.default: _batch_norm,  # out = (x - mean) / sqrt(var + eps) * w + b, per channel
+    aten.instance_norm.default: _instance_norm,  # the same per sample
+    aten.layer_norm.default: _layer_norm,  # over the trailing normalized_shape
+    aten.group_norm.default: _group_norm,  # over channel groups
+    aten.dropout.default: _like,
+    aten.native_batch_norm.default: _native_batch_norm,
+    aten._native_batch_norm_legit.default: _native_batch_norm,
+    aten._native_batch_norm_legit_no_training.default: _native_batch_norm,
+    aten._native_batch_norm_legit.no_stats: _batch_norm_no_stats,
+    aten.native_layer_norm.default: _native_layer_norm,
+    aten.native_group_norm.default: _native_group_norm,
+    aten.native_dropout.default: _native_dropout,
+}
+KERNELS |= {getattr(aten, op).default: _like for op in _ACTIVATIONS}  # f(x), elementwise
+KERNELS |= {getattr(aten, f"{op}_").default: _itself for op in _ACTIVATIONS}  # x = f(x)
+
+
+def shape_only(func: Any, args: tuple, kwargs: dict[str, Any] | None = None) -> Any:
+    """The output of ``func(*args, **kwargs)`` on a floating meta input, without running
+    its meta kernel: ``None`` where it has no shape-only kernel (run it)."""
+    kernel = KERNELS.get(func)
+    x = args[0] if args else None
+    if kernel is None or not isinstance(x, torch.Tensor):
+        return None
+    if not (x.is_meta and x.is_floating_point()):
+        return None
+    return kernel(*args)  # kwargs are keyword-only options (gelu's approximate), no widths
+
+
+class ShapeKernels(TorchDispatchMode):
+    """Run a forward on the meta device with the shape-only kernels of :func:`shape_only`."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = shape_only(func, args, kwargs)
+        return func(*args, **(kwargs or {})) if out is None else out
