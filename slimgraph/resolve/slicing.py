@@ -11,7 +11,6 @@ under several names sliced once) and module attributes updated from ``rules/modu
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from slimgraph._core.expr import Absent, evaluate
+from slimgraph._core.modulecopy import module_copy
 from slimgraph.errors import RewriteError, RuleTableError
 from slimgraph.graph.ruletable import load_rules
 
@@ -116,7 +116,7 @@ def sliced_tensors(model: nn.Module, slices: Slices, meta: bool) -> dict[int, to
 
 def sliced_copy(model: nn.Module, slices: Slices, meta: bool) -> nn.Module:
     memo: dict[int, Any] = dict(sliced_tensors(model, slices, meta))
-    return copy.deepcopy(model, memo)
+    return module_copy(model, memo)
 
 
 def assign(model: nn.Module, replacements: dict[int, torch.Tensor]) -> None:
@@ -175,15 +175,17 @@ def _follow_widths(module: nn.Module, old: nn.Module) -> None:
     """A module that no rule describes keeps each int attribute that equals one of its
     parameters' old widths (``self.hidden_dim`` of an MoE block, read by ``view(-1,
     self.hidden_dim)``) in step with that width, when the width changed one way only."""
+    ints = [a for a, v in vars(module).items() if not a.startswith("_") and type(v) is int]
+    if not ints:  # most containers: no need to read their parameters' shapes
+        return
     new_of: dict[int, set[int]] = {}
     before = dict(old.named_parameters())
     for name, t in module.named_parameters():
         if name in before and t.ndim == before[name].ndim:
             for new, was in zip(t.shape, before[name].shape, strict=True):
                 new_of.setdefault(was, set()).add(new)
-    for attr, value in list(vars(module).items()):
-        if attr.startswith("_") or type(value) is not int:
-            continue
+    for attr in ints:
+        value = vars(module)[attr]
         widths = new_of.get(value, set())
         if len(widths) == 1 and value not in widths:
             setattr(module, attr, widths.pop())

@@ -32,6 +32,7 @@ from slimgraph._core.inputs import (
     without_kv_cache,
 )
 from slimgraph._core.metakernels import ShapeKernels
+from slimgraph._core.modulecopy import module_copy
 from slimgraph.errors import PlanError, RewriteError, SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
@@ -90,7 +91,7 @@ def apply(
     expected = graph.output_shapes
     reference = reference_outputs(model, plan, graph, slices, example_inputs)  # before slicing
     if not inplace:
-        slim = copy.deepcopy(model, dict(replacements))
+        slim = module_copy(model, dict(replacements))
         _finish(slim, model, slices, plan, example_inputs, expected, graph.modes, reference)
         return slim
     with _restored_on_failure(model):

@@ -32,10 +32,12 @@ import argparse
 import contextlib
 import copy
 import cProfile
+import gc
 import io
 import json
 import os
 import pstats
+import resource
 import statistics
 import sys
 import time
@@ -104,9 +106,15 @@ def timed(tool: str, model: nn.Module, x: torch.Tensor) -> float:
 
 
 def bench(
-    names: Sequence[str], repeats: int, builder: Builder = build, warmup: bool = True
+    names: Sequence[str],
+    repeats: int,
+    builder: Builder = build,
+    warmup: bool = True,
+    report: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Times of both tools on every model, interleaved; with the load before and after."""
+    """Times of both tools on every model, interleaved; with the load before and after.
+    ``report(name, entry)`` hears of each model as it is done (a long run killed part way
+    keeps what it printed)."""
     result: dict[str, Any] = {
         "ratio": RATIO,
         "repeats": repeats,
@@ -135,6 +143,10 @@ def bench(
                     first = (str(err).strip().splitlines() or [""])[0][:160]
                     errors[tool] = f"{type(err).__name__}: {first}"
         result["models"][name] = {"times": times, "errors": errors}
+        del model
+        gc.collect()  # untimed: the garbage of one model is not the next one's pause
+        if report is not None:
+            report(name, result["models"][name])
     result["load_end"] = os.getloadavg()
     return result
 
@@ -186,6 +198,13 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def progress(name: str, entry: dict[str, Any]) -> None:
+    """One line per model as the zoo goes (stderr), with the process's peak memory."""
+    cells = [f"{tool} {summary(entry['times'][tool]) or 'failed'}" for tool in TOOLS]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    print(f"{name}: {'; '.join(cells)}; peak RSS {peak:.1f} GB", file=sys.stderr, flush=True)
+
+
 def profile(name: str, top: int, builder: Builder = build) -> str:
     model, x = builder(name)
     prof = cProfile.Profile()
@@ -217,7 +236,7 @@ def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     names, left = zoo(args.max_params) if args.zoo else (args.models, [])
-    result = bench(names, args.repeats, builder, warmup=not args.no_warmup)
+    result = bench(names, args.repeats, builder, not args.no_warmup, progress if args.zoo else None)
     print(table(result))
     if left:
         print(f"left out, over {args.max_params / 1e6:g}M parameters: {', '.join(left)}")
