@@ -10,7 +10,9 @@ measured by ``FlopCounterMode`` on meta-device copies (no real compute).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -53,7 +55,7 @@ def count_macs(model: torch.nn.Module, example_inputs: Any) -> int:
     to_meta = lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t  # noqa: E731
     meta_inputs = {k: to_meta(v) for k, v in kwargs.items()} or tuple(map(to_meta, args))
     try:
-        return module_macs(meta_copy(model).requires_grad_(False), meta_inputs)[""]
+        return module_macs(meta_copy(model), meta_inputs)[""]
     except RuntimeError as err:
         if not reads_values(err) or any(p.is_meta for p in model.parameters()):
             raise
@@ -95,8 +97,23 @@ def _counter() -> FlopCounterMode:
 
 def _count(model: torch.nn.Module, inputs: Any, counter: FlopCounterMode) -> None:
     args, kwargs = split_inputs(inputs)
-    with preserve_modes(model), torch.no_grad(), counter:
+    with preserve_modes(model), _frozen(model), torch.no_grad(), counter:
         model.eval()(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad for the duration: under ``no_grad`` a view of a
+    parameter still requires grad but has no grad_fn, and ``FlopCounterMode``'s module
+    tracker fails on a submodule given one (a kernel layer given ``conv.weight.squeeze(1)``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def plan_macs(graph: DependencyGraph, plan: PruningPlan) -> int:
