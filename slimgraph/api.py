@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from slimgraph._core.batches import Selector
+from slimgraph._core.gcpause import gc_paused
 from slimgraph._core.inputs import split_inputs
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
@@ -24,7 +25,7 @@ from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.rewrite.depth import DepthResult
 from slimgraph.rewrite.depth import drop_blocks as drop_depth
-from slimgraph.rewrite.fallback import plan_that_applies
+from slimgraph.rewrite.fallback import applied_plan
 from slimgraph.rewrite.hf_config import remember_source
 
 __all__ = ["SlimResult", "slim"]
@@ -91,46 +92,57 @@ def slim(
     >>> r.model[0].out_features, r.plan.params_after
     (8, 58)
     """
-    config = PruneConfig(
-        ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
-    )
-    depth = None
-    if drop_blocks is not None:
-        if calibration is not None and not isinstance(calibration, Calibration):
-            calibration = list(calibration)  # read twice: block influence, then the criteria
-        depth = _drop(model, example_inputs, drop_blocks, calibration, inputs, loss_fn)
-        config = width_budget(config, depth.renamed)  # the blocks pay part of a latency budget
-    source = model if depth is None else depth.model  # a copy, whose width is cut in place
-    try:
-        graph = trace(source, example_inputs, head_dims=head_dims, query_heads=query_heads)
-    except TraceError as failure:
-        if failure.__cause__ is None:  # not torch.export's refusal: nothing to partition
-            raise
-        if depth is not None:
-            raise PlanError(
-                f"drop_blocks is not supported yet on a model traced part by part ({failure}); "
-                "drop the blocks with sg.drop_blocks, then sg.slim the result"
-            ) from failure
+    # the trace's fx nodes and graph dicts live in cycles until the call returns
+    with gc_paused():
+        config = PruneConfig(
+            ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
+        )
+        depth = None
+        if drop_blocks is not None:
+            if calibration is not None and not isinstance(calibration, Calibration):
+                calibration = list(calibration)  # read twice: block influence, then the criteria
+            depth = _drop(model, example_inputs, drop_blocks, calibration, inputs, loss_fn)
+            config = width_budget(config, depth.renamed)  # the blocks pay part of a latency budget
+        source = model if depth is None else depth.model  # a copy, whose width is cut in place
+        try:
+            graph = trace(source, example_inputs, head_dims=head_dims, query_heads=query_heads)
+        except TraceError as failure:
+            if failure.__cause__ is None:  # not torch.export's refusal: nothing to partition
+                raise
+            if depth is not None:
+                raise PlanError(
+                    f"drop_blocks is not supported yet on a model traced part by part ({failure}); "
+                    "drop the blocks with sg.drop_blocks, then sg.slim the result"
+                ) from failure
+            if calibration is not None:
+                raise PlanError(
+                    "calibration is not supported yet on a model traced part by part "
+                    f"({failure}); slim it with a weight criterion such as importance='l2'"
+                ) from failure
+            return _slim_parts(
+                model, example_inputs, failure, config, head_dims, query_heads, inplace
+            )
         if calibration is not None:
-            raise PlanError(
-                "calibration is not supported yet on a model traced part by part "
-                f"({failure}); slim it with a weight criterion such as importance='l2'"
-            ) from failure
-        return _slim_parts(model, example_inputs, failure, config, head_dims, query_heads, inplace)
-    if calibration is not None:
-        if not isinstance(calibration, Calibration):
-            calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
-        graph = graph.calibrated(calibration)  # what the criteria read
-    plan = plan_that_applies(source, graph, config)
-    if depth is None:
-        slim_model = apply(model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs)
+            if not isinstance(calibration, Calibration):
+                calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
+            graph = graph.calibrated(calibration)  # what the criteria read
+
+        params_before = count_params(model)  # before an in-place apply changes it
+
+        def applied(plan: PruningPlan) -> nn.Module:
+            if depth is None:
+                return apply(
+                    model, plan, graph=graph, inplace=inplace, example_inputs=example_inputs
+                )
+            if inplace:  # blocks and cuts, on the caller's model (restored if anything fails)
+                whole = plan.with_blocks(depth.dropped, params_before)
+                return apply(model, whole, graph=graph, inplace=True, example_inputs=example_inputs)
+            return apply(source, plan, graph=graph, inplace=True, example_inputs=example_inputs)
+
+        plan, slim_model = applied_plan(source, graph, config, applied)
+        if depth is not None:
+            plan = plan.with_blocks(depth.dropped, params_before)
         return SlimResult(slim_model, plan, graph)
-    whole = plan.with_blocks(depth.dropped, count_params(model))
-    if inplace:  # blocks and cuts, on the caller's model (restored if anything fails)
-        slim_model = apply(model, whole, graph=graph, inplace=True, example_inputs=example_inputs)
-    else:
-        slim_model = apply(source, plan, graph=graph, inplace=True, example_inputs=example_inputs)
-    return SlimResult(slim_model, whole, graph)
 
 
 def _drop(
@@ -177,8 +189,12 @@ def _slim_parts(
     )
     target = model if inplace else copy.deepcopy(model)
     parts, graph = found.bind(target)
-    plan = plan_that_applies(parts, graph, config)
-    apply(parts, plan, graph=graph, inplace=True, example_inputs=found.inputs)
+    plan, _ = applied_plan(
+        parts,
+        graph,
+        config,
+        lambda p: apply(parts, p, graph=graph, inplace=True, example_inputs=found.inputs),
+    )
     args, kwargs = split_inputs(example_inputs)
     try:
         with torch.no_grad(), buffers_restored(target):

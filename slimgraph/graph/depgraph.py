@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -61,7 +60,7 @@ class Group:
         return list(seen)
 
 
-class DependencyGraph(GraphViews):
+class DependencyGraph(GraphViews, viz.Drawable):
     """Slots, coupling and groups of one traced model.
 
     Build it with :func:`slimgraph.trace`; read :attr:`groups`, ask :meth:`explain`. It
@@ -111,6 +110,8 @@ class DependencyGraph(GraphViews):
         self.groups: list[Group] = self._groups()
         self._by_id = {g.id: g for g in self.groups}
         self._resolve_balances()
+        # (group id, slot) -> unit_index; shared by the graph's views, whose groups these are
+        self._unit_indices: dict[tuple[str, int], np.ndarray] = {}
         self._seal()  # from here on, views instead of changes (slimgraph.graph.views)
 
     # -- construction ----------------------------------------------------------------
@@ -233,7 +234,18 @@ class DependencyGraph(GraphViews):
         return np.stack(columns, axis=1) if columns else np.zeros((group.size, 0), np.int64)
 
     def unit_index(self, group: Group, slot: int) -> np.ndarray:
-        """For each index of ``slot``: the position of its unit in ``group``, or -1."""
+        """For each index of ``slot``: the position of its unit in ``group``, or -1
+        (read-only: the criteria, the planner and the rewrite ask for the same ones)."""
+        cache = getattr(self, "_unit_indices", None)  # None while the groups are built
+        if cache is None or self._by_id.get(group.id) is not group:
+            return self._unit_index(group, slot)
+        found = cache.get((group.id, slot))
+        if found is None:
+            found = cache[group.id, slot] = self._unit_index(group, slot)
+            found.setflags(write=False)
+        return found
+
+    def _unit_index(self, group: Group, slot: int) -> np.ndarray:
         labels = self.slot_labels(slot)
         if group.size == 0:
             return np.full(len(labels), -1)
@@ -369,23 +381,6 @@ class DependencyGraph(GraphViews):
           members: 0.weight dim 0, 0.bias dim 0, 2.weight dim 1
         """
         return "\n".join(viz.explain_group(self, g) for g in self.select(what))
-
-    # -- seeing it (slimgraph.graph.viz) ------------------------------------------------------
-    def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
-        """Draw the layer-level coupling graph with matplotlib (see :func:`slimgraph.graph.viz.draw`);
-        ``focus`` is what :meth:`select` accepts."""
-        return viz.draw(self, focus, ax, **options)
-
-    def to_dot(self, focus: str | None = None) -> str:
-        """The layer-level coupling graph as Graphviz DOT text."""
-        return viz.to_dot(self, focus)
-
-    def to_graphml(self, path: Any = None, focus: str | None = None) -> str | None:
-        """Write the layer-level coupling graph as GraphML (returns the text without a path)."""
-        return viz.to_graphml(self, path, focus)
-
-    def _repr_html_(self) -> str:
-        return viz.groups_html(self)
 
     def __repr__(self) -> str:
         n = len(self.prunable_groups())

@@ -16,6 +16,7 @@ from torch.export.graph_signature import InputKind
 from torch.fx import config as fx_config
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
+from slimgraph._core.gcpause import gc_paused
 from slimgraph._core.inputs import (
     ExampleInputs,
     input_specs,
@@ -181,11 +182,11 @@ def trace(
     args, kwargs = split_inputs(example_inputs)
     with preserve_modes(model):
         _refresh_caches(model)
-    program = recorded(model, args, kwargs) or export_program(model, args, kwargs)
     try:
-        return build_graph(
-            program, model, rules or load_rules(), input_specs(args, kwargs), head_dims, query_heads
-        )
+        with gc_paused():  # fx nodes and graph dicts in cycles, dead on return
+            program = recorded(model, args, kwargs) or export_program(model, args, kwargs)
+            specs = input_specs(args, kwargs)
+            return build_graph(program, model, rules or load_rules(), specs, head_dims, query_heads)
     except GuardOnDataDependentSymNode as err:  # exported, but a shape depends on values
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise TraceError(

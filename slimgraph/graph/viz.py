@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
 
 __all__ = [
+    "Drawable",
     "draw",
     "explain_group",
     "groups_html",
@@ -308,3 +309,23 @@ def groups_html(graph: DependencyGraph, limit: int = 200) -> str:
         "<table><thead><tr><th>group</th><th>unit</th><th>units</th><th>layers</th>"
         "<th>state</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
+
+
+class Drawable:
+    """The graph's own drawing methods (a mixin of :class:`DependencyGraph`)."""
+
+    def draw(self, focus: str | None = None, ax: Any = None, **options: Any) -> Any:
+        """Draw the layer-level coupling graph with matplotlib (see :func:`draw`);
+        ``focus`` is what :meth:`DependencyGraph.select` accepts."""
+        return draw(self, focus, ax, **options)  # type: ignore[arg-type]
+
+    def to_dot(self, focus: str | None = None) -> str:
+        """The layer-level coupling graph as Graphviz DOT text."""
+        return to_dot(self, focus)  # type: ignore[arg-type]
+
+    def to_graphml(self, path: Any = None, focus: str | None = None) -> str | None:
+        """Write the layer-level coupling graph as GraphML (returns the text without a path)."""
+        return to_graphml(self, path, focus)  # type: ignore[arg-type]
+
+    def _repr_html_(self) -> str:
+        return groups_html(self)  # type: ignore[arg-type]

@@ -1,13 +1,15 @@
 """Apply a validated plan: slice parameters and buffers, update attributes, verify.
 
-Order of work, so that a plan that cannot apply never touches real weights:
+Order of work, so that a plan that cannot apply leaves the model as it was:
 
 1. check the plan against the graph (same model, known groups, sizes, links);
-2. meta dry run: a weightless copy is sliced, its attributes updated from
-   ``rules/modules.toml``, and run forward on the plan's input shapes;
+2. without ``example_inputs`` (or on meta weights), the meta dry run: a weightless copy
+   is sliced, its attributes updated from ``rules/modules.toml``, and run forward on the
+   plan's input shapes;
 3. the real model (a copy unless ``inplace=True``) gets the sliced tensors;
 4. with ``example_inputs``, a real forward pass checks the output shapes, and on exact
-   plans the values (:mod:`slimgraph.rewrite.verify`).
+   plans the values (:mod:`slimgraph.rewrite.verify`). It is the dry run, on the real
+   weights: a failure discards the copy, or puts the old tensors and attributes back.
 """
 
 from __future__ import annotations
@@ -84,7 +86,12 @@ def apply(
         return _apply_after_blocks(model, plan, graph, inplace, example_inputs)
     if graph is None:
         graph = _retrace(model, plan)
-    slices = dry_run(model, plan, graph)
+    if example_inputs is not None and not any(p.is_meta for p in model.parameters()):
+        # the forward check below runs the slim model on real weights: it is the dry run
+        check_plan(graph, plan)
+        slices = kept_shapes(graph, plan)
+    else:
+        slices = dry_run(model, plan, graph)
     # every new tensor is computed before any is swapped in: the folds read the weights
     # before slicing, and a refusal here leaves the model as it was
     replacements = _new_tensors(model, slices, bias_shifts(model, plan.compensation, slices))

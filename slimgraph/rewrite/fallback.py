@@ -8,6 +8,8 @@ it, and the plan skips them with the reason.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 from torch import nn
 
@@ -18,7 +20,9 @@ from slimgraph.planner import plan as make_plan
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import dry_run
 
-__all__ = ["failing_groups", "plan_that_applies"]
+__all__ = ["applied_plan", "failing_groups", "plan_that_applies"]
+
+T = TypeVar("T")
 
 
 def plan_that_applies(model: nn.Module, graph: DependencyGraph, config: PruneConfig) -> PruningPlan:
@@ -29,16 +33,49 @@ def plan_that_applies(model: nn.Module, graph: DependencyGraph, config: PruneCon
     try:
         dry_run(model, plan, graph)
     except RewriteError:
-        skip = failing_groups(model, plan, graph)
-        if not skip:
-            raise
-        warnings.warn(
-            f"slimgraph skipped {len(skip)} group(s) because the model hard-codes their "
-            f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
-            stacklevel=3,
-        )
-        plan = make_plan(graph, config, skip=skip)
+        plan = _skipping_failures(model, plan, graph, config)
     return plan
+
+
+def applied_plan(
+    model: nn.Module,
+    graph: DependencyGraph,
+    config: PruneConfig,
+    apply_plan: Callable[[PruningPlan], T],
+) -> tuple[PruningPlan, T]:
+    """``sg.plan``, then ``apply_plan`` (``sg.apply`` with example inputs, whose forward
+    check on the real weights is the dry run); when that fails where the meta dry run
+    fails too, the plan skips the groups that fail it on their own and is applied again,
+    as :func:`plan_that_applies` would have planned it. The happy path runs no meta dry
+    run at all."""
+    plan = make_plan(graph, config)
+    try:
+        return plan, apply_plan(plan)
+    except RewriteError:
+        try:
+            dry_run(model, plan, graph)
+        except RewriteError:
+            pass
+        else:
+            raise  # not a width the dry run sees (the value check): skipping cannot help
+        plan = _skipping_failures(model, plan, graph, config)
+    return plan, apply_plan(plan)
+
+
+def _skipping_failures(
+    model: nn.Module, plan: PruningPlan, graph: DependencyGraph, config: PruneConfig
+) -> PruningPlan:
+    """The plan again, without the groups whose cuts fail a dry run on their own; raises
+    the dry run's error when no group fails alone."""
+    skip = failing_groups(model, plan, graph)
+    if not skip:
+        dry_run(model, plan, graph)  # the error the whole plan's dry run gives
+    warnings.warn(
+        f"slimgraph skipped {len(skip)} group(s) because the model hard-codes their "
+        f"width: {', '.join(sorted(skip)[:5])}; see plan.skipped",
+        stacklevel=4,
+    )
+    return make_plan(graph, config, skip=skip)
 
 
 def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> dict[str, str]:

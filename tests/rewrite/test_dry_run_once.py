@@ -1,5 +1,6 @@
-"""The meta dry run runs once per plan: ``sg.slim`` dry-runs the plan it makes before
-applying it, and ``apply`` reuses that run while the model and plan are the same."""
+"""The meta dry run runs at most once per plan: ``apply`` reuses a passed run while the
+model and plan are the same, and ``sg.slim``, whose forward check on the real weights is
+the dry run, runs none unless that check fails."""
 
 from __future__ import annotations
 
@@ -43,9 +44,16 @@ def meta_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return made
 
 
-def test_slim_dry_runs_its_plan_once(meta_copies: list[int]) -> None:
+def test_slim_checks_on_the_real_weights_without_a_meta_dry_run(meta_copies: list[int]) -> None:
     result = sg.slim(net(), (X,), ratio=0.5)
     assert result.model[0].out_channels == 4
+    assert meta_copies == []
+
+
+def test_apply_without_inputs_dry_runs_on_meta(meta_copies: list[int]) -> None:
+    model = net()
+    graph = sg.trace(model, (X,))
+    assert sg.apply(model, sg.plan(graph, ratio=0.5), graph=graph)[0].out_channels == 4
     assert len(meta_copies) == 1
 
 

@@ -86,14 +86,22 @@ class HardCoded(nn.Sequential):
         return self[2](self[1](self[0](x)).reshape(x.shape[0], 16, 8, 8))
 
 
-@pytest.mark.parametrize("inplace", [False, True])
-def test_failed_dry_run_changes_nothing(inplace: bool) -> None:
+@pytest.mark.parametrize(
+    ("inplace", "inputs", "check"),
+    [
+        (False, None, "meta dry run"),
+        (True, None, "meta dry run"),
+        (False, (X,), "forward check"),  # the check on the real weights is the dry run
+        (True, (X,), "forward check"),
+    ],
+)
+def test_failed_dry_run_changes_nothing(inplace: bool, inputs, check: str) -> None:
     model = HardCoded(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 4, 1)).eval()
     graph = sg.trace(model, (X,))
     plan = sg.plan(graph, ratio=0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(sg.RewriteError, match="meta dry run of the slimmed model failed"):
-        sg.apply(model, plan, graph=graph, inplace=inplace)
+    with pytest.raises(sg.RewriteError, match=f"{check} of the slimmed model failed"):
+        sg.apply(model, plan, graph=graph, inplace=inplace, example_inputs=inputs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model[0].out_channels == 16
 

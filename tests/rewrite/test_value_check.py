@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.rewrite import fallback
 from tests.oracles import kill_dropped
 
 
@@ -45,6 +46,17 @@ def test_code_that_branches_on_a_width_is_refused() -> None:
     with pytest.raises(sg.RewriteError, match=r"(?s)value check.*branches on a tensor's size"):
         sg.slim(model, _inputs(), ratio=0.5)
     torch.testing.assert_close(model.state_dict(), before)  # zeroed units put back
+
+
+def test_a_value_check_failure_is_not_searched_group_by_group(monkeypatch) -> None:
+    # the whole plan passes the meta dry run: skipping groups that fail it cannot help
+    def searched(*_: object) -> None:
+        pytest.fail("failing_groups ran for a value check failure")
+
+    monkeypatch.setattr(fallback, "failing_groups", searched)
+    torch.manual_seed(0)
+    with pytest.raises(sg.RewriteError, match="value check"):
+        sg.slim(Branches().eval(), _inputs(), ratio=0.5)
 
 
 def test_a_normal_model_slims_without_warning_and_matches_the_oracle() -> None:
