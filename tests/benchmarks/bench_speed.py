@@ -26,6 +26,11 @@ the other's allocations into fresh pages, and a full collection that lands in a 
 frees the other's garbage on its time. Measured on resnet50: sg.slim's reference forward
 took 0.7-0.9 s right after Torch-Pruning calls and 0.23 s after a collection.
 
+A call that runs past ``--max-seconds`` (300) is stopped with ``TimeoutError``, and the
+process's memory is capped at ``--max-gb`` (12 GB, ``RLIMIT_DATA``) so that a tool that
+needs more fails with an allocation error; both are reported as that tool's failure on
+the model, instead of ending the run.
+
 ``--zoo`` times every torchvision classifier up to ``--max-params`` parameters instead
 (the last row is then the zoo median; the larger ones are named as left out).
 ``--profile N`` adds a cProfile of one ``sg.slim`` call on the first model, top N
@@ -45,6 +50,7 @@ import json
 import os
 import pstats
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -104,14 +110,36 @@ RUNNERS: dict[str, Callable[[nn.Module, torch.Tensor], None]] = {
 }
 
 
+LIMIT = {"seconds": 300.0}  # a call that runs longer is stopped and reported (--max-seconds)
+
+
 def timed(tool: str, model: nn.Module, x: torch.Tensor) -> float:
     """Seconds one call of ``tool`` takes on a fresh copy of ``model``, from a collected
-    heap (neither the copy nor the collection is timed)."""
+    heap (neither the copy nor the collection is timed); a call over ``LIMIT["seconds"]``
+    raises ``TimeoutError``."""
     fresh = copy.deepcopy(model)
     gc.collect()
+    signal.signal(signal.SIGALRM, _over_time)
     start = time.perf_counter()
-    RUNNERS[tool](fresh, x)
+    # again every second after: code that catches every exception swallows the first
+    signal.setitimer(signal.ITIMER_REAL, LIMIT["seconds"], 1.0)
+    try:
+        RUNNERS[tool](fresh, x)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     return time.perf_counter() - start
+
+
+def _over_time(*_: Any) -> None:
+    raise TimeoutError(f"did not finish in {LIMIT['seconds']:g} s")
+
+
+def cap_memory(gb: float) -> None:
+    """Limit the process's data segment (heap and anonymous maps) to ``gb``: a tool that
+    needs more fails with an allocation error instead of the machine's OOM killer ending
+    the whole run (Torch-Pruning grows past 16 GB on maxvit_t and swin_t)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (int(gb * 1e9), hard))
 
 
 def bench(
@@ -236,6 +264,12 @@ def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: torch's own choice)"
     )
+    parser.add_argument(
+        "--max-seconds", type=float, default=LIMIT["seconds"], help="stop a call after this long"
+    )
+    parser.add_argument(
+        "--max-gb", type=float, default=12.0, help="memory cap of the process (RLIMIT_DATA)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the raw times as JSON")
     parser.add_argument("--no-warmup", action="store_true", help="time the first calls too")
     parser.add_argument(
@@ -244,6 +278,8 @@ def main(argv: list[str] | None = None, builder: Builder = build) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    LIMIT["seconds"] = args.max_seconds
+    cap_memory(args.max_gb)
     names, left = zoo(args.max_params) if args.zoo else (args.models, [])
     result = bench(names, args.repeats, builder, not args.no_warmup, progress if args.zoo else None)
     print(table(result))
