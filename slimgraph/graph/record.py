@@ -83,8 +83,12 @@ class _Recorder(SchemaCheckMode):
         if func in _LIFTED_BY_EXPORT:
             raise NotRecorded(f"{func} (export lifts its tensor as a constant)")
         node_args, node_kwargs = _map_tensors(self._node, (args, kwargs))
-        out = shape_only(func, args, kwargs)  # norms and activations skip their meta kernels
-        out = func(*args, **kwargs) if out is None else out
+        # The mode is popped here: the op runs on its C++ meta kernel, not on the Python
+        # ones the dispatcher the mode needed would pick (about a seventh of a recording).
+        with torch._C._DisablePythonDispatcher():
+            out = shape_only(func, args, kwargs)  # norms and activations skip their meta kernels
+            out = func(*args, **kwargs) if out is None else out
+            val = _map_tensors(torch.Tensor.detach, out)
         if func in _TO:
             x = args[0]
             facts = {"dtype": x.dtype, "device": x.device, "layout": x.layout}
@@ -93,14 +97,14 @@ class _Recorder(SchemaCheckMode):
         # meta["val"] holds a detached alias: a strong reference to ``out`` itself would make
         # factory functions hand the caller a fresh tensor (autograd's make_variable copies
         # a tensor that is referenced elsewhere), which no node would then stand for
-        node.meta["val"] = _map_tensors(torch.Tensor.detach, out)
+        node.meta["val"] = val
         if isinstance(out, torch.Tensor):
             self.nodes[out] = node
         elif isinstance(out, (tuple, list)):
             for i, item in enumerate(out):
                 if isinstance(item, torch.Tensor):
                     part = self._add(operator.getitem, (node, i), name="getitem")
-                    part.meta["val"] = item.detach()
+                    part.meta["val"] = val[i]
                     self.nodes[item] = part
         return out
 
