@@ -10,6 +10,9 @@ those widths, as the real kernels do, and makes the output with ``empty_like``;
 ``tests/core/test_metakernels.py`` holds every entry to its registered meta kernel (shapes,
 dtypes, strides, and a refusal of every width that does not agree).
 
+The other kernels run once per signature (:class:`KernelCache`): a meta output is a
+function of its arguments' shapes, strides and dtypes, and models repeat their layers.
+
 >>> x, w = torch.empty(2, 8, 4, 4, device="meta"), torch.empty(8, device="meta")
 >>> with ShapeKernels():
 ...     y = torch.nn.functional.batch_norm(x, w, w, training=False)
@@ -19,13 +22,13 @@ dtypes, strides, and a refusal of every width that does not agree).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["ShapeKernels", "shape_only"]
+__all__ = ["KernelCache", "ShapeKernels", "shape_only"]
 
 aten = torch.ops.aten
 Kernel = Callable[..., Any]
@@ -166,9 +169,126 @@ def shape_only(func: Any, args: tuple, kwargs: dict[str, Any] | None = None) -> 
     return kernel(*args)  # kwargs are keyword-only options (gelu's approximate), no widths
 
 
+class _Unkeyed(Exception):
+    """An argument the cache cannot key by (not a meta tensor, nor a plain value)."""
+
+
+_PLAIN = (str, torch.dtype, torch.device, torch.layout, torch.memory_format, type(None))
+_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _signature(value: Any) -> Hashable:
+    """What a meta kernel may read of ``value``: a tensor's shape, strides, dtype and
+    offset, a scalar's type with its value (``1``, ``1.0`` and ``True`` are equal keys
+    alone, and an integer tensor plus ``1.0`` is a float tensor)."""
+    kind = type(value)
+    if kind in _TENSORS:
+        if not value.is_meta or value.layout != torch.strided:
+            raise _Unkeyed
+        return (value.shape, value.stride(), value.dtype, value.storage_offset())
+    if kind in (int, float, bool, complex):
+        return (kind, value)
+    if kind in (tuple, list):
+        return (kind, *map(_signature, value))
+    if kind is dict:
+        return (kind, *((k, _signature(v)) for k, v in value.items()))
+    if isinstance(value, _PLAIN):
+        return value
+    raise _Unkeyed
+
+
+def _tensors(tree: Any) -> Iterator[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif type(tree) in (tuple, list):
+        for item in tree:
+            yield from _tensors(item)
+    elif type(tree) is dict:
+        for item in tree.values():
+            yield from _tensors(item)
+
+
+Layout = tuple[type, list[tuple[torch.Size, tuple[int, ...], torch.dtype]]]
+
+
+def _fresh(func: Any, out: Any, args: tuple, kwargs: dict) -> Layout | None:
+    """The layout of ``out`` when its tensors are new (no output aliases an input or
+    another output, none is a view into a larger storage), else None."""
+    outs = [out] if isinstance(out, torch.Tensor) else out if type(out) in (tuple, list) else []
+    if not outs or func._schema.is_mutable:
+        return None
+    if not all(type(o) is torch.Tensor and o.is_meta and _whole(o) for o in outs):
+        return None
+    inputs = list(_tensors((args, kwargs)))
+    if not inputs:  # a factory's output may follow the default dtype and device
+        return None
+    storages = [t.untyped_storage()._cdata for t in inputs]
+    for o in outs:  # a view of an input, or of another output
+        if o.untyped_storage()._cdata in storages:
+            return None
+        storages.append(o.untyped_storage()._cdata)
+    return type(out), [(o.shape, o.stride(), o.dtype) for o in outs]
+
+
+def _whole(t: torch.Tensor) -> bool:
+    """Whether ``t`` spans its storage exactly, as ``empty_strided`` would make it."""
+    if t.layout != torch.strided or t.storage_offset():
+        return False
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+    return t.untyped_storage().nbytes() == span * t.element_size()
+
+
+def _made(layout: Layout) -> Any:
+    kind, parts = layout
+    outs = [torch.empty_strided(*part[:2], dtype=part[2], device="meta") for part in parts]
+    return outs[0] if kind not in (tuple, list) else kind(outs)
+
+
+class KernelCache:
+    """Meta kernels remembered by their arguments' metadata, for one forward.
+
+    A meta kernel's output can depend on its inputs' shapes, strides and dtypes and on its
+    other arguments, never on values (meta tensors have none): a forward that repeats a
+    layer (a ViT's twelve blocks, the bottlenecks of a ResNet stage) runs each kernel once
+    per signature, and the repeats get new tensors of the remembered layout. Only ops whose
+    outputs are new tensors are remembered: views, in-place and ``out=`` ops run every
+    time, as does any op with an argument that is not a meta tensor or a plain value.
+    Outputs made from the cache carry no autograd history, as those of
+    :func:`shape_only` do not.
+
+    >>> cache, x = KernelCache(), torch.empty(2, 3, 8, 8, device="meta")
+    >>> w = torch.empty(4, 3, 3, 3, device="meta")
+    >>> first = cache(aten.conv2d.default, (x, w), {})
+    >>> again = cache(aten.conv2d.default, (x, w), {})  # not run: made from the cache
+    >>> again.shape, again.stride() == first.stride(), again is first, len(cache.seen)
+    (torch.Size([2, 4, 6, 6]), True, False, 1)
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[Hashable, Layout | None] = {}
+
+    def __call__(self, func: Any, args: tuple, kwargs: dict[str, Any] | None) -> Any:
+        kwargs = kwargs or {}
+        try:
+            key = (func, _signature(args), _signature(kwargs) if kwargs else None)
+        except _Unkeyed:
+            return func(*args, **kwargs)
+        if key in self.seen:
+            layout = self.seen[key]
+            return func(*args, **kwargs) if layout is None else _made(layout)
+        out = func(*args, **kwargs)
+        self.seen[key] = _fresh(func, out, args, kwargs)
+        return out
+
+
 class ShapeKernels(TorchDispatchMode):
-    """Run a forward on the meta device with the shape-only kernels of :func:`shape_only`."""
+    """Run a forward on the meta device with the shape-only kernels of :func:`shape_only`,
+    and the other kernels remembered (:class:`KernelCache`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = KernelCache()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = shape_only(func, args, kwargs)
-        return func(*args, **(kwargs or {})) if out is None else out
+        return self.kernels(func, args, kwargs) if out is None else out

@@ -45,7 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from slimgraph._core.inputs import attributes_kept, preserve_modes, without_kv_cache
-from slimgraph._core.metakernels import shape_only
+from slimgraph._core.metakernels import KernelCache, shape_only
 from slimgraph.graph.builder import META_MODULE, META_ROLE
 
 __all__ = ["NotRecorded", "record_graph", "recorded"]
@@ -77,6 +77,7 @@ class _Recorder(SchemaCheckMode):
     def __init__(self, graph: fx.Graph, nodes: WeakTensorKeyDictionary, stack: list[str]):
         TorchDispatchMode.__init__(self, torch._C.DispatchKey.PreDispatch)
         self.graph, self.nodes, self.stack = graph, nodes, stack
+        self.kernels = KernelCache()  # a repeated layer's kernels run once
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -84,10 +85,11 @@ class _Recorder(SchemaCheckMode):
             raise NotRecorded(f"{func} (export lifts its tensor as a constant)")
         node_args, node_kwargs = _map_tensors(self._node, (args, kwargs))
         # The mode is popped here: the op runs on its C++ meta kernel, not on the Python
-        # ones the dispatcher the mode needed would pick (about a seventh of a recording).
-        with torch._C._DisablePythonDispatcher():
+        # ones the dispatcher the mode needed would pick (about a seventh of a recording),
+        # and the torch calls of a Python kernel are the kernel's, not the model's: no watch.
+        with torch._C._DisablePythonDispatcher(), torch._C.DisableTorchFunction():
             out = shape_only(func, args, kwargs)  # norms and activations skip their meta kernels
-            out = func(*args, **kwargs) if out is None else out
+            out = self.kernels(func, args, kwargs) if out is None else out
             val = _map_tensors(torch.Tensor.detach, out)
         if func in _TO:
             x = args[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimgraph._core.metakernels import KERNELS, ShapeKernels, shape_only
+from slimgraph._core.metakernels import KERNELS, KernelCache, ShapeKernels, shape_only
 
 aten = torch.ops.aten
 ACTIVATIONS = {
@@ -152,3 +152,65 @@ def test_a_meta_forward_under_the_mode_gives_the_plain_forward_shapes() -> None:
     net[1].running_mean = meta(7)  # a statistic that no longer fits the channels
     with torch.no_grad(), ShapeKernels(), pytest.raises(RuntimeError, match="running_mean"):
         net(x)
+
+
+class Counted:
+    """An op that counts how often its kernel runs."""
+
+    def __init__(self, op) -> None:
+        self.op, self._schema, self.runs = op, op._schema, 0
+
+    def __call__(self, *args, **kwargs):
+        self.runs += 1
+        return self.op(*args, **kwargs)
+
+
+def test_the_cache_runs_a_kernel_once_per_signature() -> None:
+    cache, conv = KernelCache(), Counted(aten.conv2d.default)
+    x, w = meta(2, 3, 8, 8), meta(4, 3, 3, 3)
+    first = cache(conv, (x, w, None, [1, 1], [1, 1]), {})
+    again = cache(conv, (meta(2, 3, 8, 8), meta(4, 3, 3, 3), None, [1, 1], [1, 1]), {})
+    assert conv.runs == 1
+    assert facts(again) == facts(first) == [((2, 4, 8, 8), torch.float32, (256, 64, 8, 1))]
+    assert again is not first and not torch._C._is_alias_of(again, first)
+    # another stride, padding or dtype is another signature, run and remembered
+    cache(conv, (x.to(memory_format=torch.channels_last), w, None, [1, 1], [1, 1]), {})
+    cache(conv, (x, w, None, [1, 1], [0, 0]), {})
+    cache(conv, (x.double(), w.double(), None, [1, 1], [1, 1]), {})
+    assert conv.runs == 4 and len(cache.seen) == 4
+
+
+def test_scalars_of_other_types_are_other_signatures() -> None:
+    cache, ints = KernelCache(), meta(3, dtype=torch.int64)
+    assert cache(aten.add.Tensor, (ints, 1), {}).dtype == torch.int64
+    assert cache(aten.add.Tensor, (ints, 1.0), {}).dtype == torch.float32
+    assert cache(aten.add.Tensor, (ints, True), {}).dtype == torch.int64
+    assert len(cache.seen) == 3
+
+
+def test_views_in_place_ops_and_real_tensors_run_every_time() -> None:
+    cache, x = KernelCache(), meta(4, 6)
+    for op, args in [
+        (aten.t.default, (x,)),  # a view of its input
+        (aten.add_.Tensor, (x, x)),  # in place: the input itself
+        (aten.split.Tensor, (x, 2)),  # views
+    ]:
+        counted = Counted(op)
+        outs = [cache(counted, args, {}) for _ in range(2)]
+        assert counted.runs == 2, op
+        assert all(
+            torch._C._is_alias_of(o if isinstance(o, torch.Tensor) else o[0], x) for o in outs
+        )
+    counted = Counted(aten.mul.Tensor)
+    cache(counted, (torch.ones(3), torch.ones(3)), {})
+    cache(counted, (torch.ones(3), torch.ones(3)), {})
+    assert counted.runs == 2  # real values are not keyed by their shapes
+    assert set(cache.seen.values()) == {None}  # the views and in-place ops: never remembered
+
+
+def test_a_kernel_that_refuses_is_not_remembered() -> None:
+    cache, conv = KernelCache(), Counted(aten.conv2d.default)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            cache(conv, (meta(2, 5, 8, 8), meta(4, 3, 3, 3)), {})
+    assert conv.runs == 2 and not cache.seen
