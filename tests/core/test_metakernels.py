@@ -64,7 +64,8 @@ def facts(out: object) -> list[tuple]:
 
 
 def test_every_entry_is_checked_here() -> None:
-    assert {op for op, _, _ in cases(torch.float32, False)} == set(KERNELS)
+    checked = {op for op, _, _ in cases(torch.float32, False)} | {op for op, _ in binary_cases()}
+    assert checked | {aten.adaptive_avg_pool2d.default} == set(KERNELS)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
@@ -214,3 +215,75 @@ def test_a_kernel_that_refuses_is_not_remembered() -> None:
         with pytest.raises(RuntimeError):
             cache(conv, (meta(2, 5, 8, 8), meta(4, 3, 3, 3)), {})
     assert conv.runs == 2 and not cache.seen
+
+
+def binary_cases() -> list[tuple[object, tuple]]:
+    """Broadcasts, scalars, mixed dtypes and layouts of add, sub and mul (and in place)."""
+    x, cl = meta(2, 6, 5, 5), meta(2, 6, 5, 5).to(memory_format=torch.channels_last)
+    others = [
+        meta(2, 6, 5, 5),
+        meta(1, 6, 1, 1),
+        meta(5),
+        meta(6, 1, 1, dtype=torch.float64),
+        meta(2, 6, 5, 5, dtype=torch.bfloat16),
+        meta(dtype=torch.float64),  # 0-dim: it does not promote a float32 tensor
+        meta(2, 1, 5, 5, dtype=torch.int64),
+        cl,
+        2,
+        2.5,
+    ]
+    found: list[tuple[object, tuple]] = []
+    for op in ("add", "sub", "mul"):
+        for other in others:
+            found += [
+                (getattr(aten, op).Tensor, (x, other)),
+                (getattr(aten, op).Tensor, (cl, other)),
+            ]
+            found.append((getattr(aten, f"{op}_").Tensor, (meta(2, 6, 5, 5), other)))
+        found.append((getattr(aten, op).Tensor, (meta(6, 1), meta(1, 6))))  # both broadcast
+        found.append((getattr(aten, op).Tensor, (meta(2, 1, 3), meta(2, 4, 3))))
+        found.append((getattr(aten, op).Tensor, (meta(1, 6, 1, 1), x)))
+        # contiguous, but a size-1 dim strided otherwise (a transposed view): the kernel's
+        # output keeps that stride
+        odd = meta(2, 8, 1, 16).transpose(1, 2)
+        found.append((getattr(aten, op).Tensor, (odd, odd)))
+    return found
+
+
+@pytest.mark.parametrize(("op", "args"), binary_cases(), ids=lambda v: getattr(v, "__name__", ""))
+def test_binary_ops_match_the_meta_kernels_or_step_aside(op, args) -> None:
+    got = shape_only(op, args)
+    expected = op(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+    if got is None:  # a layout or a mixture the registered kernel decides
+        assert not (_dense(args[0]) and _dense(args[1]))
+        return
+    assert facts(got) == facts(expected)
+    if op._schema.name.endswith("_"):
+        assert got is args[0]
+
+
+def _dense(value) -> bool:
+    return not isinstance(value, torch.Tensor) or value.stride() == meta(*value.shape).stride()
+
+
+def test_binary_ops_that_the_kernel_refuses_are_left_to_it() -> None:
+    x = meta(2, 6, 5, 5)
+    for op, args in [
+        (aten.add.Tensor, (x, meta(4))),  # does not broadcast
+        (aten.add_.Tensor, (meta(1, 6, 1, 1), x)),  # in place, but the result is wider
+    ]:
+        assert shape_only(op, args) is None
+        with pytest.raises(RuntimeError):
+            op(*args)
+    # a result that is not floating (complex) is the kernel's to type
+    assert shape_only(aten.mul_.Tensor, (x, meta(2, 6, 5, 5, dtype=torch.complex64))) is None
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (7, 7)])
+@pytest.mark.parametrize("shape", [(2, 6, 5, 5), (6, 5, 5)])
+def test_adaptive_average_pooling_matches_the_meta_kernel(shape, size) -> None:
+    x = meta(*shape)
+    op = aten.adaptive_avg_pool2d.default
+    assert facts(shape_only(op, (x, list(size)))) == facts(op(x, list(size)))
+    if x.dim() == 4:
+        assert shape_only(op, (x.to(memory_format=torch.channels_last), list(size))) is None
