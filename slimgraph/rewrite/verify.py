@@ -4,8 +4,8 @@ the dropped units zeroed (the dead-unit oracle, run on the user's example inputs
 The shape check after a rewrite cannot see code that branches on a width (``if
 h.shape[1] == 16:``): ``torch.export`` specialises static sizes, so the branch leaves no
 trace in the graph, and the slim model silently takes the other path. The values can see
-it. Before slicing, the original runs once on copies of its weights with every slice of
-the dropped units zeroed; the slim model's outputs must match within a tolerance scaled to
+it. Before slicing, the original runs once with every slice of the dropped units zeroed
+(each op reads a zeroed copy of its weights); the slim model's outputs must match within a tolerance scaled to
 the outputs' magnitude.
 
 The check runs only where it means something and costs one forward of each model:
@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.stateless import _reparametrize_module
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
 
 from slimgraph._core.inputs import (
     attributes_kept,
@@ -149,15 +150,18 @@ def _run(model: nn.Module, inputs: Any, modes: dict[str, bool]) -> list[torch.Te
 
 @contextlib.contextmanager
 def _zeroed(model: nn.Module, slices: Slices) -> Iterator[None]:
-    """Run ``model`` on copies of its sliced parameters with the dropped indices zeroed.
+    """Run ``model`` with every sliced parameter's dropped indices reading as zeros.
 
-    Copies rather than zeroing in place and restoring: the caller's tensors are never
-    written. Each copy is one product with a mask of the kept indices (a small tensor that
-    broadcasts over the parameter), so it is made in one pass; a tensor tied under several
-    names gets one copy, masked for every name's slices. A dropped weight that is not
-    finite leaves a reference that is not either, which the check then skips."""
+    The caller's tensors are never written: each op that reads a sliced parameter (or a
+    view of it) gets a zeroed copy, made as the op runs and freed with its result. Copying
+    every parameter up front would double the weights' memory for the forward and, on a
+    first touch of fresh pages, cost as much as a third of the forward itself. A copy is
+    one product with a mask of the kept indices (a small tensor that broadcasts over the
+    parameter); a tensor tied under several names is masked for every name's slices. A
+    dropped weight that is not finite leaves a reference that is not either, which the
+    check then skips."""
     params = dict(model.named_parameters(remove_duplicate=False))
-    masks: dict[int, torch.Tensor] = {}
+    masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, kept in slices.items():
         p = params.get(name)
         if p is None:
@@ -167,10 +171,58 @@ def _zeroed(model: nn.Module, slices: Slices) -> Iterator[None]:
             shape[dim] = p.shape[dim]
             mask = torch.zeros(shape, dtype=p.dtype, device=p.device)
             mask.view(-1)[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = 1
-            masks[id(p)] = masks[id(p)] * mask if id(p) in masks else mask
-    unique = {id(p): p for p in params.values()}
-    with torch.no_grad():
-        copies = {key: unique[key].detach() * mask for key, mask in masks.items()}
-    swapped = {name: copies[id(p)] for name, p in params.items() if id(p) in copies}
-    with _reparametrize_module(model, swapped, tie_weights=True, stack_weights=True):
+            if id(p) in masks:
+                mask = masks[id(p)][1] * mask
+            masks[id(p)] = (p, mask)
+    by_storage: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for param, mask in masks.values():
+        by_storage.setdefault(param.untyped_storage()._cdata, []).append((param.detach(), mask))
+    with _ZeroedReads(by_storage):
         yield
+
+
+class _ZeroedReads(TorchDispatchMode):
+    """Hands each op the zeroed copy of any argument that shares storage with a masked
+    parameter, viewed as the argument views the parameter."""
+
+    def __init__(self, masked: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        super().__init__()
+        self._masked = masked
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        args, kwargs = tree_map_only(torch.Tensor, self._zeroed, (args, kwargs or {}))
+        return func(*args, **kwargs)
+
+    def _zeroed(self, t: torch.Tensor) -> torch.Tensor:
+        if t.layout != torch.strided or t.device.type == "meta":
+            return t
+        masked = self._masked.get(t.untyped_storage()._cdata)
+        if masked is None:
+            return t
+        storage = _zeroed_storage(masked)
+        out = torch.empty(0, dtype=t.dtype, device=t.device)
+        return out.set_(storage, t.storage_offset(), t.shape, t.stride())
+
+
+def _zeroed_storage(masked: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.UntypedStorage:
+    """A copy of the parameters' shared storage with each one's mask applied."""
+    (p, mask), *rest = masked
+    if not rest and _whole(p):
+        copy = torch.empty_strided(p.shape, p.stride(), dtype=p.dtype, device=p.device)
+        return torch.mul(p, mask, out=copy).untyped_storage()
+    storage = p.untyped_storage().clone()
+    for p, mask in masked:
+        view = torch.empty(0, dtype=p.dtype, device=p.device)
+        view.set_(storage, p.storage_offset(), p.shape, p.stride()).mul_(mask)
+    return storage
+
+
+def _whole(t: torch.Tensor) -> bool:
+    """Whether ``t`` spans its storage exactly, each element once, in a layout
+    ``empty_strided`` makes (the layouts parameters have)."""
+    dense = t.is_contiguous() or (
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    )
+    if t.storage_offset() or not dense:
+        return False
+    return t.untyped_storage().nbytes() == t.numel() * t.element_size()

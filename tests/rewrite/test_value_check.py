@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.rewrite import fallback
+from slimgraph.resolve.indices import kept_shapes
+from slimgraph.rewrite import fallback, verify
 from tests.oracles import kill_dropped
 
 
@@ -78,3 +79,62 @@ def test_inexact_plans_are_not_value_checked() -> None:
     model = nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16), nn.Linear(16, 3)).eval()
     result = sg.slim(model, _inputs(), ratio=0.5)
     assert result.model[1].normalized_shape == (8,)
+
+
+class ReadsWeights(nn.Module):
+    """Reads its weights through views made in Python, a weight tied under two names
+    and used twice, and a recurrent layer that takes its weights as a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 16)
+        self.b = nn.Linear(16, 16)
+        self.b_again = nn.Linear(16, 16)
+        self.b_again.weight = self.b.weight
+        self.rnn = nn.GRU(16, 8, batch_first=True)
+        self.c = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(x @ self.a.weight.t() + self.a.bias)
+        h = torch.relu(self.b_again(torch.relu(self.b(h))))
+        h, _ = self.rnn(h.unsqueeze(1))
+        return self.c(h.squeeze(1))
+
+
+@pytest.mark.parametrize("build", [Plain, ReadsWeights])
+def test_the_reference_is_the_original_with_the_dropped_units_zeroed(build) -> None:
+    torch.manual_seed(0)
+    model = build().eval()
+    x = _inputs()
+    graph = sg.trace(model, x)
+    plan = sg.plan(graph, ratio=0.5)
+    assert any(c.drop for c in plan.cuts)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    storages = {k: v.untyped_storage().data_ptr() for k, v in model.state_dict().items()}
+    reference = verify.reference_outputs(model, plan, graph, kept_shapes(graph, plan), x)
+    assert reference is not None
+    # the caller's tensors are neither written nor replaced
+    torch.testing.assert_close(model.state_dict(), before, rtol=0, atol=0)
+    assert {k: v.untyped_storage().data_ptr() for k, v in model.state_dict().items()} == storages
+    kill_dropped(graph, plan)
+    with torch.no_grad():
+        torch.testing.assert_close(reference.outputs, [model(*x)], rtol=0, atol=0)
+
+
+def test_parameters_that_share_one_storage_are_each_zeroed() -> None:
+    # two parameters viewing one buffer: the zeroed copy is of the whole buffer
+    torch.manual_seed(0)
+    model = Plain().eval()
+    flat = torch.randn(16 * 4 + 16)
+    model.a.weight = nn.Parameter(flat[:64].view(16, 4))
+    model.a.bias = nn.Parameter(flat[64:])
+    assert model.a.weight.untyped_storage().data_ptr() == model.a.bias.untyped_storage().data_ptr()
+    x = _inputs()
+    graph = sg.trace(model, x)
+    plan = sg.plan(graph, ratio=0.5)
+    reference = verify.reference_outputs(model, plan, graph, kept_shapes(graph, plan), x)
+    assert reference is not None
+    assert torch.equal(flat, torch.cat([model.a.weight.detach().flatten(), model.a.bias.detach()]))
+    kill_dropped(graph, plan)
+    with torch.no_grad():
+        torch.testing.assert_close(reference.outputs, [model(*x)], rtol=0, atol=0)
