@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils import _pytree as pytree
 
 from slimgraph.errors import TraceError
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_input_bytes",
     "InputSpec",
     "input_specs",
+    "map_tensors",
     "output_shapes",
     "output_tensors",
     "preserve_modes",
@@ -155,6 +157,23 @@ def output_tensors(out: Any) -> list[torch.Tensor]:
     if hasattr(out, "to_tuple"):
         return output_tensors(out.to_tuple())
     return []
+
+
+def map_tensors(fn: Any, tree: Any) -> Any:
+    """``fn`` on each tensor of an op's arguments or outputs (tuples, lists and dicts of
+    them), the rest as it was. pytree's ``tree_map_only`` does the same, at several times
+    the cost per op (half of a resnet50 recording).
+
+    >>> map_tensors(lambda t: t + 1, ([torch.zeros(1)], {"k": 2}))
+    ([tensor([1.])], {'k': 2})
+    """
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if type(tree) in (tuple, list):
+        return type(tree)(map_tensors(fn, item) for item in tree)
+    if type(tree) is dict:
+        return {key: map_tensors(fn, value) for key, value in tree.items()}
+    return pytree.tree_map_only(torch.Tensor, fn, tree)  # other containers (rare)
 
 
 def output_shapes(out: Any) -> list[tuple[int, ...]]:

@@ -28,11 +28,13 @@ function of its arguments' shapes, strides and dtypes, and models repeat their l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from slimgraph._core.inputs import output_tensors
 
 __all__ = ["KernelCache", "ShapeKernels", "shape_only"]
 
@@ -257,17 +259,6 @@ def _signature(value: Any) -> Hashable:
     raise _Unkeyed
 
 
-def _tensors(tree: Any) -> Iterator[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        yield tree
-    elif type(tree) in (tuple, list):
-        for item in tree:
-            yield from _tensors(item)
-    elif type(tree) is dict:
-        for item in tree.values():
-            yield from _tensors(item)
-
-
 Layout = tuple[type, list[tuple[torch.Size, tuple[int, ...], torch.dtype]]]
 
 
@@ -279,7 +270,7 @@ def _fresh(func: Any, out: Any, args: tuple, kwargs: dict) -> Layout | None:
         return None
     if not all(type(o) is torch.Tensor and o.is_meta and _whole(o) for o in outs):
         return None
-    inputs = list(_tensors((args, kwargs)))
+    inputs = output_tensors((args, kwargs))
     if not inputs:  # a factory's output may follow the default dtype and device
         return None
     storages = [t.untyped_storage()._cdata for t in inputs]

@@ -44,7 +44,12 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from slimgraph._core.inputs import attributes_kept, preserve_modes, without_kv_cache
+from slimgraph._core.inputs import (
+    attributes_kept,
+    map_tensors,
+    preserve_modes,
+    without_kv_cache,
+)
 from slimgraph._core.metakernels import KernelCache, shape_only
 from slimgraph.graph.builder import META_MODULE, META_ROLE
 
@@ -83,14 +88,14 @@ class _Recorder(SchemaCheckMode):
         kwargs = kwargs or {}
         if func in _LIFTED_BY_EXPORT:
             raise NotRecorded(f"{func} (export lifts its tensor as a constant)")
-        node_args, node_kwargs = _map_tensors(self._node, (args, kwargs))
+        node_args, node_kwargs = map_tensors(self._node, (args, kwargs))
         # The mode is popped here: the op runs on its C++ meta kernel, not on the Python
         # ones the dispatcher the mode needed would pick (about a seventh of a recording),
         # and the torch calls of a Python kernel are the kernel's, not the model's: no watch.
         with torch._C._DisablePythonDispatcher(), torch._C.DisableTorchFunction():
             out = shape_only(func, args, kwargs)  # norms and activations skip their meta kernels
             out = self.kernels(func, args, kwargs) if out is None else out
-            val = _map_tensors(torch.Tensor.detach, out)
+            val = map_tensors(torch.Tensor.detach, out)
         if func in _TO:
             x = args[0]
             facts = {"dtype": x.dtype, "device": x.device, "layout": x.layout}
@@ -120,19 +125,6 @@ class _Recorder(SchemaCheckMode):
         node = self.graph.create_node("call_function", target, args, kwargs or {}, name=name)
         node.meta[META_MODULE] = self.stack[-1] if self.stack else ""
         return node
-
-
-def _map_tensors(fn: Any, tree: Any) -> Any:
-    """``fn`` on each tensor of an op's arguments or outputs (tuples, lists and dicts of
-    them). pytree's ``tree_map_only`` did the same, and took about half of a resnet50
-    recording."""
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if type(tree) in (tuple, list):
-        return type(tree)(_map_tensors(fn, item) for item in tree)
-    if type(tree) is dict:
-        return {key: _map_tensors(fn, value) for key, value in tree.items()}
-    return pytree.tree_map_only(torch.Tensor, fn, tree)  # other containers (rare)
 
 
 def recorded(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> fx.Graph | None:

@@ -33,10 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map_only
 
 from slimgraph._core.inputs import (
     attributes_kept,
+    map_tensors,
     output_tensors,
     preserve_modes,
     split_inputs,
@@ -190,7 +190,7 @@ class _ZeroedReads(TorchDispatchMode):
         self._masked = masked
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        args, kwargs = tree_map_only(torch.Tensor, self._zeroed, (args, kwargs or {}))
+        args, kwargs = map_tensors(self._zeroed, (args, kwargs or {}))
         return func(*args, **kwargs)
 
     def _zeroed(self, t: torch.Tensor) -> torch.Tensor:
