@@ -3,11 +3,16 @@ summed and calibrated against whole-model measurements.
 
 Each convolution and linear layer has a table of its latency, measured alone on the
 input it gets in the model, at a few output and input widths (``dim 0`` and ``dim 1`` of
-its weight). A model's latency is predicted as ``scale * sum(layer latencies) +
-offset_ms``, where ``scale`` and ``offset_ms`` are fitted to two whole-model measurements
-(the original and a uniform slim) so that what the tables leave out (norms, activations,
-pooling, attention softmax, the runtime's fixed cost) is carried along. Between measured
-widths the tables interpolate linearly; outside them they hold the nearest value.
+its weight). The tables' sum maps to the whole model's milliseconds through ``knots``,
+whole-model measurements (the original and uniform slims) as (sum, ms) pairs: between
+two knots the prediction is linear, beyond the end ones it extends their segments. So
+what the tables leave out (norms, activations, pooling, attention softmax, the runtime's
+fixed cost) is carried along, and so is the runtime's response to width, which is not
+linear in the sum (a network cut to half its latency runs slower than the straight line
+from the original to a deeper cut predicts). Without knots, ``scale * sum + offset_ms``.
+``scale`` and ``offset_ms`` are in any case the straight line through the original and
+one slim: the cost of a channel reads ``scale``. Between measured widths the tables
+interpolate linearly; outside them they hold the nearest value.
 
 :func:`slimgraph.profile_latency` measures a model; the result is plain data (JSON) that
 ``PruneConfig(target_latency=..., latency_model=...)`` plans against.
@@ -19,6 +24,8 @@ widths the tables interpolate linearly; outside them they hold the nearest value
 ...                      layers={"fc": table}, scale=2.0, offset_ms=1.0)
 >>> model.predict({"fc": (8, 4)}), model.predict({"fc": (4, 2)})
 (9.0, 3.0)
+>>> model.model_copy(update={"knots": ((1.0, 2.0), (2.25, 5.0), (4.0, 9.0))}).predict({"fc": (6, 3)})
+5.0
 """
 
 from __future__ import annotations
@@ -82,10 +89,24 @@ class LatencyModel(BaseModel):
     measured_ms: dict[str, float] = Field(
         default_factory=dict, description="whole-model measurements: the original and slims"
     )
+    knots: tuple[tuple[float, float], ...] = Field(
+        (),
+        description="(tables' sum, measured ms) of whole models, both ascending: the "
+        "prediction follows the line through them",
+    )
     check_error: float | None = Field(
         None,
         description="predicted / measured - 1 on a slim model the fit did not see",
     )
+
+    @model_validator(mode="after")
+    def _ascending(self) -> LatencyModel:
+        for (s0, m0), (s1, m1) in zip(self.knots, self.knots[1:]):
+            if not (0.0 <= s0 < s1 and 0.0 <= m0 < m1):
+                raise ValueError(f"knots {self.knots} must ascend in both the sum and the ms")
+        if len(self.knots) == 1:
+            raise ValueError("knots: none, or at least two")
+        return self
 
     def layer_ms(self, shapes: Mapping[str, tuple[int, ...]]) -> float:
         """The tables' sum at the weight shapes ``shapes`` (module name -> shape); a layer
@@ -99,14 +120,25 @@ class LatencyModel(BaseModel):
 
     def predict(self, shapes: Mapping[str, tuple[int, ...]]) -> float:
         """Predicted milliseconds of the whole model at the weight shapes ``shapes``."""
-        return self.scale * self.layer_ms(shapes) + self.offset_ms
+        return self.calibrated(self.layer_ms(shapes))
+
+    def calibrated(self, total: float) -> float:
+        """Whole-model milliseconds where the tables sum to ``total``."""
+        if not self.knots:
+            return self.scale * total + self.offset_ms
+        sums, ms = zip(*self.knots)
+        # the segment holding ``total``; beyond the ends, the end segment extended
+        i = min(max(int(np.searchsorted(sums, total)), 1), len(sums) - 1)
+        slope = (ms[i] - ms[i - 1]) / (sums[i] - sums[i - 1])
+        return max(ms[i - 1] + slope * (total - sums[i - 1]), 0.0)  # far below: no time
 
     def renamed(self, paths: Mapping[str, str | None]) -> LatencyModel:
         """The tables of the model whose module ``paths`` changed (old path -> new one,
         ``None``: removed, as :func:`slimgraph.rewrite.depth.remove_blocks` reports):
         a removed module's layers go, a moved one's follow it, inner paths first. What
         the tables leave out (``offset_ms``: norms, activations) goes with the layers, in
-        proportion to the tabled time that remains.
+        proportion to the tabled time that remains; so do the knots, whose curve keeps
+        its shape at the shorter model's scale.
 
         >>> def t(ms):
         ...     return LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((ms,),))
@@ -132,7 +164,9 @@ class LatencyModel(BaseModel):
         short = self.model_copy(update={"layers": layers})
         whole, left = self.layer_ms({}), short.layer_ms({})
         if whole > 0:
-            short = short.model_copy(update={"offset_ms": self.offset_ms * left / whole})
+            r = left / whole
+            knots = tuple((total * r, ms * r) for total, ms in self.knots) if r > 0 else ()
+            short = short.model_copy(update={"offset_ms": self.offset_ms * r, "knots": knots})
         return short
 
     def ms_per_channel(self, group: Group, channels: int) -> float:

@@ -77,6 +77,29 @@ def test_the_planner_keeps_the_target_share_of_the_predicted_latency() -> None:
     assert macs_plan.predicted_latency_ms is None
 
 
+def test_knots_bend_the_prediction_to_the_measurements() -> None:
+    net, _ = mlp()
+    lm = model_of(net)  # tables summing to 5.376 ms whole; the line: sum + 0.5
+    whole = lm.layer_ms({})
+    assert whole == pytest.approx(5.376)
+    bent = lm.model_copy(update={"knots": ((1.0, 2.0), (3.0, 5.0), (whole, 6.0))})
+    assert bent.predict({}) == pytest.approx(6.0)  # a knot: its measurement
+    assert bent.calibrated(2.0) == pytest.approx(3.5)  # halfway between two knots
+    assert bent.calibrated(0.5) == pytest.approx(1.25)  # below: the first segment extended
+    assert bent.calibrated(0.0) == 0.5 and bent.calibrated(-5.0) == 0.0  # never below zero
+    assert lm.calibrated(2.0) == pytest.approx(2.5)  # no knots: the line
+    # a shorter model keeps the curve at its scale: 1.28 of the 5.376 tabled ms left
+    short = bent.renamed({"2": None})
+    r = short.layer_ms({}) / whole
+    flat = [v for knot in short.knots for v in knot]
+    assert flat == pytest.approx([r, 2 * r, 3 * r, 5 * r, whole * r, 6 * r])
+    assert short.predict({}) == pytest.approx(6.0 * r)
+    with pytest.raises(ValidationError, match="must ascend in both"):
+        lm.model_validate({**lm.model_dump(), "knots": ((1.0, 3.0), (2.0, 2.0))})
+    with pytest.raises(ValidationError, match="none, or at least two"):
+        lm.model_validate({**lm.model_dump(), "knots": ((1.0, 3.0),)})
+
+
 def test_a_groups_cost_per_channel_is_read_from_the_tables() -> None:
     net, x = mlp()
     lm, graph = model_of(net), sg.trace(net, x)
@@ -153,15 +176,21 @@ def test_profiling_in_onnx_runtime_fits_checks_and_caches(tmp_path: Path) -> Non
     assert sorted(lm.layers) == ["0", "2", "3", "7"]
     assert lm.layers["0"].outs == (8, 16, 24, 32) and lm.layers["0"].ins == (1, 2, 3)
     assert lm.layers["2"].ins == (1,) and lm.layers["2"].outs == (8, 16, 24, 32)  # depthwise
-    slims = [f"uniform {r} round_to {s}" for s in (1, 8, 16) for r in (0.5, 0.3)]
-    assert list(lm.measured_ms) == ["original", *slims]
+    ratios = (0.3, 0.45)  # timed at every multiple, to choose one
+    slims = [f"uniform {r} round_to {s}" for s in (1, 8, 16) for r in ratios]
+    knots = [f"uniform {r} round_to {lm.round_to}" for r in (0.1, 0.2, 0.4, 0.5, 0.6, 0.35)]
+    assert sorted(lm.measured_ms) == sorted(["original", *slims, *knots])
     fastest = {
-        r: min(lm.measured_ms[f"uniform {r} round_to {s}"] for s in (1, 8, 16)) for r in (0.5, 0.3)
+        r: min(lm.measured_ms[f"uniform {r} round_to {s}"] for s in (1, 8, 16)) for r in ratios
     }
-    chosen = [
-        lm.measured_ms[f"uniform {r} round_to {lm.round_to}"] / fastest[r] for r in (0.5, 0.3)
-    ]
+    chosen = [lm.measured_ms[f"uniform {r} round_to {lm.round_to}"] / fastest[r] for r in ratios]
     assert sum(chosen) / 2 <= 1.05 and math.isfinite(lm.check_error)
+    # the knots are measurements: the original's and the half cut's at least, exactly
+    knot_ms = [ms for _, ms in lm.knots]
+    assert 2 <= len(knot_ms) <= 7 and knot_ms == sorted(knot_ms)
+    half = lm.measured_ms[f"uniform 0.5 round_to {lm.round_to}"]  # the second pass's
+    assert {lm.measured_ms["original"], half} <= set(knot_ms)
+    assert lm.predict({}) == pytest.approx(lm.measured_ms["original"])
     entries = json.loads(cache.read_text())
     assert len(entries) == sum(len(t.outs) * len(t.ins) for t in lm.layers.values()) == 48
     again = sg.profile_latency(net, x, runs=3, cache=cache, progress=False)
@@ -180,6 +209,8 @@ def test_a_bad_cache_is_measured_afresh_and_bad_arguments_refused(tmp_path: Path
         sg.profile_latency(net, x, runtime="tensorrt", cache=cache)
     with pytest.raises(sg.SlimGraphError, match=r"fractions must lie in \(0, 1\]"):
         sg.profile_latency(net, x, runtime="torch", fractions=(0.0, 1.0), cache=cache)
+    with pytest.raises(sg.SlimGraphError, match="check_ratio must lie in"):
+        sg.profile_latency(net, x, runtime="torch", check_ratio=0.5, cache=cache)
     with pytest.raises(sg.SlimGraphError, match="ONNX Runtime is timed on its CPU provider"):
         sg.profile_latency(net, x, device="cuda", cache=cache)
     with pytest.raises(sg.SlimGraphError, match=r"parameters are on \['cpu'\], not meta: move"):
