@@ -17,8 +17,8 @@ memory layout around a layer of an unfavoured width). Then, at that multiple, th
 original and uniform slims at ratios 0.1 to 0.6: the model's knots, its tables' sum
 against its measured milliseconds (the straight line through the original and the 0.5
 slim is its ``scale`` and ``offset_ms``). A runtime's latency is not a straight line in
-the tables' sum (resnet50 in ONNX Runtime: 0.4 of its channels cut ran 18 % slower than
-the line through its 0.25 and 0.5 cuts), and a plan in local scope is a uniform slim:
+the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
+predicted the 0.4 cut 18 % fast), and a plan in local scope is a uniform slim:
 dense knots are what it will measure. The ``check_ratio`` slim, timed in the same
 rounds but not fitted, checks the model: ``model.check_error`` is predicted / measured
 - 1 there.
