@@ -106,6 +106,8 @@ class LatencyModel(BaseModel):
                 raise ValueError(f"knots {self.knots} must ascend in both the sum and the ms")
         if len(self.knots) == 1:
             raise ValueError("knots: none, or at least two")
+        if not np.isfinite(np.asarray(self.knots, dtype=float)).all():
+            raise ValueError(f"knots {self.knots} must be finite")
         return self
 
     def layer_ms(self, shapes: Mapping[str, tuple[int, ...]]) -> float:

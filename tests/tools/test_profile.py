@@ -96,6 +96,8 @@ def test_knots_bend_the_prediction_to_the_measurements() -> None:
     assert short.predict({}) == pytest.approx(6.0 * r)
     with pytest.raises(ValidationError, match="must ascend in both"):
         lm.model_validate({**lm.model_dump(), "knots": ((1.0, 3.0), (2.0, 2.0))})
+    with pytest.raises(ValidationError, match="must be finite"):
+        lm.model_validate({**lm.model_dump(), "knots": ((1.0, 3.0), (float("inf"), 1e308))})
     with pytest.raises(ValidationError, match="none, or at least two"):
         lm.model_validate({**lm.model_dump(), "knots": ((1.0, 3.0),)})
 
@@ -180,11 +182,9 @@ def test_profiling_in_onnx_runtime_fits_checks_and_caches(tmp_path: Path) -> Non
     slims = [f"uniform {r} round_to {s}" for s in (1, 8, 16) for r in ratios]
     knots = [f"uniform {r} round_to {lm.round_to}" for r in (0.1, 0.2, 0.4, 0.5, 0.6, 0.35)]
     assert sorted(lm.measured_ms) == sorted(["original", *slims, *knots])
-    fastest = {
-        r: min(lm.measured_ms[f"uniform {r} round_to {s}"] for s in (1, 8, 16)) for r in ratios
-    }
-    chosen = [lm.measured_ms[f"uniform {r} round_to {lm.round_to}"] / fastest[r] for r in ratios]
-    assert sum(chosen) / 2 <= 1.05 and math.isfinite(lm.check_error)
+    # the rule choosing the multiple is _favoured's doctest: measured_ms holds the knot
+    # pass's time for the chosen multiple's 0.3 slim, not the one the choice compared
+    assert lm.round_to in (1, 8, 16) and math.isfinite(lm.check_error)
     # the knots are measurements: the original's and the half cut's at least, exactly
     knot_ms = [ms for _, ms in lm.knots]
     assert 2 <= len(knot_ms) <= 7 and knot_ms == sorted(knot_ms)
