@@ -22,6 +22,7 @@ graph cannot cut are *frozen* (``graph.explain``) and never planned.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from slimgraph._core.batches import Selector
@@ -82,9 +83,13 @@ def plan(
 
 
 def _planned(
-    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+    graph: DependencyGraph,
+    config: PruneConfig,
+    skip: dict[str, str] | None,
+    held: Mapping[str, tuple[int, ...]] | None = None,
 ) -> PruningPlan:
-    """The plan at ``config``'s ratio (no budget search, no warning that it is empty)."""
+    """The plan at ``config``'s ratio (no budget search, no warning that it is empty); in
+    local scope the groups in ``held`` (id -> units) drop those units instead."""
     skip = dict(skip or {})
     if not config.prune_residual:
         skip.update(
@@ -104,7 +109,10 @@ def _planned(
     drops: dict[str, list[int]] = {}
     if config.scope == "local":
         for g in groups:
-            drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
+            if held and g.id in held:
+                drops[g.id] = list(held[g.id])
+            else:
+                drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
     else:
         costs = None
         if config.latency_model is not None:
@@ -169,14 +177,22 @@ def _plan_for_budget(
     graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
 ) -> PruningPlan:
     """The plan whose ratio (a fraction dropped) keeps ``config.target_macs`` of the MACs (or
-    ``target_params`` of the parameters): a bisection over the ratio, each candidate
-    measured on a sliced meta-device copy (no compute). Overrides keep their own ratios,
-    and the ratio stays within ``max_ratio``; the result is the candidate closest to the
-    target."""
+    ``target_params`` of the parameters, or ``target_latency`` of the latency): a bisection
+    over the ratio, each candidate measured on a sliced meta-device copy (no compute).
+    Overrides keep their own ratios, and the ratio stays within ``max_ratio``; the result
+    is the candidate closest to the target.
 
-    def planned(ratio: float) -> PruningPlan:
+    In local scope a group of coarse units (a ViT's heads, and the residual stream that
+    ``nn.MultiheadAttention`` ties to them) narrows in jumps, so one ratio for all groups
+    can leave the target between two plans (ViT-B/16 at ``target_macs=0.5``: 0.532 or
+    0.46). Then the groups that jump there keep the lighter plan's cut, and a second
+    bisection cuts the others deeper until the target is met; ``plan.config.ratio`` is
+    theirs."""
+
+    def planned(ratio: float, held: Mapping[str, tuple[int, ...]] | None = None) -> PruningPlan:
         update = {"ratio": ratio, "target_macs": None, "target_params": None}
-        return _planned(graph, config.model_copy(update=update | {"target_latency": None}), skip)
+        fixed = config.model_copy(update=update | {"target_latency": None})
+        return _planned(graph, fixed, skip, held)
 
     latency = config.latency_model
     if config.target_latency is not None and latency is not None:
@@ -197,17 +213,16 @@ def _plan_for_budget(
         def kept(p: PruningPlan) -> float:
             return p.params_after / p.params_before
 
-    lo, hi = 0.0, min(0.99, config.max_ratio or 1.0)
-    best: tuple[float, PruningPlan] | None = None
-    for _ in range(14):
-        candidate = planned((lo + hi) / 2)
-        fraction = kept(candidate)
-        if best is None or abs(fraction - target) < best[0]:
-            best = (abs(fraction - target), candidate)
-        if abs(fraction - target) <= 0.002 * target:
-            break
-        lo, hi = (candidate.config.ratio, hi) if fraction > target else (lo, candidate.config.ratio)
-    chosen = best[1]
+    top = min(0.99, config.max_ratio or 1.0)
+    (miss, chosen), above, below = _bisect(planned, kept, target, 0.0, top)
+    if config.scope == "local" and miss > _CLOSE * target and above and below:
+        held = _jumpers(graph, above, below, config.round_to)
+        if held and len(held) < len(above.cuts):
+            (closer, refined), _, _ = _bisect(
+                lambda r: planned(r, held), kept, target, above.config.ratio, top
+            )
+            if closer < miss:
+                chosen = refined
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})
     if latency is not None:
@@ -215,3 +230,46 @@ def _plan_for_budget(
         final = final.model_copy(update={"predicted_latency_ms": predicted})
     warn_if_nothing_dropped(graph, found, final, stacklevel=3)
     return final.for_graph(graph)
+
+
+_CLOSE = 0.002  # a budget plan this close to its target (as a fraction of it) is on it
+
+
+def _bisect(
+    planned: Callable[[float], PruningPlan],
+    kept: Callable[[PruningPlan], float],
+    target: float,
+    lo: float,
+    hi: float,
+) -> tuple[tuple[float, PruningPlan], PruningPlan | None, PruningPlan | None]:
+    """Bisect the ratio in [``lo``, ``hi``] for the plan that keeps ``target``: the closest
+    plan with its miss, and the last plans found above and below the target."""
+    seen: list[tuple[float, PruningPlan]] = []
+    above = below = None
+    for _ in range(14):
+        candidate = planned((lo + hi) / 2)
+        fraction = kept(candidate)
+        seen.append((abs(fraction - target), candidate))
+        if abs(fraction - target) <= _CLOSE * target:
+            break
+        if fraction > target:
+            lo, above = candidate.config.ratio, candidate
+        else:
+            hi, below = candidate.config.ratio, candidate
+    return min(seen, key=lambda found: found[0]), above, below
+
+
+def _jumpers(
+    graph: DependencyGraph, above: PruningPlan, below: PruningPlan, round_to: int
+) -> dict[str, tuple[int, ...]]:
+    """The groups whose cut differs between two plans of neighbouring ratios by more than
+    ``round_to`` channels (whole heads, not single channels), with their units dropped in
+    ``above``, the lighter plan."""
+    deeper = {c.group: c.drop for c in below.cuts}
+    jumped = {}
+    for cut in above.cuts:
+        weight = graph.channel_counts(graph.group(cut.group))
+        channels = int(weight[list(deeper[cut.group])].sum() - weight[list(cut.drop)].sum())
+        if channels > round_to:
+            jumped[cut.group] = cut.drop
+    return jumped

@@ -98,8 +98,11 @@ def prune_iteratively(
             "pass a list of batches or a DataLoader"
         )
     graph = trace(model, example_inputs, head_dims=head_dims, query_heads=query_heads)
-    config = _fixed_ratio(model, graph, config)
+    config, final = _fixed_ratio(model, graph, config)
     targets = [_one_shot_sizes(model, graph, config, k / steps) for k in range(1, steps + 1)]
+    if final is not None:  # the budget plan's own widths, which no step may cut past
+        targets = [{n: max(w, final.get(n, w)) for n, w in t.items()} for t in targets[:-1]]
+        targets.append(final)
     result = IterativeResult(model, [], [], params_before=count_params(model))
     with progress_bar(steps, "slimming", progress) as update:
         for k, target in enumerate(targets, start=1):
@@ -166,14 +169,19 @@ def _scaled(config: PruneConfig, fraction: float) -> PruneConfig:
     )
 
 
-def _fixed_ratio(model: nn.Module, graph: DependencyGraph, config: PruneConfig) -> PruneConfig:
+def _fixed_ratio(
+    model: nn.Module, graph: DependencyGraph, config: PruneConfig
+) -> tuple[PruneConfig, dict[str, int] | None]:
     """A ``target_macs`` / ``target_params`` config turned into the ratio that reaches it
-    on the first model."""
+    on the first model, and the widths of that one-shot plan (None without a budget): in
+    local scope its coarse groups can stay at a lighter ratio than the one it records
+    (``slimgraph.planner.build``), so the last step takes these widths, not the ratio's."""
     if config.target_macs is None and config.target_params is None:
-        return config
+        return config, None
     sizing = config.model_copy(update={"importance": "random", "bias_compensation": False})
-    found = plan_that_applies(model, graph, sizing).config.ratio
-    return config.model_copy(update={"ratio": found, "target_macs": None, "target_params": None})
+    one_shot = plan_that_applies(model, graph, sizing)
+    update = {"ratio": one_shot.config.ratio, "target_macs": None, "target_params": None}
+    return config.model_copy(update=update), kept_sizes(graph, one_shot)
 
 
 def _one_shot_sizes(

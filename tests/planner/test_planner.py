@@ -176,6 +176,33 @@ def test_target_macs_lands_within_one_percent(target: float) -> None:
     assert 0.0 < result.plan.config.ratio < 1.0  # the ratio the search settled on
 
 
+def tiny_vit() -> nn.Module:
+    """Two encoder layers of 4 heads over a 32-wide residual stream (8 per head)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=128
+    ).eval()
+
+
+def test_target_macs_keeps_whole_heads_at_the_lighter_cut_and_cuts_the_rest_deeper() -> None:
+    # nn.MultiheadAttention ties the residual stream to its heads, so that stream narrows
+    # 8 channels at a time: one ratio for every group goes from 4 heads (0.55 of the
+    # MACs) to 3 heads (0.46) between neighbouring ratios. The heads stay at the lighter
+    # cut and the MLPs go on to 54 of 128.
+    model, x = tiny_vit(), (torch.randn(1, 3, 32, 32),)
+    result = sg.slim(model, x, target_macs=0.5)
+    kept = sg.count_macs(result.model, x) / sg.count_macs(model, x)
+    assert round(kept, 4) == 0.499
+    widths = {c.group.split(".")[-2]: c.size - len(c.drop) for c in result.plan.cuts}
+    assert widths == {"conv_proj": 24, "self_attention": 3, "0": 54}  # heads: 3 of 4
+    assert result.model.encoder.layers[0].self_attention.num_heads == 3
+    # the recorded ratio is the MLPs': at it, every group cut alike keeps far less
+    uniform = sg.plan(sg.trace(model, x), ratio=result.plan.config.ratio)
+    assert {c.size - len(c.drop) for c in uniform.cuts} == {16, 2, 54}
+
+
 def test_target_macs_on_a_tiny_llama() -> None:
     from tests.hf_models import build
 

@@ -88,6 +88,17 @@ def test_target_macs_ends_at_the_one_shot_widths() -> None:
     assert result.plans[-1].config.target_macs is None  # each step plans by ratio
 
 
+def test_target_macs_on_whole_heads_ends_at_the_one_shot_widths() -> None:
+    # the one-shot plan keeps 3 of 4 heads and cuts the MLPs deeper than its ratio says
+    from tests.planner.test_planner import tiny_vit
+
+    model, x = tiny_vit(), (torch.randn(1, 3, 32, 32),)
+    result = sg.prune_iteratively(model, x, target_macs=0.5, steps=2, progress=False)
+    one_shot = sg.slim(model, x, target_macs=0.5).model
+    assert shapes(result.model) == shapes(one_shot)
+    assert result.model.encoder.layers[1].mlp[0].out_features == 54
+
+
 def test_global_scope_keeps_the_total_of_the_schedule() -> None:
     net = mlp()
     result = sg.prune_iteratively(net, (X,), ratio=0.5, steps=2, scope="global", progress=False)
