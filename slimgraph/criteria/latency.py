@@ -87,7 +87,9 @@ class LatencyModel(BaseModel):
     scale: float = Field(1.0, gt=0.0)
     offset_ms: float = 0.0
     measured_ms: dict[str, float] = Field(
-        default_factory=dict, description="whole-model measurements: the original and slims"
+        default_factory=dict,
+        description="whole-model measurements of the original and uniform slims, by pass: "
+        "'multiple: ...' chose round_to, 'knot: ...' are the knots, 'check: ...' the check",
     )
     knots: tuple[tuple[float, float], ...] = Field(
         (),

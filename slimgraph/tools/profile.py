@@ -150,11 +150,15 @@ def profile_latency(
     second = timed((*KNOT_RATIOS, check_ratio), [step])
     check = second.pop(_label(check_ratio, step))
     fitted = _fitted(bare, list(second.values()))
-    measured = {k: ms for k, (_, ms) in (first | second).items()}
+    # each pass under its own labels: both time the original (and the chosen multiple's
+    # 0.3 slim), in rounds of their own
+    measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
+    measured |= {f"knot: {k}": ms for k, (_, ms) in second.items()}
+    measured[f"check: {_label(check_ratio, step)}"] = check[1]
     return fitted.model_copy(
         update={
             "round_to": step,
-            "measured_ms": measured | {_label(check_ratio, step): check[1]},
+            "measured_ms": measured,
             "check_error": fitted.calibrated(check[0]) / check[1] - 1.0,
         }
     )
