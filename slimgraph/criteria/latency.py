@@ -98,7 +98,7 @@ class LatencyModel(BaseModel):
     )
     check_error: float | None = Field(
         None,
-        description="predicted / measured - 1 on a slim model the fit did not see",
+        description="predicted / measured - 1 on a slim model, by the knots without it",
     )
 
     @model_validator(mode="after")

@@ -20,8 +20,8 @@ slim is its ``scale`` and ``offset_ms``). A runtime's latency is not a straight 
 the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
 predicted the 0.4 cut 18 % fast), and a plan in local scope is a uniform slim:
 dense knots are what it will measure. The ``check_ratio`` slim, timed in the same
-rounds but not fitted, checks the model: ``model.check_error`` is predicted / measured
-- 1 there.
+rounds, checks the model: ``model.check_error`` is predicted / measured - 1 there, by
+the knots without it; then it joins them (the model that plans uses every measurement).
 
 Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.json`` or
 ``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
@@ -149,7 +149,9 @@ def profile_latency(
     # the knots, timed together so that they share the machine's load
     second = timed((*KNOT_RATIOS, check_ratio), [step])
     check = second.pop(_label(check_ratio, step))
-    fitted = _fitted(bare, list(second.values()))
+    unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
+    # measured, the check slim is one more knot: the model that plans uses every point
+    fitted = _fitted(bare, [*second.values(), check])
     # each pass under its own labels: both time the original (and the chosen multiple's
     # 0.3 slim), in rounds of their own
     measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
@@ -159,7 +161,7 @@ def profile_latency(
         update={
             "round_to": step,
             "measured_ms": measured,
-            "check_error": fitted.calibrated(check[0]) / check[1] - 1.0,
+            "check_error": unseen,
         }
     )
 
