@@ -185,7 +185,7 @@ def _plan_for_budget(
     In local scope a group of coarse units (a ViT's heads, and the residual stream that
     ``nn.MultiheadAttention`` ties to them) narrows in jumps, so one ratio for all groups
     can leave the target between two plans (ViT-B/16 at ``target_macs=0.5``: 0.532 or
-    0.46). Then the groups that jump there keep the lighter plan's cut, and a second
+    0.455). Then the groups that jump there keep the lighter plan's cut, and a second
     bisection cuts the others deeper until the target is met; ``plan.config.ratio`` is
     theirs."""
 

@@ -26,7 +26,8 @@ For each ``k`` of ``--drops`` three slim models at the same measured latency:
 
 Width and mixed slims are timed against the depth slim in the same rounds and planned
 again with their target scaled by the miss (up to ``--tries`` plans) until they run
-within 3 % of it: the comparison is at equal measured latency, not at equal prediction.
+within 3 % of it; the closest try not slower than it counts (``matching.matched``): the
+comparison is at equal measured latency, not at equal prediction.
 
 Latency: ``sg.measure_latency`` (eager torch, 1 thread, batch 1, 128 tokens), all models
 taking turns in ``--rounds`` rounds of ``--runs`` runs each, in one process; the table
@@ -62,7 +63,10 @@ import transformers as T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from matching import matched as closest  # noqa: E402
 
 import slimgraph as sg  # noqa: E402
 
@@ -194,17 +198,16 @@ def widthwise(model: nn.Module, x: dict, calibration: list, args):
 
 
 def matched(make, reference: nn.Module, target: float, x: dict, args) -> Slim:
-    """``make(target)``, planned again with its target scaled by the miss (up to
-    ``--tries`` plans) until it runs within 3 % of ``reference``, timed in the same rounds
-    (so that the machine's drift cancels)."""
-    for _ in range(args.tries):
-        slim = make(target)
+    """``make(target)``, planned again with its target scaled by the miss and kept between
+    the targets already found too fast and too slow (up to ``--tries`` plans), until it
+    runs within 3 % of ``reference``, timed in the same rounds (so that the machine's
+    drift cancels); the closest try not slower than that counts (``matching.matched``)."""
+
+    def miss(slim: Slim) -> float:
         ms = interleaved_ms({"reference": reference, "slim": slim.model}, x, args)
-        miss = ms["slim"] / ms["reference"]
-        if abs(miss - 1) <= 0.03:
-            break
-        target = min(1.0, target / miss)
-    return slim
+        return ms["slim"] / ms["reference"]
+
+    return closest(make, miss, target, args.tries)[1]
 
 
 def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str, Slim]:
