@@ -27,6 +27,7 @@ from slimgraph.rewrite.depth import DepthResult
 from slimgraph.rewrite.depth import drop_blocks as drop_depth
 from slimgraph.rewrite.fallback import applied_plan
 from slimgraph.rewrite.hf_config import remember_source
+from slimgraph.tools.latency_fit import fit_latency
 
 __all__ = ["SlimResult", "slim"]
 
@@ -55,6 +56,7 @@ def slim(
     query_heads: bool = False,
     drop_blocks: int | Sequence[str] | None = None,
     inplace: bool = False,
+    latency_tries: int = 0,
     **fields: Any,
 ) -> SlimResult:
     """Trace ``model``, plan the cuts and return a smaller dense copy.
@@ -81,6 +83,12 @@ def slim(
     ``plan.config.target_latency`` is the share of the shorter model's latency the width
     plan keeps (see :mod:`slimgraph.planner.blocks`).
 
+    ``latency_tries=N`` (with ``target_latency``) measures the slim model against the
+    original on the latency model's runtime and, while it misses the target by more than
+    3 %, adds the measurement to the latency model and plans again, up to ``N`` slim
+    models (see :mod:`slimgraph.tools.latency_fit`); ``plan.measured_latency_kept`` is
+    what the chosen one measured.
+
     A model ``torch.export`` cannot trace whole (a detector's data-dependent decoding) is
     slimmed part by part: its largest traceable submodules are traced on the inputs they
     received in one real forward, and the widths at the untraced boundary freeze
@@ -97,6 +105,8 @@ def slim(
         config = PruneConfig(
             ratio=ratio, importance=importance, prune_residual=prune_residual, **fields
         )
+        asked = config  # the budget of the whole model, before blocks pay part of it
+        _check_tries(latency_tries, config, inplace)
         depth = None
         if drop_blocks is not None:
             if calibration is not None and not isinstance(calibration, Calibration):
@@ -114,9 +124,10 @@ def slim(
                     f"drop_blocks is not supported yet on a model traced part by part ({failure}); "
                     "drop the blocks with sg.drop_blocks, then sg.slim the result"
                 ) from failure
-            if calibration is not None:
+            if calibration is not None or latency_tries:
                 raise PlanError(
-                    "calibration is not supported yet on a model traced part by part "
+                    f"{'latency_tries' if latency_tries else 'calibration'} is not supported "
+                    "yet on a model traced part by part "
                     f"({failure}); slim it with a weight criterion such as importance='l2'"
                 ) from failure
             return _slim_parts(
@@ -137,12 +148,36 @@ def slim(
             if inplace:  # blocks and cuts, on the caller's model (restored if anything fails)
                 whole = plan.with_blocks(depth.dropped, params_before)
                 return apply(model, whole, graph=graph, inplace=True, example_inputs=example_inputs)
-            return apply(source, plan, graph=graph, inplace=True, example_inputs=example_inputs)
+            # a copy of the model without the blocks is cut in place, unless it is tried again
+            once = not latency_tries
+            return apply(source, plan, graph=graph, inplace=once, example_inputs=example_inputs)
 
-        plan, slim_model = applied_plan(source, graph, config, applied)
+        if latency_tries:
+            plan, slim_model = fit_latency(
+                model,
+                example_inputs,
+                graph,
+                config,
+                asked,
+                lambda c: applied_plan(source, graph, c, applied),
+                latency_tries,
+            )
+        else:
+            plan, slim_model = applied_plan(source, graph, config, applied)
         if depth is not None:
             plan = plan.with_blocks(depth.dropped, params_before)
         return SlimResult(slim_model, plan, graph)
+
+
+def _check_tries(tries: int, config: PruneConfig, inplace: bool) -> None:
+    if tries < 0:
+        raise PlanError(f"latency_tries must be 0 (measure nothing) or more, not {tries}")
+    if tries and config.target_latency is None:
+        raise PlanError("latency_tries measures plans for a latency budget: give target_latency")
+    if tries and inplace:
+        raise PlanError(
+            "latency_tries times the slim models against the original: not with inplace=True"
+        )
 
 
 def _drop(

@@ -136,6 +136,29 @@ class LatencyModel(BaseModel):
         slope = (ms[i] - ms[i - 1]) / (sums[i] - sums[i - 1])
         return max(ms[i - 1] + slope * (total - sums[i - 1]), 0.0)  # far below: no time
 
+    def with_knot(self, total: float, ms: float) -> LatencyModel:
+        """This model with one more whole-model measurement: ``ms`` where the tables sum
+        to ``total``. The knots it contradicts (a deeper cut measured no faster, or a
+        lighter one no slower) go: the newest measurement is of the widths at hand.
+        Without knots, the line's point at the full widths starts them; where one point
+        would be left, the line moves through it instead (same ``scale``, no knots).
+
+        >>> t = LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((10.0,),))
+        >>> lm = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
+        ...                   layers={"a": t}, knots=((4.0, 5.0), (6.0, 8.0), (10.0, 12.0)))
+        >>> lm.with_knot(5.0, 8.5).knots  # (6, 8) said a deeper cut, slower: it goes
+        ((4.0, 5.0), (5.0, 8.5), (10.0, 12.0))
+        >>> lm.with_knot(5.0, 8.5).calibrated(5.0)
+        8.5
+        """
+        full = self.layer_ms({})
+        knots = self.knots or ((full, self.calibrated(full)),)
+        kept = [(s, m) for s, m in knots if (s < total and m < ms) or (s > total and m > ms)]
+        refined = tuple(sorted([*kept, (float(total), float(ms))]))
+        if len(refined) < 2:
+            return self.model_copy(update={"knots": (), "offset_ms": ms - self.scale * total})
+        return self.model_copy(update={"knots": refined})
+
     def renamed(self, paths: Mapping[str, str | None]) -> LatencyModel:
         """The tables of the model whose module ``paths`` changed (old path -> new one,
         ``None``: removed, as :func:`slimgraph.rewrite.depth.remove_blocks` reports):

@@ -148,6 +148,12 @@ class PruningPlan(BaseModel):
     predicted_latency_ms: float | None = Field(
         None, description="what config.latency_model predicts for the slim model"
     )
+    measured_latency_kept: float | None = Field(
+        None,
+        gt=0.0,
+        description="the slim model's latency over the original's, measured on the latency "
+        "model's runtime (sg.slim with latency_tries)",
+    )
     provenance: dict[str, str] = Field(
         default_factory=dict,
         description='where data-aware scores came from: "gradients", "activations" -> source',

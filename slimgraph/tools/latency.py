@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +21,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from slimgraph._core.inputs import preserve_modes, split_inputs
+from slimgraph._core.progress import counted
 from slimgraph.errors import SlimGraphError
+from slimgraph.export.onnx import export_onnx
 
-__all__ = ["LatencyReport", "measure_latency"]
+__all__ = ["LatencyReport", "interleaved_ms", "measure_latency", "runner"]
 
 
 class LatencyReport(BaseModel):
@@ -71,6 +74,40 @@ def measure_latency(
     return _measure(
         "onnxruntime", _onnx_call(path, [*args, *kwargs.values()], threads), threads, warmup, runs
     )
+
+
+def runner(
+    model: torch.nn.Module, example_inputs: Any, runtime: str, path: Path
+) -> torch.nn.Module | Path:
+    """What :func:`measure_latency` times on ``runtime``: ``"torch"``, the model itself;
+    ``"onnxruntime"``, its ONNX file, exported to ``path``."""
+    if runtime == "torch":
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(model, example_inputs, path, check=False)
+    return path
+
+
+def interleaved_ms(
+    runners: Mapping[str, torch.nn.Module | Path],
+    example_inputs: Any,
+    threads: int,
+    runs: int,
+    *,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Each runner's latency (see :func:`runner`): the lower of two medians of at least
+    20 runs, the runners taking turns, so that a change in the machine's load between
+    them does not read as a difference between them."""
+    rounds = [
+        {
+            k: measure_latency(r, example_inputs, threads=threads, runs=max(runs, 20)).median_ms
+            for k, r in runners.items()
+        }
+        for _ in counted(range(2), "whole-model latency", progress)
+    ]
+    return {k: min(r[k] for r in rounds) for k in runners}
 
 
 def _torch_call(

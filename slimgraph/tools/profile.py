@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,13 +53,12 @@ from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cach
 from slimgraph._core.progress import counted
 from slimgraph.criteria.latency import LatencyModel, LayerTable
 from slimgraph.errors import SlimGraphError
-from slimgraph.export.onnx import export_onnx
 from slimgraph.graph.trace import trace
 from slimgraph.planner import plan
 from slimgraph.resolve.cost import layer_shapes
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
-from slimgraph.tools.latency import measure_latency
+from slimgraph.tools.latency import interleaved_ms, runner
 from slimgraph.tools.layer_timer import LayerTimer, Runtime, cache_path
 
 __all__ = ["profile_latency"]
@@ -139,7 +137,12 @@ def profile_latency(
         plans: dict[str, PruningPlan | None] = {"original": None}
         plans |= {_label(r, s): plan(graph, ratio=r, round_to=s) for s in steps for r in ratios}
         models = {k: apply(model, p, graph=graph) if p else model for k, p in plans.items()}
-        ms = _interleaved(models, example_inputs, runtime, threads, runs, progress)
+        with tempfile.TemporaryDirectory() as folder:
+            runners = {
+                k: runner(m, example_inputs, runtime, Path(folder) / f"{i}.onnx")
+                for i, (k, m) in enumerate(models.items())
+            }
+            ms = interleaved_ms(runners, example_inputs, threads, runs, progress=progress)
         return {
             k: (bare.layer_ms(layer_shapes(graph, p) if p else {}), ms[k]) for k, p in plans.items()
         }
@@ -346,38 +349,3 @@ def _attention_table(
         ms.append((timer.time(_SelfAttention(attention), (*shape[:-1], width)),))
     outs = tuple(3 * w for w in widths)
     return LayerTable(shape=(3 * embed, embed), outs=outs, ins=(embed,), ms=tuple(ms), calls=calls)
-
-
-def _interleaved(
-    models: dict[str, nn.Module],
-    example_inputs: Any,
-    runtime: Runtime,
-    threads: int,
-    runs: int,
-    progress: bool,
-) -> dict[str, float]:
-    """Each model's latency: the lower of two medians, the models taking turns, so that a
-    change in the machine's load between them does not read as a change in width."""
-    with tempfile.TemporaryDirectory() as folder:
-        runners = {
-            k: _runner(m, example_inputs, runtime, Path(folder) / f"{i}.onnx")
-            for i, (k, m) in enumerate(models.items())
-        }
-        rounds = [
-            {
-                k: measure_latency(r, example_inputs, threads=threads, runs=max(runs, 20)).median_ms
-                for k, r in runners.items()
-            }
-            for _ in counted(range(2), "whole-model latency", progress)
-        ]
-    return {k: min(r[k] for r in rounds) for k in models}
-
-
-def _runner(model: nn.Module, example_inputs: Any, runtime: Runtime, path: Path) -> Any:
-    """What :func:`measure_latency` times: the model itself, or its ONNX file at ``path``."""
-    if runtime == "torch":
-        return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_onnx(model, example_inputs, path, check=False)
-    return path

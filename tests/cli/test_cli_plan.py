@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import slimgraph as sg
+import slimgraph.tools.latency_fit as latency_fit
 from slimgraph.cli.main import main
 from slimgraph.io.specs import load_model
 from slimgraph.resolve.cost import layer_shapes
@@ -365,6 +366,33 @@ def test_a_latency_budget_plans_against_the_given_or_a_measured_latency_model(
     exported = ["plan", str(work / "net.pt2"), "--target-latency", "0.6", "--out", "x.json"]
     assert main(exported) == 2  # an exported program's layers are not modules to time
     assert "has no layer the latency tables model" in capsys.readouterr().err
+
+
+def test_slim_times_its_latency_budget_with_latency_tries(work, tmp_path, capsys, monkeypatch):
+    net, x = _tiny_net(), (torch.randn(1, 3, 32, 32),)
+    lm = sg.profile_latency(
+        net, x, runtime="torch", runs=2, cache=tmp_path / "c.json", progress=False
+    )
+    (tmp_path / "lm.json").write_text(lm.model_dump_json())
+    timed = []
+
+    def runtime(runners, example_inputs, threads, runs, **_):  # 0.6 of the original's time
+        timed.append(runners["slim"])
+        return {"original": 10.0, "slim": 6.0}
+
+    monkeypatch.setattr(latency_fit, "interleaved_ms", runtime)
+    spec = "tests.cli.test_cli_plan:_tiny_net"
+    args = ["slim", spec, "--input-shape", "1,3,32,32", "--target-latency", "0.6"]
+    args += ["--latency-model", str(tmp_path / "lm.json"), "--out", str(tmp_path / "out")]
+    assert main([*args, "--latency-tries", "3", "--json"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert len(timed) == 1  # on the target at once
+    plan = _plan(tmp_path / "out" / "plan.json")
+    assert plan.measured_latency_kept == 0.6 and plan.dropped
+    assert main(["slim", spec, "--latency-tries", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--latency-tries 2: a count of slim models to time, for --target-latency" in (
+        capsys.readouterr().err
+    )
 
 
 def test_apply_an_exported_program(runs, work, capsys, monkeypatch):

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 import slimgraph as sg
 from slimgraph._core.files import write_text_atomic
 from slimgraph._core.inputs import synthesize
@@ -30,6 +32,7 @@ from slimgraph.io.checkpoint import is_sharded, skeleton
 from slimgraph.io.shards import INDEX
 from slimgraph.planner.blocks import width_budget
 from slimgraph.rewrite.fallback import plan_that_applies
+from slimgraph.tools.latency_fit import fit_latency
 from slimgraph.tools.measure import measure
 
 __all__ = ["DEFAULT_OUT", "register", "run", "slim_report"]
@@ -75,6 +78,15 @@ def register(commands: Any, parents: Parents) -> None:
         metavar="FILE.onnx",
         help="also export the slim model to simplified, checked ONNX",
     )
+    slim.add_argument(
+        "--latency-tries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --target-latency: time the slim model against the original on the latency "
+        "model's runtime and plan again while it misses the target by more than 3%%, up to N "
+        "slim models (default: 0, plan once by the latency model)",
+    )
     add_depth_flag(slim)
     add_overwrite(slim, "the files an earlier run wrote in --out (and --onnx)")
     slim.set_defaults(run=run)
@@ -84,6 +96,11 @@ def run(args: argparse.Namespace) -> Outcome:
     """Slim the model of ``args.spec`` into ``args.out``."""
     start = time.perf_counter()
     config = planning_config(args)
+    if args.latency_tries < 0 or (args.latency_tries and config.target_latency is None):
+        raise UsageError(
+            f"--latency-tries {args.latency_tries}: a count of slim models to time, for "
+            "--target-latency (give it too)"
+        )
     check_out(args.out, overwrite=args.overwrite)
     if args.onnx:
         check_out(args.onnx, "--onnx", file=True, overwrite=args.overwrite)
@@ -94,15 +111,30 @@ def run(args: argparse.Namespace) -> Outcome:
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
     short, graph, depth = blocks_first(args, model, example, graph, progress)
-    config = with_latency_model(config, model, example, progress)
+    config = asked = with_latency_model(config, model, example, progress)
     if depth is not None:  # the blocks pay part of a latency budget, the width the rest
         config = width_budget(config, depth.renamed)
-    with progress.step("plan", "planning…"):
-        plan = plan_that_applies(short, graph, config)
-        if depth is not None:
-            plan = plan.with_blocks(depth.dropped, sg.count_params(model))
-    with progress.step("apply", "applying…"):
-        slim = sg.apply(model, plan, graph=graph, example_inputs=example)
+    params = sg.count_params(model)
+
+    def whole(width: sg.PruningPlan) -> sg.PruningPlan:
+        return width if depth is None else width.with_blocks(depth.dropped, params)
+
+    def slim_once(c: sg.PruneConfig) -> tuple[sg.PruningPlan, nn.Module]:
+        width = plan_that_applies(short, graph, c)
+        return width, sg.apply(model, whole(width), graph=graph, example_inputs=example)
+
+    if args.latency_tries:
+        tries = f"up to {args.latency_tries} slim models"
+        with progress.step("plan", f"planning, applying and timing {tries}…"):
+            plan, slim = fit_latency(
+                model, example, graph, config, asked, slim_once, args.latency_tries
+            )
+    else:
+        with progress.step("plan", "planning…"):
+            plan = plan_that_applies(short, graph, config)
+        with progress.step("apply", "applying…"):
+            slim = sg.apply(model, whole(plan), graph=graph, example_inputs=example)
+    plan = whole(plan)
     with progress.step("measure", "counting params and MACs…"):
         report = measure(model, slim, example)
     with progress.step("save", f"writing {args.out}…"):
@@ -124,6 +156,11 @@ def _run_streaming(
         raise UsageError(
             f"--onnx: {args.spec} is a sharded checkpoint, slimmed without loading it; "
             f"export the slim folder afterwards: slimgraph export hf:{args.out} OUT.onnx"
+        )
+    if args.latency_tries:
+        raise UsageError(
+            f"--latency-tries: {args.spec} is a sharded checkpoint, slimmed without loading it, "
+            "so no slim model runs here to be timed"
         )
     if args.drop_blocks is not None:
         raise UsageError(
