@@ -6,6 +6,7 @@ Shared by the planner (parameter counts) and the rewriter (slices, checks).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,15 +55,31 @@ def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
             )
 
 
+# graph -> (cuts, slices) of the last plan resolved on it: the planner counts the plan's
+# parameters and the rewrite slices it, the same cuts on the same (immutable) graph
+_KEPT: weakref.WeakKeyDictionary[DependencyGraph, tuple[tuple, Slices]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def kept_shapes(
     graph: DependencyGraph, plan: PruningPlan
 ) -> dict[str, list[tuple[int, np.ndarray]]]:
     """Parameter/buffer name -> [(dim, kept indices)] for every dim the plan shrinks; and
     for a constant the code reads from a module attribute (an affine-less norm's
     ``normalized_shape``, split sizes), ``"module#values"`` -> [(element, kept indices)]
-    (see :func:`slimgraph.resolve.slicing.width_key`)."""
+    (see :func:`slimgraph.resolve.slicing.width_key`). A new dict each call; the last
+    plan's is remembered per graph."""
     if not any(c.drop for c in plan.cuts):
         return {}
+    seen = _KEPT.get(graph)
+    if seen is None or seen[0] != plan.cuts:  # a copied plan shares its cuts: `is` first
+        seen = (plan.cuts, _kept(graph, plan))
+        _KEPT[graph] = seen
+    return {name: list(kept) for name, kept in seen[1].items()}
+
+
+def _kept(graph: DependencyGraph, plan: PruningPlan) -> Slices:
     is_dropped = _dropped(graph, plan)
     result: dict[str, list[tuple[int, np.ndarray]]] = {}
     for target, slots in graph.param_slots().items():

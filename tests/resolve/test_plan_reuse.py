@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.resolve.indices import kept_shapes
 from tests.hf_models import build
 
 X = torch.randn(2, 3, 8, 8)
@@ -97,3 +98,30 @@ def test_a_plan_made_at_batch_1_applies_at_batch_8() -> None:
 def _llama_inputs(built):
     model, x = built
     return model, {k: v[:1] for k, v in x.items()}, {k: torch.cat([v] * 4) for k, v in x.items()}
+
+
+def test_the_kept_indices_of_a_plan_are_resolved_once_per_graph_and_handed_out_fresh() -> None:
+    graph = sg.trace(cnn().eval(), (X,))
+    half, quarter = sg.plan(graph, ratio=0.5), sg.plan(graph, ratio=0.25)
+    first = kept_shapes(graph, half)
+    assert {k: [(d, len(i)) for d, i in v] for k, v in first.items()} == {
+        "0.weight": [(0, 4)],
+        "0.bias": [(0, 4)],
+        "1.weight": [(0, 4)],
+        "1.bias": [(0, 4)],
+        "1.running_mean": [(0, 4)],
+        "1.running_var": [(0, 4)],
+        "3.weight": [(0, 4), (1, 4)],
+        "3.bias": [(0, 4)],
+        "4.weight": [(0, 4)],
+        "4.bias": [(0, 4)],
+        "4.running_mean": [(0, 4)],
+        "4.running_var": [(0, 4)],
+        "8.weight": [(1, 4)],
+    }
+    first["3.weight"].clear()  # the caller's copy: the next call is whole again
+    copied = half.model_copy(update={"predicted_latency_ms": 1.0})  # same cuts
+    again = kept_shapes(graph, copied)
+    assert [d for d, _ in again["3.weight"]] == [0, 1]
+    assert again["0.weight"][0][1].tolist() == kept_shapes(graph, half)["0.weight"][0][1].tolist()
+    assert len(kept_shapes(graph, quarter)["0.weight"][0][1]) == 6  # another plan: resolved anew
