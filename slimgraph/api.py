@@ -124,11 +124,16 @@ def slim(
                     f"drop_blocks is not supported yet on a model traced part by part ({failure}); "
                     "drop the blocks with sg.drop_blocks, then sg.slim the result"
                 ) from failure
-            if calibration is not None or latency_tries:
+            if calibration is not None:
                 raise PlanError(
-                    f"{'latency_tries' if latency_tries else 'calibration'} is not supported "
-                    "yet on a model traced part by part "
+                    "calibration is not supported yet on a model traced part by part "
                     f"({failure}); slim it with a weight criterion such as importance='l2'"
+                ) from failure
+            if latency_tries:
+                raise PlanError(
+                    "latency_tries is not supported yet on a model traced part by part "
+                    f"({failure}); slim it with target_latency alone and time the result "
+                    "with sg.compare"
                 ) from failure
             return _slim_parts(
                 model, example_inputs, failure, config, head_dims, query_heads, inplace

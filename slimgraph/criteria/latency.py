@@ -146,7 +146,7 @@ class LatencyModel(BaseModel):
         >>> t = LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((10.0,),))
         >>> lm = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
         ...                   layers={"a": t}, knots=((4.0, 5.0), (6.0, 8.0), (10.0, 12.0)))
-        >>> lm.with_knot(5.0, 8.5).knots  # (6, 8) said a deeper cut, slower: it goes
+        >>> lm.with_knot(5.0, 8.5).knots  # (6, 8), a lighter cut measured faster, goes
         ((4.0, 5.0), (5.0, 8.5), (10.0, 12.0))
         >>> lm.with_knot(5.0, 8.5).calibrated(5.0)
         8.5

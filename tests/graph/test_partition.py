@@ -160,6 +160,13 @@ def test_calibration_is_refused_on_a_partitioned_model() -> None:
         sg.slim(Gated().eval(), (x_in(),), importance="activation", calibration=[(x_in(),)])
 
 
+def test_latency_tries_are_refused_on_a_partitioned_model() -> None:
+    model = Gated().eval()
+    lm = sg.LatencyModel(runtime="torch", version="-", machine="-", threads=1, layers={})
+    with pytest.raises(sg.PlanError, match="latency_tries is not supported yet .* part by part"):
+        sg.slim(model, (x_in(),), target_latency=0.5, latency_model=lm, latency_tries=2)
+
+
 def test_a_model_with_no_traceable_part_raises_the_trace_error() -> None:
     class Flat(nn.Module):
         def __init__(self) -> None:
