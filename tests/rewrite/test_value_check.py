@@ -101,7 +101,23 @@ class ReadsWeights(nn.Module):
         return self.c(h.squeeze(1))
 
 
-@pytest.mark.parametrize("build", [Plain, ReadsWeights])
+class HoldsAView(nn.Module):
+    """Holds a view of one zeroed weight while two weights of its size are zeroed: a
+    reused buffer would hand ``b`` the zeros of ``c`` or ``d``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 16)
+        self.b, self.c, self.d = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.e = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b_t = self.b.weight.t()
+        h = torch.relu(self.d(torch.relu(self.c(torch.relu(self.a(x))))))
+        return self.e(torch.relu(h @ b_t + self.b.bias))
+
+
+@pytest.mark.parametrize("build", [Plain, ReadsWeights, HoldsAView])
 def test_the_reference_is_the_original_with_the_dropped_units_zeroed(build) -> None:
     torch.manual_seed(0)
     model = build().eval()
