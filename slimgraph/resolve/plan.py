@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
     PrivateAttr,
     ValidationInfo,
     field_validator,
@@ -154,6 +155,11 @@ class PruningPlan(BaseModel):
         description="the slim model's latency over the original's, measured on the latency "
         "model's runtime (sg.slim with latency_tries)",
     )
+    latency_tries: tuple[PositiveFloat, ...] = Field(
+        (),
+        description="what each slim model tried measured, in order (sg.slim with "
+        "latency_tries): measured_latency_kept is the one chosen",
+    )
     provenance: dict[str, str] = Field(
         default_factory=dict,
         description='where data-aware scores came from: "gradients", "activations" -> source',
@@ -161,6 +167,15 @@ class PruningPlan(BaseModel):
     compensation: tuple[Fold, ...] = Field(
         (), description="means of dropped channels folded into biases (bias_compensation)"
     )
+
+    @model_validator(mode="after")
+    def _chosen_among_tries(self) -> PruningPlan:
+        if self.latency_tries and self.measured_latency_kept not in self.latency_tries:
+            raise ValueError(
+                f"measured_latency_kept {self.measured_latency_kept} is not one of the "
+                f"latency_tries {self.latency_tries}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_groups(self, info: ValidationInfo) -> PruningPlan:

@@ -6,8 +6,9 @@ model's knots (:meth:`~slimgraph.criteria.latency.LatencyModel.with_knot`) and t
 width is planned again. So the model learns its error where the plan lands, which the
 uniform slims it was fitted on need not show (a small depthwise network's latency is
 not smooth in its widths). Of at most ``N`` tries, the one closest to ``T`` counts; its
-plan records what was measured (``plan.measured_latency_kept``) beside the prediction
-it was made on (``plan.predicted_latency_ms``, by the knots of the tries before it).
+plan records what was measured (``plan.measured_latency_kept``, and every try's in
+``plan.latency_tries``) beside the prediction it was made on
+(``plan.predicted_latency_ms``, by the knots of the tries before it).
 """
 
 from __future__ import annotations
@@ -73,4 +74,5 @@ def fit_latency(
     # the closest to the target; of two as close, the faster. Its plan keeps the
     # prediction it was made on (by the knots of the tries before it)
     kept, plan, slim = min(tried, key=lambda t: (abs(t[0] / target - 1.0), t[0]))
-    return plan.model_copy(update={"measured_latency_kept": kept}), slim
+    measured = {"measured_latency_kept": kept, "latency_tries": tuple(k for k, _, _ in tried)}
+    return plan.model_copy(update=measured), slim

@@ -385,10 +385,17 @@ def test_slim_times_its_latency_budget_with_latency_tries(work, tmp_path, capsys
     args = ["slim", spec, "--input-shape", "1,3,32,32", "--target-latency", "0.6"]
     args += ["--latency-model", str(tmp_path / "lm.json"), "--out", str(tmp_path / "out")]
     assert main([*args, "--latency-tries", "3", "--json"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
+    report = json.loads(capsys.readouterr().out)
     assert len(timed) == 1  # on the target at once
     plan = _plan(tmp_path / "out" / "plan.json")
-    assert plan.measured_latency_kept == 0.6 and plan.dropped
+    assert plan.measured_latency_kept == 0.6 and plan.latency_tries == (0.6,) and plan.dropped
+    assert report["latency"] == {
+        "predicted_ms": plan.predicted_latency_ms,
+        "measured_kept": 0.6,
+        "tries": [0.6],
+    }
+    assert main([*args, "--latency-tries", "3", "--overwrite"]) == 0
+    assert "; measured 0.600 of the original's (tries: 0.600)" in capsys.readouterr().out
     assert main(["slim", spec, "--latency-tries", "2", "--out", str(tmp_path / "x")]) == 2
     assert "--latency-tries 2: a count of slim models to time, for --target-latency" in (
         capsys.readouterr().err

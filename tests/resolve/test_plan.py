@@ -130,6 +130,8 @@ def test_group_twice_is_rejected(traced) -> None:
         ("fingerprint", "xyz", "String should match pattern"),
         ("version", 2, "Input should be 1"),
         ("dropp", [], "Extra inputs are not permitted"),
+        ("latency_tries", [0.6, -0.5], "Input should be greater than 0"),
+        ("latency_tries", [0.6, 0.52], "measured_latency_kept None is not one of the latency_"),
     ],
 )
 def test_invalid_plan_fields_are_rejected(traced, field, value, message) -> None:
@@ -137,6 +139,13 @@ def test_invalid_plan_fields_are_rejected(traced, field, value, message) -> None
     data = json.loads(plan.model_dump_json()) | {field: value}
     with pytest.raises(ValidationError, match=message):
         sg.PruningPlan.model_validate(data)
+
+
+def test_the_latency_tries_round_trip_with_the_one_chosen(traced) -> None:
+    _, _, plan = traced
+    tried = plan.model_copy(update={"measured_latency_kept": 0.52, "latency_tries": (0.6, 0.52)})
+    again = sg.PruningPlan.model_validate_json(tried.model_dump_json())
+    assert again.latency_tries == (0.6, 0.52) and again.measured_latency_kept == 0.52
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ def test_a_plan_that_misses_the_target_is_measured_and_planned_again(monkeypatch
     # the first try's knot makes the line exact: the second lands on the target
     assert len(runtime.timed) == 2 and fitted.model is runtime.timed[1]
     assert fitted.plan.measured_latency_kept == kept and abs(kept - 0.5) < 0.005
+    assert fitted.plan.latency_tries == (runtime.kept(once.model, resnet), kept)
     # the plan predicts by the knots it was made on (the original, and the first try)
     used = fitted.plan.config.latency_model
     assert used.knots[-1] == (lm.layer_ms({}), lm.predict({}))
@@ -110,6 +111,7 @@ def test_a_try_that_repeats_a_measured_plan_ends_the_tries(monkeypatch, resnet) 
     kept = [runtime.kept(m, resnet) for m in runtime.timed]
     assert kept == pytest.approx([0.7213, 0.3665], abs=1e-4)
     assert result.plan.measured_latency_kept == kept[1]  # the closer of the two
+    assert result.plan.latency_tries == tuple(kept)
 
 
 def test_blocks_dropped_first_are_measured_with_the_width(monkeypatch, resnet) -> None:

@@ -215,8 +215,20 @@ def slim_report(
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
+        "latency": _latency(plan),
         **report,
         "files": files,
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
     }
     return result, print_slim
+
+
+def _latency(plan: sg.PruningPlan) -> dict[str, Any] | None:
+    """What a latency plan predicted and, with --latency-tries, what its tries measured."""
+    if plan.predicted_latency_ms is None:
+        return None
+    return {
+        "predicted_ms": plan.predicted_latency_ms,
+        "measured_kept": plan.measured_latency_kept,
+        "tries": list(plan.latency_tries),
+    }

@@ -32,6 +32,7 @@ def print_slim(r: dict[str, Any]) -> None:
         Text(
             f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
             + _blocks_line(r)
+            + _latency_line(r)
             + f"wrote {', '.join(r['files'].values())}\n"
             f"{elapsed(r['seconds'])}"
         )
@@ -40,6 +41,17 @@ def print_slim(r: dict[str, Any]) -> None:
 
 def _blocks_line(r: dict[str, Any]) -> str:
     return f"blocks dropped: {', '.join(r['blocks'])}\n" if r.get("blocks") else ""
+
+
+def _latency_line(r: dict[str, Any]) -> str:
+    latency = r.get("latency")
+    if not latency:
+        return ""
+    line = f"latency: predicted {latency['predicted_ms']:.2f} ms"
+    if latency["measured_kept"] is not None:
+        tries = ", ".join(f"{t:.3f}" for t in latency["tries"])
+        line += f"; measured {latency['measured_kept']:.3f} of the original's (tries: {tries})"
+    return line + "\n"
 
 
 def _print_stages(console: Any, rows: list[dict[str, Any]]) -> None:
