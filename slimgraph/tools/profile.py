@@ -51,6 +51,7 @@ from torch import nn
 
 from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
 from slimgraph._core.progress import counted
+from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.latency import LatencyModel, LayerTable
 from slimgraph.errors import SlimGraphError
 from slimgraph.graph.trace import trace
@@ -84,11 +85,17 @@ def profile_latency(
     cache: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    config: PruneConfig | None = None,
 ) -> LatencyModel:
     """Measure ``model``'s layers on ``runtime`` (``"onnxruntime"`` on the CPU, or eager
     ``"torch"`` on ``device``, where ``model`` and ``example_inputs`` must already be)
     with ``threads`` threads, and fit the latency model (see the module docstring).
-    ``runs`` timed runs per measurement, median."""
+    ``runs`` timed runs per measurement, median.
+
+    ``config`` is the config the budget will be planned with: the uniform slims cut the
+    groups its plans cut (``prune_residual``, ``ignore``, ``overrides``, ``min_keep``), so
+    that the knots are measured on the kind of model it makes (a language model planned
+    with ``prune_residual=False`` keeps its hidden width in every knot too)."""
     if runtime not in ("torch", "onnxruntime"):
         raise SlimGraphError(f"runtime must be 'torch' or 'onnxruntime', not {runtime!r}")
     device = torch.device(device)
@@ -135,7 +142,7 @@ def profile_latency(
     def timed(ratios: Sequence[float], steps: Sequence[int]) -> dict[str, tuple[float, float]]:
         """label -> (tables' sum, measured ms) of the original and uniform slims"""
         plans: dict[str, PruningPlan | None] = {"original": None}
-        plans |= {_label(r, s): plan(graph, ratio=r, round_to=s) for s in steps for r in ratios}
+        plans |= {_label(r, s): plan(graph, _uniform(config, r, s)) for s in steps for r in ratios}
         models = {k: apply(model, p, graph=graph) if p else model for k, p in plans.items()}
         with tempfile.TemporaryDirectory() as folder:
             runners = {
@@ -195,6 +202,14 @@ def _fitted(bare: LatencyModel, points: list[tuple[float, float]]) -> LatencyMod
             knots = candidate
     update = {"scale": scale, "offset_ms": full - scale * s_full, "knots": tuple(knots)}
     return bare.model_copy(update=update)
+
+
+def _uniform(config: PruneConfig | None, ratio: float, step: int) -> PruneConfig:
+    """A uniform slim at ``ratio`` and multiple ``step`` of the groups ``config`` cuts."""
+    if config is None:
+        return PruneConfig(ratio=ratio, round_to=step)
+    kept = ("prune_residual", "ignore", "overrides", "min_keep")
+    return PruneConfig(ratio=ratio, round_to=step, **{k: getattr(config, k) for k in kept})
 
 
 def _label(ratio: float, step: int) -> str:

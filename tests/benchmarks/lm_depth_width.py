@@ -177,7 +177,13 @@ def widthwise(model: nn.Module, x: dict, calibration: list, args):
     """A function of ``fraction``: ``model`` slimmed in width to that fraction of its
     latency, as its profile (measured once) predicts."""
     profile = sg.profile_latency(
-        model, x, runtime="torch", threads=1, cache=args.latency_cache, progress=False
+        model,
+        x,
+        runtime="torch",
+        threads=1,
+        cache=args.latency_cache,
+        progress=False,
+        config=sg.PruneConfig(prune_residual=args.prune_residual),
     )
     data = {"calibration": calibration, "loss_fn": lm_loss} if args.importance == "taylor" else {}
 

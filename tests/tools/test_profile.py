@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from torch import nn
 
 import slimgraph as sg
+import slimgraph.tools.profile as profile
 from slimgraph.criteria.latency import LayerTable
 from slimgraph.resolve.cost import layer_shapes
 
@@ -228,3 +229,51 @@ def test_a_bad_cache_is_measured_afresh_and_bad_arguments_refused(tmp_path: Path
         sg.profile_latency(net, x, device="cuda", cache=cache)
     with pytest.raises(sg.SlimGraphError, match=r"parameters are on \['cpu'\], not meta: move"):
         sg.profile_latency(net, x, runtime="torch", device="meta", cache=cache)
+
+
+class Residual(nn.Module):
+    """A stem and one residual block: its stream is a group ``prune_residual`` decides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3, padding=1)
+        self.a, self.b = nn.Conv2d(64, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1)
+        self.head = nn.Linear(64, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.b(torch.relu(self.a(h))))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_the_knots_are_slims_of_the_groups_the_planning_config_cuts(
+    tmp_path: Path, monkeypatch, keep_residual: bool
+) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+    timed: list[nn.Module] = []
+
+    def weights_ms(runners, example_inputs, threads, runs, **_) -> dict[str, float]:
+        timed.extend(runners.values())
+        return {k: sum(p.numel() for p in m.parameters()) / 1e3 for k, m in runners.items()}
+
+    monkeypatch.setattr(profile, "interleaved_ms", weights_ms)
+    config = sg.PruneConfig(prune_residual=not keep_residual, min_keep=40)
+    lm = sg.profile_latency(
+        net, x, runtime="torch", runs=2, fractions=(0.5, 1.0), cache=tmp_path / "c.json",
+        progress=False, config=config,
+    )  # fmt: skip
+    slims = [m for m in timed if m is not net]
+    assert len(slims) == 2 * 3 + 7  # 0.3 and 0.45 at three multiples; 6 knots and the check
+    # the stream (stem out, b out, head in) is cut in every slim, or in none; no group
+    # keeps fewer than min_keep
+    assert {m.stem.out_channels < 64 for m in slims} == {not keep_residual}
+    assert min(m.a.out_channels for m in slims) == 40 and all(
+        m.head.in_features == m.stem.out_channels >= 40 for m in slims
+    )
+    # the knot at 0.5 is the plan that config makes at 0.5, at the chosen multiple
+    graph = sg.trace(net, x)
+    half = sg.apply(net, sg.plan(graph, config, ratio=0.5, round_to=lm.round_to), graph=graph)
+    knot = lm.measured_ms[f"knot: uniform 0.5 round_to {lm.round_to}"]
+    assert knot == sum(p.numel() for p in half.parameters()) / 1e3

@@ -72,7 +72,9 @@ def with_latency_model(
         return config
     with progress.step("profile", "measuring layer latencies in ONNX Runtime…"):
         try:
-            measured = sg.profile_latency(model, example, threads=threads, progress=False)
+            measured = sg.profile_latency(
+                model, example, threads=threads, progress=False, config=config
+            )
         except SlimGraphError as err:
             raise UsageError(
                 f"--target-latency: {err}; then pass it as --latency-model FILE.json"
