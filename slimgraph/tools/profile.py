@@ -14,9 +14,10 @@ and 0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's favou
 multiple (``model.round_to``) is the smallest whose slims run within 5 % of the fastest
 (an isolated layer does not show it, because a runtime like ONNX Runtime changes the
 memory layout around a layer of an unfavoured width). Then, at that multiple, the
-original and uniform slims at ratios 0.1 to 0.6: the model's knots, its tables' sum
-against its measured milliseconds (the straight line through the original and the 0.5
-slim is its ``scale`` and ``offset_ms``). A runtime's latency is not a straight line in
+original and uniform slims at ratios 0.1 to 0.6 (and on to 0.9 while the deepest keeps
+more than 30 % of the tables' sum, as where the hidden width stays): the model's knots,
+its tables' sum against its measured milliseconds (the straight line through the
+original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's latency is not a straight line in
 the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
 predicted the 0.4 cut 18 % fast), and a plan in local scope is a uniform slim:
 dense knots are what it will measure. The ``check_ratio`` slim, timed in the same
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ from slimgraph._core.progress import counted
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.latency import LatencyModel, LayerTable
 from slimgraph.errors import SlimGraphError
+from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
 from slimgraph.planner import plan
 from slimgraph.resolve.cost import layer_shapes
@@ -70,6 +73,10 @@ LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MultiheadAttention)
 STEP_RATIOS = (0.3, 0.45)
 # and at the chosen multiple, the knots: the half cut first (with the original, the line)
 KNOT_RATIOS = (0.5, 0.1, 0.2, 0.3, 0.4, 0.6)
+# deeper knots, each while the deepest so far keeps more than DEEP_SHARE of the tables'
+# sum: a language model whose hidden width stays (prune_residual=False) keeps half of it
+# at 0.6, and a plan for half its latency would land past the last knot
+DEEPER_RATIOS, DEEP_SHARE = (0.7, 0.8, 0.9), 0.3
 STEPS = (1, 8, 16)  # multiples of channels tried: none, and x86 vector widths
 
 
@@ -157,7 +164,7 @@ def profile_latency(
     first = timed(STEP_RATIOS, STEPS)
     step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
     # the knots, timed together so that they share the machine's load
-    second = timed((*KNOT_RATIOS, check_ratio), [step])
+    second = timed((*_knot_ratios(graph, bare, config, step), check_ratio), [step])
     check = second.pop(_label(check_ratio, step))
     unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
     # measured, the check slim is one more knot: the model that plans uses every point
@@ -202,6 +209,29 @@ def _fitted(bare: LatencyModel, points: list[tuple[float, float]]) -> LatencyMod
             knots = candidate
     update = {"scale": scale, "offset_ms": full - scale * s_full, "knots": tuple(knots)}
     return bare.model_copy(update=update)
+
+
+def _knot_ratios(
+    graph: DependencyGraph, bare: LatencyModel, config: PruneConfig | None, step: int
+) -> list[float]:
+    """:data:`KNOT_RATIOS`, then each of :data:`DEEPER_RATIOS` while the deepest slim so
+    far keeps more than :data:`DEEP_SHARE` of the original's tables' sum and the next
+    one keeps less (``min_keep`` can stop a cut from going deeper)."""
+
+    def share(ratio: float) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "drops nothing": the sums say it too
+            cut = plan(graph, _uniform(config, ratio, step))
+        return bare.layer_ms(layer_shapes(graph, cut)) / bare.layer_ms({})
+
+    ratios, kept = list(KNOT_RATIOS), share(max(KNOT_RATIOS))
+    for ratio in DEEPER_RATIOS:
+        deeper = share(ratio)
+        if kept <= DEEP_SHARE or deeper >= kept:
+            break
+        ratios.append(ratio)
+        kept = deeper
+    return ratios
 
 
 def _uniform(config: PruneConfig | None, ratio: float, step: int) -> PruneConfig:

@@ -183,7 +183,13 @@ def test_profiling_in_onnx_runtime_fits_checks_and_caches(tmp_path: Path) -> Non
     assert lm.layers["2"].ins == (1,) and lm.layers["2"].outs == (8, 16, 24, 32)  # depthwise
     ratios = (0.3, 0.45)  # timed at every multiple, to choose one
     slims = [f"uniform {r} round_to {s}" for s in STEPS for r in ratios]
+    # 0.1 to 0.6, and deeper cuts while the deepest keeps much of the tables' sum (these
+    # layers are small enough for ONNX Runtime's fixed cost per call to hold much of it)
+    timed = {float(k.split()[2]) for k in lm.measured_ms if k.startswith("knot: uniform")}
+    deeper = sorted(timed - {0.1, 0.2, 0.3, 0.4, 0.5, 0.6})
+    assert deeper == [0.7, 0.8, 0.9][: len(deeper)]
     knots = [f"uniform {r} round_to {lm.round_to}" for r in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)]
+    knots += [f"uniform {r} round_to {lm.round_to}" for r in deeper]
     assert sorted(lm.measured_ms) == sorted(
         [f"multiple: {k}" for k in ["original", *slims]]
         + [f"knot: {k}" for k in ["original", *knots]]
@@ -198,7 +204,7 @@ def test_profiling_in_onnx_runtime_fits_checks_and_caches(tmp_path: Path) -> Non
     assert math.isfinite(lm.check_error)
     # the knots are measurements: the original's and the half cut's at least, exactly
     knot_ms = [ms for _, ms in lm.knots]
-    assert 2 <= len(knot_ms) <= 8 and knot_ms == sorted(knot_ms)
+    assert 2 <= len(knot_ms) <= 8 + len(deeper) and knot_ms == sorted(knot_ms)
     # from the second pass: the original, the slims at 0.1-0.6 and then the check slim
     second = {v for k, v in lm.measured_ms.items() if not k.startswith("multiple: ")}
     assert set(knot_ms) <= second
@@ -277,3 +283,37 @@ def test_the_knots_are_slims_of_the_groups_the_planning_config_cuts(
     half = sg.apply(net, sg.plan(graph, config, ratio=0.5, round_to=lm.round_to), graph=graph)
     knot = lm.measured_ms[f"knot: uniform 0.5 round_to {lm.round_to}"]
     assert knot == sum(p.numel() for p in half.parameters()) / 1e3
+
+
+@pytest.mark.parametrize(("keep_residual", "deeper"), [(False, []), (True, [0.7, 0.8])])
+def test_knots_go_deeper_while_the_deepest_keeps_much_of_the_tables_sum(
+    tmp_path: Path, monkeypatch, keep_residual: bool, deeper: list[float]
+) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+
+    def macs_ms(timer, layer: nn.Module, shape: tuple[int, ...]) -> float:
+        # a layer at its MACs (1e-6 ms each): the tables' sums are exact
+        return layer.weight.numel() * math.prod(shape[2:]) / 1e6
+
+    def in_turn(runners, *_, **__) -> dict[str, float]:
+        return {k: 1.0 + i for i, k in enumerate(runners)}
+
+    monkeypatch.setattr(profile.LayerTimer, "time", macs_ms)
+    monkeypatch.setattr(profile, "interleaved_ms", in_turn)
+    config = sg.PruneConfig(prune_residual=not keep_residual)
+    lm = sg.profile_latency(
+        net, x, runtime="torch", fractions=(0.1, 0.25, 0.5, 1.0), cache=tmp_path / "c.json",
+        progress=False, config=config,
+    )  # fmt: skip
+    knots = [k for k in lm.measured_ms if k.startswith("knot: uniform")]
+    ratios = [float(k.split()[2]) for k in knots]
+    assert ratios == [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, *deeper]
+    # the last knot keeps at most 30 % of the tables' sum; the one before, more
+    graph = sg.trace(net, x)
+
+    def share(ratio: float) -> float:
+        cut = sg.plan(graph, config, ratio=ratio, round_to=lm.round_to)
+        return lm.layer_ms(layer_shapes(graph, cut)) / lm.layer_ms({})
+
+    assert share(ratios[-1]) <= 0.3 < share(ratios[-2]) if deeper else share(0.6) <= 0.3
