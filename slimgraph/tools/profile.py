@@ -17,8 +17,8 @@ memory layout around a layer of an unfavoured width). Then, at that multiple, th
 original and uniform slims at ratios 0.1 to 0.6 (and on to 0.9 while the deepest keeps
 more than 30 % of the tables' sum, as where the hidden width stays): the model's knots,
 its tables' sum against its measured milliseconds (the straight line through the
-original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's latency is not a straight line in
-the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
+original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's latency is
+not a straight line in the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
 predicted the 0.4 cut 18 % fast), and a plan in local scope is a uniform slim:
 dense knots are what it will measure. The ``check_ratio`` slim, timed in the same
 rounds, checks the model: ``model.check_error`` is predicted / measured - 1 there, by
