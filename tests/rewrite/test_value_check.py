@@ -117,11 +117,46 @@ class HoldsAView(nn.Module):
         return self.e(torch.relu(h @ b_t + self.b.bias))
 
 
-@pytest.mark.parametrize("build", [Plain, ReadsWeights, HoldsAView])
-def test_the_reference_is_the_original_with_the_dropped_units_zeroed(build) -> None:
+class Convs(nn.Module):
+    """Convolutions with and without biases, a depthwise one, and two whose outputs are
+    contracted over their channels (a non-local block's attention); on small images their
+    weights outsize their activations. The shifts leave the dropped units nonzero where
+    only the next convolution zeroes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 32, 3, padding=1)
+        self.b = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.c = nn.Conv2d(32, 16, 1)
+        self.q, self.k = nn.Conv2d(32, 16, 1), nn.Conv2d(32, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.a(x)) + 0.5
+        h = torch.relu(self.depthwise(torch.relu(self.b(h)) + 0.5))
+        attention = self.q(h).flatten(2).transpose(1, 2) @ self.k(h).flatten(2)
+        return self.c(h), attention
+
+
+def _conv_inputs(side: int) -> tuple[torch.Tensor]:
+    torch.manual_seed(0)
+    return (torch.randn(1, 3, side, side),)
+
+
+@pytest.mark.parametrize(
+    ("build", "inputs"),
+    [
+        (Plain, _inputs),
+        (ReadsWeights, _inputs),
+        (HoldsAView, _inputs),
+        (Convs, lambda: _conv_inputs(2)),  # convolutions zero their activations
+        (Convs, lambda: _conv_inputs(32)),  # convolutions zero their weights
+    ],
+)
+def test_the_reference_is_the_original_with_the_dropped_units_zeroed(build, inputs) -> None:
     torch.manual_seed(0)
     model = build().eval()
-    x = _inputs()
+    x = inputs()
     graph = sg.trace(model, x)
     plan = sg.plan(graph, ratio=0.5)
     assert any(c.drop for c in plan.cuts)
@@ -134,7 +169,9 @@ def test_the_reference_is_the_original_with_the_dropped_units_zeroed(build) -> N
     assert {k: v.untyped_storage().data_ptr() for k, v in model.state_dict().items()} == storages
     kill_dropped(graph, plan)
     with torch.no_grad():
-        torch.testing.assert_close(reference.outputs, [model(*x)], rtol=0, atol=0)
+        expected = model(*x)
+    expected = list(expected) if isinstance(expected, tuple) else [expected]
+    torch.testing.assert_close(reference.outputs, expected, rtol=0, atol=0)
 
 
 def test_parameters_that_share_one_storage_are_each_zeroed() -> None:
@@ -154,3 +191,26 @@ def test_parameters_that_share_one_storage_are_each_zeroed() -> None:
     kill_dropped(graph, plan)
     with torch.no_grad():
         torch.testing.assert_close(reference.outputs, [model(*x)], rtol=0, atol=0)
+
+
+CONVS = {"a.weight", "b.weight", "depthwise.weight", "c.weight", "q.weight", "k.weight"}
+
+
+@pytest.mark.parametrize(("side", "copied"), [(2, {"depthwise.weight"}), (32, CONVS)])
+def test_a_convolution_zeroes_its_weight_or_its_activations_whichever_is_smaller(
+    monkeypatch, side, copied
+) -> None:
+    # the depthwise weight is always copied: each of its groups reads one channel
+    torch.manual_seed(0)
+    model = Convs().eval()
+    x = _conv_inputs(side)
+    graph = sg.trace(model, x)
+    plan = sg.plan(graph, ratio=0.5)
+    taken: list[int] = []
+    take = verify._Scratch.take
+    monkeypatch.setattr(
+        verify._Scratch, "take", lambda self, n, d: taken.append(n) or take(self, n, d)
+    )
+    assert verify.reference_outputs(model, plan, graph, kept_shapes(graph, plan), x) is not None
+    sizes = {name: p.untyped_storage().nbytes() for name, p in model.named_parameters()}
+    assert {name for name in CONVS if sizes[name] in taken} == copied
