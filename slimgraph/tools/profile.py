@@ -2,11 +2,8 @@
 run on, and fit the :class:`~slimgraph.criteria.latency.LatencyModel` that plans for a
 latency budget (``PruneConfig(target_latency=..., latency_model=...)``).
 
-Every convolution and linear layer is timed alone on an input of the shape it gets in the
-model, at ``fractions`` of its output and input widths (a depthwise convolution at its
-channel widths only); a layer run more than once per forward counts as often. A
-:class:`torch.nn.MultiheadAttention` used as self-attention is timed whole (projections,
-softmax and all) at ``fractions`` of its heads: its width is one, in and out.
+Every convolution, linear layer and self-attention is timed alone at ``fractions`` of its
+widths, on an input of the shape it gets in the model (:mod:`slimgraph.tools.layer_tables`).
 
 Then whole models are timed, in two passes of interleaved rounds (the lower median
 counts: the machine's load drifts). First the original and uniform slims at ratios 0.3
@@ -44,17 +41,16 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimgraph._core.inputs import preserve_modes, split_inputs, without_kv_cache
 from slimgraph._core.progress import counted
 from slimgraph.criteria.config import PruneConfig
-from slimgraph.criteria.latency import LatencyModel, LayerTable
+from slimgraph.criteria.latency import LatencyModel
 from slimgraph.errors import SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
@@ -63,11 +59,11 @@ from slimgraph.resolve.cost import layer_shapes
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.tools.latency import interleaved_ms, runner
+from slimgraph.tools.layer_tables import layer_inputs, layer_table
 from slimgraph.tools.layer_timer import LayerTimer, Runtime, cache_path
 
 __all__ = ["profile_latency"]
 
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MultiheadAttention)
 # the uniform slims timed at every multiple, to choose one: cuts that leave a width of
 # 2^k channels unaligned (0.5 and 0.25 leave 64 as 32 and 48, aligned at any multiple)
 STEP_RATIOS = (0.3, 0.45)
@@ -125,7 +121,7 @@ def profile_latency(
             f"got {check_ratio}"
         )
     timer = LayerTimer(runtime, threads, runs, cache_path(cache), device)
-    layers = _layer_inputs(model, example_inputs)
+    layers = layer_inputs(model, example_inputs)
     if not layers:
         raise SlimGraphError(
             f"{type(model).__name__} has no layer the latency tables model (nn.Conv1d, "
@@ -133,7 +129,7 @@ def profile_latency(
             "forward calls: profile the model in Python, as a module"
         )
     tables = {
-        name: _table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
+        name: layer_table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
         for name, (module, shape, calls) in counted(list(layers.items()), "layer latency", progress)
     }
     timer.save()
@@ -146,10 +142,17 @@ def profile_latency(
         layers=tables,
     )
 
+    made: dict[tuple[float, int], PruningPlan] = {}  # the knots' depth is read off plans
+
+    def uniform(ratio: float, step: int) -> PruningPlan:
+        if (ratio, step) not in made:
+            made[ratio, step] = plan(graph, _uniform(config, ratio, step))
+        return made[ratio, step]
+
     def timed(ratios: Sequence[float], steps: Sequence[int]) -> dict[str, tuple[float, float]]:
         """label -> (tables' sum, measured ms) of the original and uniform slims"""
         plans: dict[str, PruningPlan | None] = {"original": None}
-        plans |= {_label(r, s): plan(graph, _uniform(config, r, s)) for s in steps for r in ratios}
+        plans |= {_label(r, s): uniform(r, s) for s in steps for r in ratios}
         models = {k: apply(model, p, graph=graph) if p else model for k, p in plans.items()}
         with tempfile.TemporaryDirectory() as folder:
             runners = {
@@ -164,7 +167,7 @@ def profile_latency(
     first = timed(STEP_RATIOS, STEPS)
     step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
     # the knots, timed together so that they share the machine's load
-    second = timed((*_knot_ratios(graph, bare, config, step), check_ratio), [step])
+    second = timed((*_knot_ratios(graph, bare, lambda r: uniform(r, step)), check_ratio), [step])
     check = second.pop(_label(check_ratio, step))
     unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
     # measured, the check slim is one more knot: the model that plans uses every point
@@ -212,16 +215,16 @@ def _fitted(bare: LatencyModel, points: list[tuple[float, float]]) -> LatencyMod
 
 
 def _knot_ratios(
-    graph: DependencyGraph, bare: LatencyModel, config: PruneConfig | None, step: int
+    graph: DependencyGraph, bare: LatencyModel, uniform: Callable[[float], PruningPlan]
 ) -> list[float]:
     """:data:`KNOT_RATIOS`, then each of :data:`DEEPER_RATIOS` while the deepest slim so
-    far keeps more than :data:`DEEP_SHARE` of the original's tables' sum and the next
-    one keeps less (``min_keep`` can stop a cut from going deeper)."""
+    far (``uniform(ratio)``) keeps more than :data:`DEEP_SHARE` of the original's tables'
+    sum and the next one keeps less (``min_keep`` can stop a cut from going deeper)."""
 
     def share(ratio: float) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "drops nothing": the sums say it too
-            cut = plan(graph, _uniform(config, ratio, step))
+            cut = uniform(ratio)
         return bare.layer_ms(layer_shapes(graph, cut)) / bare.layer_ms({})
 
     ratios, kept = list(KNOT_RATIOS), share(max(KNOT_RATIOS))
@@ -260,137 +263,3 @@ def _favoured(measured: dict[str, float], ratios: Sequence[float]) -> int:
     }
     # no multiple is fastest at every ratio when they disagree: within 5 % of the best mean
     return min(s for s in STEPS if slowdown[s] <= 1.05 * min(slowdown.values()))
-
-
-def _layer_inputs(
-    model: nn.Module, example_inputs: Any
-) -> dict[str, tuple[nn.Module, tuple[int, ...], int]]:
-    """Name -> (layer, the shape of its first input, calls per forward), for every layer
-    whose cost the tables model."""
-    found: dict[str, tuple[nn.Module, tuple[int, ...], int]] = {}
-
-    skipped: set[str] = set()  # attention over other keys than its queries: not tabled
-
-    def seen(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if isinstance(module, nn.MultiheadAttention) and not _self_attention(args, kwargs):
-            skipped.add(name)
-        elif name in found:
-            found[name] = (module, found[name][1], found[name][2] + 1)
-        elif args and isinstance(args[0], torch.Tensor):
-            found[name] = (module, tuple(args[0].shape), 1)
-
-    handles = [
-        m.register_forward_pre_hook(
-            lambda mod, args, kwargs, n=name: seen(n, mod, args, kwargs), with_kwargs=True
-        )
-        for name, m in model.named_modules()
-        if isinstance(m, LAYERS) and _tabled(m)
-    ]
-    args, kwargs = split_inputs(example_inputs)
-    try:
-        with preserve_modes(model), torch.no_grad(), without_kv_cache(model):
-            model.eval()
-            model(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    return {k: v for k, v in found.items() if k not in skipped}
-
-
-def _tabled(module: nn.Module) -> bool:
-    """Whether the tables can model ``module``: attention only with packed projections."""
-    return not isinstance(module, nn.MultiheadAttention) or module._qkv_same_embed_dim
-
-
-def _self_attention(args: tuple, kwargs: dict) -> bool:
-    qkv = [*args[:3], *(kwargs.get(k) for k in ("query", "key", "value")[len(args) :])]
-    return len(qkv) == 3 and qkv[0] is qkv[1] is qkv[2]
-
-
-class _SelfAttention(nn.Module):
-    """An attention layer over its own input, as one module to time."""
-
-    def __init__(self, attention: nn.MultiheadAttention) -> None:
-        super().__init__()
-        self.attention = attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attention(x, x, x, need_weights=False)[0]
-
-    def extra_repr(self) -> str:  # the cache key: heads are not in the layer's repr
-        a = self.attention
-        return f"embed_dim={a.embed_dim}, num_heads={a.num_heads}, batch_first={a.batch_first}"
-
-
-def _widths(full: int, fractions: Sequence[float], step: int) -> tuple[int, ...]:
-    """``fractions`` of ``full``, as multiples of ``step``, distinct and ascending."""
-    return tuple(sorted({max(step, round(f * full / step) * step) for f in fractions}))
-
-
-Variant = tuple[nn.Module, tuple[int, ...]]  # a layer at other widths, and its input shape
-
-
-def _table(
-    module: nn.Module,
-    shape: tuple[int, ...],
-    calls: int,
-    fractions: Sequence[float],
-    timer: LayerTimer,
-) -> LayerTable:
-    layer: Any = module
-    if isinstance(layer, nn.MultiheadAttention):
-        return _attention_table(layer, shape, calls, fractions, timer)
-    weight: tuple[int, ...] = tuple(layer.weight.shape)
-    if isinstance(layer, nn.Linear):
-        outs, ins = _widths(weight[0], fractions, 1), _widths(weight[1], fractions, 1)
-
-        def make(o: int, i: int) -> Variant:
-            return nn.Linear(i, o, bias=layer.bias is not None), (*shape[:-1], i)
-    else:
-        g = layer.groups
-        depthwise = g > 1 and g == layer.in_channels  # its channels are its groups
-        outs = _widths(weight[0], fractions, weight[0] // g if depthwise else g)
-        ins = (weight[1],) if depthwise else _widths(weight[1], fractions, 1)
-
-        def make(o: int, i: int) -> Variant:
-            groups = o * g // weight[0] if depthwise else g
-            cin = groups if depthwise else i * g
-            conv = type(layer)(
-                cin,
-                o,
-                layer.kernel_size,
-                layer.stride,
-                layer.padding,
-                layer.dilation,
-                groups,
-                layer.bias is not None,
-                layer.padding_mode,
-            )
-            return conv, (shape[0], cin, *shape[2:])
-
-    ms = tuple(tuple(timer.time(*make(o, i)) for i in ins) for o in outs)
-    return LayerTable(shape=weight, outs=outs, ins=ins, ms=ms, calls=calls)
-
-
-def _attention_table(
-    layer: nn.MultiheadAttention,
-    shape: tuple[int, ...],
-    calls: int,
-    fractions: Sequence[float],
-    timer: LayerTimer,
-) -> LayerTable:
-    """Milliseconds by the rows of ``in_proj_weight`` (3 x heads x head_dim), whole heads
-    dropped; one column, since the layer's input width is its embedding width."""
-    embed, head_dim = layer.embed_dim, layer.head_dim
-    widths = _widths(embed, fractions, head_dim)
-    ms = []
-    for width in widths:
-        attention = nn.MultiheadAttention(
-            width,
-            width // head_dim,
-            bias=layer.in_proj_bias is not None,
-            batch_first=layer.batch_first,
-        )
-        ms.append((timer.time(_SelfAttention(attention), (*shape[:-1], width)),))
-    outs = tuple(3 * w for w in widths)
-    return LayerTable(shape=(3 * embed, embed), outs=outs, ins=(embed,), ms=tuple(ms), calls=calls)
