@@ -78,6 +78,9 @@ def test_a_1b_checkpoint_streams_in_bounded_memory(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     memory = json.loads(done.stdout.splitlines()[-1])
     grew = memory["peak"] - memory["base"]
+    print(
+        f"streaming apply: peak grew {grew / 2**20:.0f} MiB, largest shard {largest / 2**20:.0f} MiB"
+    )
     assert grew < 2 * largest, (
         f"peak grew {grew / 2**20:.0f} MiB, largest shard {largest / 2**20:.0f} MiB"
     )
