@@ -13,6 +13,7 @@ logs, pipes and CI stay clean.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager, nullcontext
@@ -35,7 +36,9 @@ class Progress:
         # for it, and only a run that shows progress needs it.
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        # bound to the stderr of now: a step whose work redirects sys.stderr (an exporter's
+        # noise) keeps its spinner on the console
+        self.console = Console(file=sys.stderr)
         self.enabled = enabled and self.console.is_terminal
         self.seconds: dict[str, float] = {}
 

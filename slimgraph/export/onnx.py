@@ -27,6 +27,7 @@ from torch import nn
 
 from slimgraph._core.files import check_output_file
 from slimgraph._core.inputs import preserve_modes, without_kv_cache
+from slimgraph._core.progress import Progress
 from slimgraph.errors import (
     ExportArgumentError,
     ExportError,
@@ -34,6 +35,7 @@ from slimgraph.errors import (
     OutputError,
     ParityError,
 )
+from slimgraph.export._quiet import kept_random_state
 from slimgraph.export.arguments import (
     batch_size,
     check_options,
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 
+@kept_random_state()  # importing onnxsim or rich draws from ``random``
 def export_onnx(
     model: nn.Module,
     example_inputs: tuple[Any, ...] | dict[str, Any] | torch.Tensor,
@@ -77,6 +80,7 @@ def export_onnx(
     rtol: float = 1e-4,
     int8_rtol: float = INT8_RTOL,
     with_past: bool = False,
+    progress: bool = True,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path``, simplify it, check it and compare it to PyTorch.
 
@@ -102,6 +106,9 @@ def export_onnx(
     ``example_inputs`` is then the prompt (``input_ids``, optionally ``attention_mask``),
     and the check is a two-step decode: the prompt with an empty past, then the greedy
     next token with the prompt's presents (``past_lengths`` in the report).
+
+    ``progress`` shows each stage with a spinner on stderr when it is a terminal (a large
+    model's export takes minutes); ``report.stage_seconds`` says how long each one took.
     """
     path = check_path(path)
     try:  # a link is refused before the export, not after it
@@ -110,21 +117,14 @@ def export_onnx(
         raise ExportArgumentError(str(err)) from err
     check_options(quantize, opset, rtol, int8_rtol)
     check_weights(model)
-    if with_past:
-        with preserve_modes(model):
-            model.eval()
-            decode = decode_cases(model, example_inputs, dynamic_batch, check)
-            call, checks, past_lengths = decode.call, decode.cases, decode.past_lengths
-            exporter: Literal["dynamo", "legacy"] = "dynamo"
-            fallback_reason = None
-            onnx_model = export_step(decode.step, call, opset)
-    else:
-        call, checks, exporter, fallback_reason, onnx_model = _export(
-            model, example_inputs, dynamic_batch, opset, check
+    steps = Progress(progress)
+    with steps.step("export", "exporting with torch.onnx…"):
+        call, checks, exporter, fallback_reason, onnx_model, past_lengths = _exported(
+            model, example_inputs, dynamic_batch, opset, check, with_past
         )
-        past_lengths = ()
     nodes_before = len(onnx_model.graph)
-    saved = save(onnx_model, path, simplify, checks[0][0])
+    with steps.step("save", "simplifying with onnxsim…" if simplify else "saving…"):
+        saved = save(onnx_model, path, simplify, checks[0][0])
     del onnx_model
     check_onnx(path)
     written = onnx.load(path, load_external_data=False)
@@ -132,10 +132,12 @@ def export_onnx(
         checks = []
     max_abs = max_rel = None
     if checks:
-        max_abs, max_rel = parity(path, checks, call.output_names, rtol, "the ONNX model")
+        with steps.step("check", "checking in ONNX Runtime…"):
+            max_abs, max_rel = parity(path, checks, call.output_names, rtol, "the ONNX model")
     quantized = None
     if quantize is not None:
-        quantized = quantize_int8(path, saved.external, checks, call.output_names, int8_rtol)
+        with steps.step("quantize", "quantizing to int8…"):
+            quantized = quantize_int8(path, saved.external, checks, call.output_names, int8_rtol)
     return ExportReport(
         path=path,
         exporter=exporter,
@@ -154,7 +156,26 @@ def export_onnx(
         inputs=tuple(_describe(v) for v in written.graph.input),
         outputs=tuple(_describe(v) for v in written.graph.output),
         quantized=quantized,
+        stage_seconds=steps.seconds,
     )
+
+
+def _exported(
+    model: nn.Module,
+    example_inputs: Any,
+    dynamic_batch: bool,
+    opset: int | None,
+    check: bool,
+    with_past: bool,
+) -> tuple[Call, list[Case], Literal["dynamo", "legacy"], str | None, ir.Model, tuple[int, ...]]:
+    """The ONNX graph of ``model`` (or of one decoder step), with the cases to check it on."""
+    if with_past:
+        with preserve_modes(model):
+            model.eval()
+            decode = decode_cases(model, example_inputs, dynamic_batch, check)
+            onnx_model = export_step(decode.step, decode.call, opset)
+        return decode.call, decode.cases, "dynamo", None, onnx_model, decode.past_lengths
+    return (*_export(model, example_inputs, dynamic_batch, opset, check), ())
 
 
 def _export(

@@ -54,6 +54,8 @@ class ExportReport(BaseModel):
       every batch size (0 for the prompt, then the prompt's length for the next token).
     - ``inputs`` / ``outputs``: the graph's tensors as (name, shape, dtype).
     - ``quantized``: the int8 copy, when ``quantize="int8"``.
+    - ``stage_seconds``: how long each stage took: ``export`` (torch.onnx), ``save`` (onnxsim
+      and writing), ``check`` (ONNX Runtime) and ``quantize``, those that ran.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,3 +77,4 @@ class ExportReport(BaseModel):
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     quantized: QuantizedReport | None = None
+    stage_seconds: dict[str, float] = {}

@@ -78,7 +78,7 @@ def figures(
     runs: int = 20,
 ) -> ModelFigures:
     """Export ``model`` to ``onnx_path`` (checked, static batch) and time it in ONNX Runtime."""
-    report = export_onnx(model, example_inputs, onnx_path, dynamic_batch=False)
+    report = export_onnx(model, example_inputs, onnx_path, dynamic_batch=False, progress=False)
     return ModelFigures(
         params=count_params(model),
         macs=count_macs(model, example_inputs),

@@ -85,7 +85,7 @@ def runner(
         return model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_onnx(model, example_inputs, path, check=False)
+        export_onnx(model, example_inputs, path, check=False, progress=False)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +474,40 @@ def test_none_among_outputs_is_dropped(tmp_path: Path) -> None:
         dynamic_batch=False,
     )
     assert [o.name for o in report.outputs] == ["output_0"]
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, and keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_each_stage_is_timed_and_shown_on_a_terminal(tmp_path, monkeypatch, progress) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.delenv("TERM", raising=False)
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, 8, 8),)
+    report = sg.export_onnx(SmallNet().eval(), x, tmp_path / "m.onnx", progress=progress)
+    assert list(report.stage_seconds) == ["export", "save", "check"]
+    assert all(s > 0 for s in report.stage_seconds.values())
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", terminal.text)
+    ticks = re.findall(r"✓ (.+?) \([0-9.]+ s\)", plain)
+    expected = ["exporting with torch.onnx", "simplifying with onnxsim", "checking in ONNX Runtime"]
+    assert ticks == (expected if progress else [])
+    unchecked = sg.export_onnx(
+        SmallNet().eval(), x, tmp_path / "n.onnx", check=False, simplify=False, progress=False
+    )
+    assert list(unchecked.stage_seconds) == ["export", "save"]

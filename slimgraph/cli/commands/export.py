@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> Outcome:
             simplify=not args.no_simplify,
             quantize="int8" if args.int8 else None,
             with_past=args.with_past,
+            progress=False,  # the spinner above
         )
     result = {
         "spec": args.spec,

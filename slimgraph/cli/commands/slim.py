@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> Outcome:
         files = write_slim(args.out, plan, slim, args.overwrite)
     if args.onnx:
         with progress.step("export", f"exporting {args.onnx}…"):
-            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx).path)
+            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx, progress=False).path)
     progress.seconds["total"] = time.perf_counter() - start
     # the plan's config holds the ratio a --target-macs search settled on
     return slim_report(args, example, plan, plan.config or config, report, files, progress)
