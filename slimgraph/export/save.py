@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from slimgraph._core.files import atomic_write, staged_files
 from slimgraph.errors import ExportError
-from slimgraph.export._quiet import kept_random_state, one_line, silent_fds
+from slimgraph.export._quiet import one_line, silent_fds
 
 __all__ = ["EXTERNAL_DATA_BYTES", "Saved", "check_onnx", "data_name", "file_size", "save"]
 
@@ -72,8 +72,7 @@ def _simplify(
     proto: onnx.ModelProto, feeds: dict[str, np.ndarray]
 ) -> tuple[onnx.ModelProto, int | None, str | None]:
     """onnxsim with its own check on the example inputs; the exported graph if it fails."""
-    with kept_random_state():
-        import onnxsim  # slow to import: only a simplified export needs it
+    import onnxsim  # slow to import: only a simplified export needs it
 
     names = {v.name for v in proto.graph.input}
     options: dict[str, Any] = {
@@ -86,7 +85,7 @@ def _simplify(
     if "certify" in inspect.signature(onnxsim.simplify).parameters:
         options["certify"] = False  # a Z3 proof is not what this check is for
     try:
-        with silent_fds(), contextlib.redirect_stdout(io.StringIO()), kept_random_state():
+        with silent_fds(), contextlib.redirect_stdout(io.StringIO()):
             simplified, ok = onnxsim.simplify(proto, **options)
     except Exception as exc:
         return (

@@ -26,6 +26,8 @@ folded into biases, the weights are real, and no random op runs (dropout in trai
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -162,38 +164,43 @@ def _zeroed(model: nn.Module, slices: Slices) -> Iterator[None]:
     for every name's slices. A dropped weight that is not finite leaves a reference that
     is not either, which the check then skips."""
     params = dict(model.named_parameters(remove_duplicate=False))
-    masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    lines: dict[int, dict[int, torch.Tensor]] = {}  # each parameter's kept lines, by dim
-    kept_masks: dict[tuple, torch.Tensor] = {}  # a group's indices are kept by many slices
+    lines: dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]] = {}  # kept, by dim
+    kept_lines: dict[tuple, torch.Tensor] = {}  # a group's indices are kept by many slices
     for name, kept in slices.items():
         p = params.get(name)
-        if p is None:
+        if p is None or not kept:
             continue  # buffers: the zeroed weights already silence their units
+        by_dim = lines.setdefault(id(p), (p.detach(), {}))[1]
         for dim, keep in kept:
             key = (p.shape[dim], p.dtype, p.device, np.asarray(keep).tobytes())
-            line = kept_masks.get(key)
+            line = kept_lines.get(key)
             if line is None:
                 line = torch.zeros(p.shape[dim], dtype=p.dtype, device=p.device)
                 line[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = 1
-                kept_masks[key] = line
-            shape = [1] * p.dim()
-            shape[dim] = p.shape[dim]
-            mask = line.view(shape)
-            if id(p) in masks:
-                mask = masks[id(p)][1] * mask
-            masks[id(p)] = (p, mask)
-            by_dim = lines.setdefault(id(p), {})
+                kept_lines[key] = line
             by_dim[dim] = by_dim[dim] * line if dim in by_dim else line
     by_storage: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for param, mask in masks.values():
-        by_storage.setdefault(param.untyped_storage()._cdata, []).append((param.detach(), mask))
+    for param, by_dim in lines.values():
+        by_storage.setdefault(param.untyped_storage()._cdata, []).append(
+            (param, _mask(param, by_dim))
+        )
     alone = {  # a parameter alone in its storage may be read whole by a convolution
-        key: (param, lines[id(param)])
-        for param, _ in masks.values()
+        key: (param, by_dim)
+        for param, by_dim in lines.values()
         if len(by_storage[key := param.untyped_storage()._cdata]) == 1
     }
     with _ZeroedReads(by_storage, alone):
         yield
+
+
+def _mask(param: torch.Tensor, lines: dict[int, torch.Tensor]) -> torch.Tensor:
+    """The kept ``lines`` (by dim, at least one) as one mask that broadcasts over ``param``."""
+    views = []
+    for dim, line in lines.items():
+        shape = [1] * param.dim()
+        shape[dim] = param.shape[dim]
+        views.append(line.view(shape))
+    return functools.reduce(operator.mul, views)
 
 
 class _ZeroedReads(TorchDispatchMode):
@@ -251,8 +258,8 @@ class _ZeroedReads(TorchDispatchMode):
         return out
 
     def _lines(self, t: torch.Tensor) -> dict[int, torch.Tensor] | None:
-        """The kept lines of the parameter ``t`` is, by dim: empty for a tensor that is not
-        masked, ``None`` for a view of a masked one or one that shares its storage."""
+        """The kept lines by dim of the masked parameter ``t`` is; empty when ``t`` is not
+        masked, ``None`` when it is a view of a masked tensor or shares its storage."""
         key = t.untyped_storage()._cdata
         if key not in self._masked:
             return {}
