@@ -7,7 +7,7 @@
 8
 """
 
-from slimgraph.api import SlimResult, slim
+from slimgraph.api import Mix, SlimResult, slim
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.latency import LatencyModel
@@ -57,6 +57,7 @@ __all__ = [
     "apply",
     "slim",
     "SlimResult",
+    "Mix",
     "drop_blocks",
     "find_blocks",
     "DepthResult",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +24,14 @@ from slimgraph.planner.blocks import width_budget
 from slimgraph.resolve.cost import count_params
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
-from slimgraph.rewrite.depth import DepthResult
+from slimgraph.rewrite.depth import DepthResult, find_blocks, rank_blocks
 from slimgraph.rewrite.depth import drop_blocks as drop_depth
 from slimgraph.rewrite.fallback import applied_plan
 from slimgraph.rewrite.hf_config import remember_source
+from slimgraph.tools.departure import departure
 from slimgraph.tools.latency_fit import fit_latency
 
-__all__ = ["SlimResult", "slim"]
+__all__ = ["Mix", "SlimResult", "slim"]
 
 
 @dataclass
@@ -40,6 +42,20 @@ class SlimResult:
     model: nn.Module
     plan: PruningPlan
     graph: DependencyGraph
+    mixes: tuple[Mix, ...] = ()  # drop_blocks="auto": every mix of depth and width tried
+
+
+@dataclass(frozen=True)
+class Mix:
+    """One mix of depth and width ``drop_blocks="auto"`` tried: the blocks it dropped, how
+    far the slim model departed from the original (see :mod:`slimgraph.tools.departure`;
+    the lowest is chosen) and the latency its plan was predicted at (``None`` where the
+    blocks alone meet the budget: no width was planned)."""
+
+    blocks: tuple[str, ...]
+    departure: float
+    predicted_latency_ms: float | None
+    params_after: int
 
 
 def slim(
@@ -54,7 +70,7 @@ def slim(
     inputs: Selector | None = None,
     head_dims: bool = False,
     query_heads: bool = False,
-    drop_blocks: int | Sequence[str] | None = None,
+    drop_blocks: int | Sequence[str] | str | None = None,
     inplace: bool = False,
     latency_tries: int = 0,
     **fields: Any,
@@ -83,6 +99,14 @@ def slim(
     ``plan.config.target_latency`` is the share of the shorter model's latency the width
     plan keeps (see :mod:`slimgraph.planner.blocks`).
 
+    ``drop_blocks="auto"`` (with ``target_latency``) lets the latency planner choose the
+    mix: it slims with the 0, 1, 2, ... blocks of least influence dropped (up to half the
+    blocks, or until the blocks alone meet the budget) and the width paying the rest, and
+    keeps the slim model that departs least from the original on ``calibration`` (the
+    example inputs by default): the lowest mean ``loss_fn`` if given, else the lowest
+    distillation loss against the original's outputs (:mod:`slimgraph.tools.departure`).
+    ``result.mixes`` records every mix tried.
+
     ``latency_tries=N`` (with ``target_latency``) measures the slim model against the
     original on the latency model's runtime and, while it misses the target by more than
     3 %, adds the measurement to the latency model and plans again, up to ``N`` slim
@@ -107,6 +131,38 @@ def slim(
         )
         asked = config  # the budget of the whole model, before blocks pay part of it
         _check_tries(latency_tries, config, inplace)
+        if isinstance(drop_blocks, str):
+            if drop_blocks != "auto":
+                raise PlanError(
+                    f"drop_blocks={drop_blocks!r}: pass a count, block names, or 'auto'"
+                )
+            if calibration is not None and not isinstance(calibration, Calibration):
+                calibration = list(calibration)  # read once per mix, and to score them
+            again = functools.partial(
+                slim,
+                model,
+                example_inputs,
+                ratio=ratio,
+                importance=importance,
+                prune_residual=prune_residual,
+                calibration=calibration,
+                loss_fn=loss_fn,
+                inputs=inputs,
+                head_dims=head_dims,
+                query_heads=query_heads,
+                **fields,
+            )
+            return _best_mix(
+                again,
+                model,
+                example_inputs,
+                config,
+                calibration,
+                inputs,
+                loss_fn,
+                latency_tries,
+                inplace,
+            )
         depth = None
         if drop_blocks is not None:
             if calibration is not None and not isinstance(calibration, Calibration):
@@ -183,6 +239,64 @@ def _check_tries(tries: int, config: PruneConfig, inplace: bool) -> None:
         raise PlanError(
             "latency_tries times the slim models against the original: not with inplace=True"
         )
+
+
+def _best_mix(
+    again: Callable[..., SlimResult],
+    model: nn.Module,
+    example_inputs: Any,
+    config: PruneConfig,
+    calibration: Any,
+    inputs: Selector | None,
+    loss_fn: Any,
+    tries: int,
+    inplace: bool,
+) -> SlimResult:
+    """``drop_blocks="auto"``: the mix of depth and width that departs least (see
+    :func:`slim`); ``again(drop_blocks=..., latency_tries=...)`` slims one mix."""
+    if config.target_latency is None or config.latency_model is None:
+        raise PlanError(
+            "drop_blocks='auto' weighs whole blocks against width under a latency budget: "
+            "give target_latency and latency_model (sg.profile_latency)"
+        )
+    if inplace:
+        raise PlanError("drop_blocks='auto' slims several copies to compare: not with inplace=True")
+    if isinstance(calibration, Calibration):
+        raise PlanError(
+            "a Calibration measured on the whole model does not fit it without its dropped "
+            "blocks: pass the calibration batches themselves with drop_blocks"
+        )
+    if loss_fn is not None and calibration is None:
+        raise PlanError(
+            "loss_fn scores the mixes on calibration batches: pass calibration=batches too"
+        )
+    blocks = find_blocks(model, example_inputs)
+    ranked = list(rank_blocks(model, blocks, example_inputs, calibration, inputs, loss_fn, False))
+    batches, selector = (
+        (calibration, inputs) if calibration is not None else ([example_inputs], None)
+    )
+    score = departure(model, batches, selector, loss_fn)
+    mixes: list[Mix] = []
+
+    def tried(n: int) -> tuple[Mix, SlimResult]:
+        result = again(drop_blocks=ranked[:n] or None, latency_tries=0)
+        plan = result.plan
+        departed = score(result.model)
+        mixes.append(Mix(plan.blocks, departed, plan.predicted_latency_ms, plan.params_after))
+        return mixes[-1], result
+
+    least, chosen = tried(0)
+    for n in range(1, len(ranked) // 2 + 1):
+        mix, result = tried(n)
+        if mix.departure < least.departure:
+            least, chosen = mix, result
+        width = result.plan.config
+        if width is None or width.target_latency is None:  # the blocks alone meet the budget
+            break
+    if tries:  # measured and re-planned: only the chosen mix
+        chosen = again(drop_blocks=list(least.blocks) or None, latency_tries=tries)
+    chosen.mixes = tuple(mixes)
+    return chosen
 
 
 def _drop(

@@ -52,7 +52,7 @@ from slimgraph.rewrite._hooks import cloned, first_tensor, run, watching
 from slimgraph.rewrite.hf_config import EXACT, config_describes
 from slimgraph.rewrite.influence import block_influence, loss_influence
 
-__all__ = ["DepthResult", "drop_blocks", "find_blocks", "remove_blocks"]
+__all__ = ["DepthResult", "drop_blocks", "find_blocks", "rank_blocks", "remove_blocks"]
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -165,12 +165,10 @@ def drop_blocks(
     else:
         if n is None or not 0 < n <= len(candidates):
             raise RewriteError(f"n must be between 1 and {len(candidates)} (the droppable blocks)")
-        if loss_fn is not None and calibration is not None:
-            influence = loss_influence(model, candidates, calibration, loss_fn, progress)
-        else:
-            batches = calibration if calibration is not None else [example_inputs]
-            influence = block_influence(model, candidates, batches, inputs, progress)
-        chosen = sorted(candidates, key=lambda b: (influence[b], candidates.index(b)))[:n]
+        influence = rank_blocks(
+            model, candidates, example_inputs, calibration, inputs, loss_fn, progress
+        )
+        chosen = list(influence)[:n]
     expected = output_shapes(run(model, example_inputs))
     slim = copy.deepcopy(model)
     renamed = remove_blocks(slim, chosen)
@@ -180,6 +178,27 @@ def drop_blocks(
             f"without {chosen} the model's outputs have shapes {got}, not {expected}"
         )
     return DepthResult(slim, [b for b in candidates if b in chosen], influence, renamed)
+
+
+def rank_blocks(
+    model: nn.Module,
+    blocks: Sequence[str],
+    example_inputs: Any,
+    calibration: Iterable[Any] | None = None,
+    inputs: Selector | None = None,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """The influence of each of ``blocks``, least first (ties in module order): the order
+    :func:`drop_blocks` drops them in. ``1 - cos`` on ``calibration`` (the example inputs
+    by default), or with ``loss_fn`` the loss rise on ``calibration`` when each is skipped."""
+    if loss_fn is not None and calibration is not None:
+        influence = loss_influence(model, blocks, calibration, loss_fn, progress)
+    else:
+        batches = calibration if calibration is not None else [example_inputs]
+        influence = block_influence(model, blocks, batches, inputs, progress)
+    order = sorted(blocks, key=lambda b: (influence[b], blocks.index(b)))
+    return {b: influence[b] for b in order}
 
 
 def remove_blocks(model: nn.Module, blocks: Sequence[str]) -> dict[str, str | None]:

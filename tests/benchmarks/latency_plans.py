@@ -12,7 +12,9 @@ MetaPruner (l2, local) slims a copy to about the MACs the local latency plan kep
 for a model with at least twice ``--depth`` droppable blocks, ``sg.drop_blocks`` drops the
 ``--depth`` of least influence on the example input (depth only: for its cost; with
 random weights nothing says what it would cost in accuracy), and a mixed plan drops them
-and plans the width for the rest of the latency budget. The
+and plans the width for the rest of the latency budget; ``drop_blocks="auto"`` lets the
+latency planner choose how many (the mix whose slim departs least from the original on
+the example input). The
 original and the slim copies are exported with ``sg.export_onnx`` and timed with
 ``sg.measure_latency`` in ``--rounds`` interleaved rounds (each a median of ``--runs``
 after warm-up; the table gives the median round), all in one process. The table gives
@@ -105,7 +107,12 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
             **latency,
             "drop_blocks": args.depth,
         }
+    if sg.find_blocks(model, x):  # the latency planner chooses the mix
+        plans[f"auto depth + target_latency={args.target}"] = {**latency, "drop_blocks": "auto"}
     results = {kind: sg.slim(model, x, **fields) for kind, fields in plans.items()}
+    for kind in [k for k in results if k.startswith("auto depth")]:  # say what it chose
+        chosen = results.pop(kind)
+        results[kind.replace("auto depth", f"auto: {len(chosen.plan.blocks)} blocks")] = chosen
     slims = {k: r.model for k, r in results.items()}
     local = sg.count_macs(slims[f"target_latency={args.target}"], x) / macs
     slims["torch-pruning, same MACs"] = torch_pruning_copy(name, local)

@@ -22,7 +22,10 @@ For each ``k`` of ``--drops`` three slim models at the same measured latency:
   the original's (``--importance``; heads and MLP widths only unless
   ``--prune-residual``);
 * mixed: drop ``k // 2`` blocks, then width to the same ``f`` overall (its own latency
-  model, its target ``f`` over the shorter model's measured fraction).
+  model, its target ``f`` over the shorter model's measured fraction);
+* auto mix: ``sg.slim(..., target_latency=f, drop_blocks="auto", calibration=...,
+  loss_fn=...)``, the latency planner choosing how many blocks go (the mix of least loss
+  on the calibration batches), on the width profile's latency model.
 
 Width and mixed slims are timed against the depth slim in the same rounds and planned
 again with their target scaled by the miss (up to ``--tries`` plans) until they run
@@ -173,9 +176,9 @@ class Slim:
     predicted: float | None = None
 
 
-def widthwise(model: nn.Module, x: dict, calibration: list, args):
+def widthwise(model: nn.Module, x: dict, calibration: list, args, options: dict | None = None):
     """A function of ``fraction``: ``model`` slimmed in width to that fraction of its
-    latency, as its profile (measured once) predicts."""
+    latency, as its profile (measured once) predicts (``options``: more of ``sg.slim``'s)."""
     profile = sg.profile_latency(
         model,
         x,
@@ -195,7 +198,7 @@ def widthwise(model: nn.Module, x: dict, calibration: list, args):
             prune_residual=args.prune_residual,
             target_latency=fraction,
             latency_model=profile,
-            **data,
+            **(data | (options or {})),
         )
         predicted = result.plan.predicted_latency_ms
         return Slim(result.model, fraction, predicted / profile.predict({}) if predicted else None)
@@ -232,10 +235,14 @@ def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str,
     )
     fraction = {k: ms[f"depth {k}"] / ms["original"] for k in shorter}
     wide = widthwise(model, x, calibration, args)
+    # the latency planner chooses the mix: the one of least loss on the calibration batches
+    chosen = {"drop_blocks": "auto", "calibration": calibration, "loss_fn": lm_loss}
+    auto = widthwise(model, x, calibration, args, chosen)
     slims: dict[str, Slim] = {}
     for k in args.drops:
         slims[f"depth -{k}"] = Slim(shorter[k])
         slims[f"width @ depth -{k}"] = matched(wide, shorter[k], fraction[k], x, args)
+        slims[f"auto mix @ depth -{k}"] = matched(auto, shorter[k], fraction[k], x, args)
         if k > 1:
             half = k // 2  # the shorter model's share of the target is planned in width
             start = fraction[k] / fraction[half]
