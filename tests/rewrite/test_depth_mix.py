@@ -5,12 +5,16 @@ from the original; ``result.mixes`` records every mix tried."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.cli.main import main
 from slimgraph.rewrite.depth import find_blocks, rank_blocks
 from slimgraph.tools.departure import departure
 from tests.rewrite.test_depth_plans import SMALL, _bilinear_latency
@@ -133,3 +137,26 @@ def test_auto_needs_a_latency_budget_and_a_copy(options: dict, message: str) -> 
     with pytest.raises(sg.PlanError, match=message):
         sg.slim(model, X, **options)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_cli_slim_and_plan_choose_the_mix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec, shape = "torchvision:resnet18", ["--input-shape", "2,3,64,64"]  # SMALL's
+    model = torchvision.models.resnet18().eval()
+    Path("lm.json").write_text(_bilinear_latency(model).model_dump_json())
+    budget = ["--target-latency", "0.5", "--latency-model", "lm.json", "--seed", "0"]
+    args = [spec, *shape, "--drop-blocks", "auto", *budget]
+    assert main(["slim", *args, "--out", "s", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    saved = sg.PruningPlan.model_validate_json(Path("s/plan.json").read_text())
+    assert list(saved.blocks) == report["blocks"]
+    assert main(["plan", *args, "--out", "p.json"]) == 0
+    capsys.readouterr()
+    assert sg.PruningPlan.model_validate_json(Path("p.json").read_text()) == saved
+    assert main(["slim", spec, *shape, "--drop-blocks", "auto", "--out", "z"]) == 2
+    assert "--drop-blocks auto weighs whole blocks" in capsys.readouterr().err
+    assert main(["slim", spec, "--drop-blocks", "some"]) == 2
+    assert "'some' is neither a count nor 'auto'" in capsys.readouterr().err
+    assert not Path("z").exists()

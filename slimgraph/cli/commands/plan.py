@@ -20,7 +20,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_plan,
 )
-from slimgraph.cli.commands.depth import add_depth_flag, blocks_first
+from slimgraph.cli.commands.depth import add_depth_flag, best_mix, blocks_first, check_auto
 from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.slim import print_plan
 from slimgraph.planner.blocks import width_budget
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> Outcome:
     """Plan the model of ``args.spec`` and write the plan to ``args.out``."""
     start = time.perf_counter()
     config = planning_config(args)
+    check_auto(args, config)
     check_out(args.out, file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
     model, example, graph = build_traced(
@@ -73,12 +74,16 @@ def run(args: argparse.Namespace) -> Outcome:
     )
     short, graph, depth = blocks_first(args, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
-    if depth is not None:  # the blocks pay part of a latency budget, the width the rest
-        config = width_budget(config, depth.renamed)
-    with progress.step("plan", "planning…"):
-        plan = plan_that_applies(short, graph, config)
-        if depth is not None:
-            plan = plan.with_blocks(depth.dropped, sg.count_params(model))
+    if args.drop_blocks == "auto":
+        mixed = best_mix(model, example, config, 0, progress)
+        plan, graph = mixed.plan, mixed.graph
+    else:
+        if depth is not None:  # the blocks pay part of a latency budget, the width the rest
+            config = width_budget(config, depth.renamed)
+        with progress.step("plan", "planning…"):
+            plan = plan_that_applies(short, graph, config)
+            if depth is not None:
+                plan = plan.with_blocks(depth.dropped, sg.count_params(model))
     with progress.step("save", f"writing {args.out}…"):
         check_out(args.out, file=True, overwrite=args.overwrite)  # nothing appeared since
         write_plan(args.out, plan)

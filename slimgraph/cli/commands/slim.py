@@ -24,7 +24,7 @@ from slimgraph.cli.commands.common import (
     planning_config,
     write_slim,
 )
-from slimgraph.cli.commands.depth import add_depth_flag, blocks_first
+from slimgraph.cli.commands.depth import add_depth_flag, best_mix, blocks_first, check_auto
 from slimgraph.cli.commands.latency import TO_MEASURE, with_latency_model
 from slimgraph.cli.render.slim import print_slim
 from slimgraph.errors import UsageError
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> Outcome:
             f"--latency-tries {args.latency_tries}: a count of slim models to time, for "
             "--target-latency (give it too)"
         )
+    check_auto(args, config)
     check_out(args.out, overwrite=args.overwrite)
     if args.onnx:
         check_out(args.onnx, "--onnx", file=True, overwrite=args.overwrite)
@@ -110,6 +111,34 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    if args.drop_blocks == "auto":
+        config = with_latency_model(config, model, example, progress)
+        mixed = best_mix(model, example, config, args.latency_tries, progress)
+        plan, slim = mixed.plan, mixed.model
+    else:
+        plan, slim = _slimmed(args, model, example, graph, config, progress)
+    with progress.step("measure", "counting params and MACs…"):
+        report = measure(model, slim, example)
+    with progress.step("save", f"writing {args.out}…"):
+        files = write_slim(args.out, plan, slim, args.overwrite)
+    if args.onnx:
+        with progress.step("export", f"exporting {args.onnx}…"):
+            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx, progress=False).path)
+    progress.seconds["total"] = time.perf_counter() - start
+    # the plan's config holds the ratio a --target-macs search settled on
+    return slim_report(args, example, plan, plan.config or config, report, files, progress)
+
+
+def _slimmed(
+    args: argparse.Namespace,
+    model: nn.Module,
+    example: Any,
+    graph: sg.DependencyGraph,
+    config: sg.PruneConfig,
+    progress: Progress,
+) -> tuple[sg.PruningPlan, nn.Module]:
+    """The plan (with any ``--drop-blocks N``) and the slim model, measured and planned
+    again with ``--latency-tries``."""
     short, graph, depth = blocks_first(args, model, example, graph, progress)
     config = asked = with_latency_model(config, model, example, progress)
     if depth is not None:  # the blocks pay part of a latency budget, the width the rest
@@ -134,17 +163,7 @@ def run(args: argparse.Namespace) -> Outcome:
             plan = plan_that_applies(short, graph, config)
         with progress.step("apply", "applying…"):
             slim = sg.apply(model, whole(plan), graph=graph, example_inputs=example)
-    plan = whole(plan)
-    with progress.step("measure", "counting params and MACs…"):
-        report = measure(model, slim, example)
-    with progress.step("save", f"writing {args.out}…"):
-        files = write_slim(args.out, plan, slim, args.overwrite)
-    if args.onnx:
-        with progress.step("export", f"exporting {args.onnx}…"):
-            files["onnx"] = str(sg.export_onnx(slim, example, args.onnx, progress=False).path)
-    progress.seconds["total"] = time.perf_counter() - start
-    # the plan's config holds the ratio a --target-macs search settled on
-    return slim_report(args, example, plan, plan.config or config, report, files, progress)
+    return whole(plan), slim
 
 
 def _run_streaming(
