@@ -131,6 +131,11 @@ def slim(
         )
         asked = config  # the budget of the whole model, before blocks pay part of it
         _check_tries(latency_tries, config, inplace)
+        if drop_blocks is not None and isinstance(calibration, Calibration):
+            raise PlanError(
+                "a Calibration measured on the whole model does not fit it without its "
+                "dropped blocks: pass the calibration batches themselves with drop_blocks"
+            )
         if isinstance(drop_blocks, str):
             if drop_blocks != "auto":
                 raise PlanError(
@@ -261,11 +266,6 @@ def _best_mix(
         )
     if inplace:
         raise PlanError("drop_blocks='auto' slims several copies to compare: not with inplace=True")
-    if isinstance(calibration, Calibration):
-        raise PlanError(
-            "a Calibration measured on the whole model does not fit it without its dropped "
-            "blocks: pass the calibration batches themselves with drop_blocks"
-        )
     if loss_fn is not None and calibration is None:
         raise PlanError(
             "loss_fn scores the mixes on calibration batches: pass calibration=batches too"
@@ -308,11 +308,6 @@ def _drop(
     loss_fn: Any,
 ) -> DepthResult:
     """:func:`slimgraph.drop_blocks` for ``sg.slim``: ``n`` blocks or the named ones."""
-    if isinstance(calibration, Calibration):
-        raise PlanError(
-            "a Calibration measured on the whole model does not fit it without its dropped "
-            "blocks: pass the calibration batches themselves with drop_blocks"
-        )
     chosen: dict[str, Any] = {"n": blocks} if isinstance(blocks, int) else {"blocks": list(blocks)}
     depth = drop_depth(
         model,
