@@ -132,6 +132,25 @@ def test_blocks_dropped_first_are_measured_with_the_width(monkeypatch, resnet) -
     assert sg.count_params(replayed) == sg.count_params(result.model)
 
 
+def test_the_mix_auto_chooses_is_the_one_measured(monkeypatch, resnet) -> None:
+    lm = tabled(resnet)
+    runtime = Runtime(fixed=0.1 * lm.predict({}))
+    monkeypatch.setattr(latency_fit, "interleaved_ms", runtime)
+    result = sg.slim(
+        resnet, X, drop_blocks="auto", target_latency=0.5, latency_model=lm, latency_tries=3
+    )
+    # every mix is planned by the latency model alone; only the least departing is timed
+    least = min(result.mixes, key=lambda m: m.departure)
+    assert len(result.mixes) == 3 and result.plan.blocks == least.blocks
+    shorter = sum(len(getattr(resnet, f"layer{i}")) for i in range(1, 5)) - len(least.blocks)
+    assert runtime.timed and all(
+        sum(len(getattr(t, f"layer{i}")) for i in range(1, 5)) == shorter for t in runtime.timed
+    )
+    assert len(runtime.timed) == len(result.plan.latency_tries) <= 3
+    kept = runtime.kept(result.model, resnet)
+    assert result.plan.measured_latency_kept == kept and abs(kept - 0.5) < 0.015
+
+
 def test_latency_tries_are_refused_without_a_latency_budget_or_in_place(resnet) -> None:
     lm = tabled(resnet)
     with pytest.raises(PlanError, match="give target_latency"):
