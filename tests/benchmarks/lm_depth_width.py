@@ -176,10 +176,9 @@ class Slim:
     predicted: float | None = None
 
 
-def widthwise(model: nn.Module, x: dict, calibration: list, args, options: dict | None = None):
-    """A function of ``fraction``: ``model`` slimmed in width to that fraction of its
-    latency, as its profile (measured once) predicts (``options``: more of ``sg.slim``'s)."""
-    profile = sg.profile_latency(
+def profiled(model: nn.Module, x: dict, args) -> sg.LatencyModel:
+    """``model``'s latency model on eager torch, 1 thread, for the width it plans."""
+    return sg.profile_latency(
         model,
         x,
         runtime="torch",
@@ -188,6 +187,18 @@ def widthwise(model: nn.Module, x: dict, calibration: list, args, options: dict 
         progress=False,
         config=sg.PruneConfig(prune_residual=args.prune_residual),
     )
+
+
+def widthwise(
+    model: nn.Module,
+    profile: sg.LatencyModel,
+    x: dict,
+    calibration: list,
+    args,
+    options: dict | None = None,
+):
+    """A function of ``fraction``: ``model`` slimmed in width to that fraction of its
+    latency, as ``profile`` predicts (``options``: more of ``sg.slim``'s)."""
     data = {"calibration": calibration, "loss_fn": lm_loss} if args.importance == "taylor" else {}
 
     def slim(fraction: float) -> Slim:
@@ -234,10 +245,11 @@ def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str,
         {"original": model, **{f"depth {k}": m for k, m in shorter.items()}}, x, args
     )
     fraction = {k: ms[f"depth {k}"] / ms["original"] for k in shorter}
-    wide = widthwise(model, x, calibration, args)
+    profile = profiled(model, x, args)
+    wide = widthwise(model, profile, x, calibration, args)
     # the latency planner chooses the mix: the one of least loss on the calibration batches
     chosen = {"drop_blocks": "auto", "calibration": calibration, "loss_fn": lm_loss}
-    auto = widthwise(model, x, calibration, args, chosen)
+    auto = widthwise(model, profile, x, calibration, args, chosen)
     slims: dict[str, Slim] = {}
     for k in args.drops:
         slims[f"depth -{k}"] = Slim(shorter[k])
@@ -247,7 +259,11 @@ def slim_models(model: nn.Module, x: dict, calibration: list, args) -> dict[str,
             half = k // 2  # the shorter model's share of the target is planned in width
             start = fraction[k] / fraction[half]
             mixed = matched(
-                widthwise(shorter[half], x, calibration, args), shorter[k], start, x, args
+                widthwise(shorter[half], profiled(shorter[half], x, args), x, calibration, args),
+                shorter[k],
+                start,
+                x,
+                args,
             )
             scale = fraction[half]
             slims[f"mixed -{half} + width"] = Slim(
