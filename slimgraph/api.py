@@ -14,6 +14,7 @@ from torch import nn
 from slimgraph._core.batches import Selector
 from slimgraph._core.gcpause import gc_paused
 from slimgraph._core.inputs import split_inputs
+from slimgraph._core.progress import progress_bar
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.errors import PlanError, RewriteError, TraceError
@@ -73,6 +74,7 @@ def slim(
     drop_blocks: int | Sequence[str] | str | None = None,
     inplace: bool = False,
     latency_tries: int = 0,
+    progress: bool = True,
     **fields: Any,
 ) -> SlimResult:
     """Trace ``model``, plan the cuts and return a smaller dense copy.
@@ -112,6 +114,9 @@ def slim(
     3 %, adds the measurement to the latency model and plans again, up to ``N`` slim
     models (see :mod:`slimgraph.tools.latency_fit`); ``plan.measured_latency_kept`` is
     what the chosen one measured.
+
+    ``progress`` shows bars on stderr while blocks are ranked and while the mixes are
+    slimmed (silent when stderr is not a terminal).
 
     A model ``torch.export`` cannot trace whole (a detector's data-dependent decoding) is
     slimmed part by part: its largest traceable submodules are traced on the inputs they
@@ -155,6 +160,7 @@ def slim(
                 inputs=inputs,
                 head_dims=head_dims,
                 query_heads=query_heads,
+                progress=False,
                 **fields,
             )
             return _best_mix(
@@ -167,12 +173,15 @@ def slim(
                 loss_fn,
                 latency_tries,
                 inplace,
+                progress,
             )
         depth = None
         if drop_blocks is not None:
             if calibration is not None and not isinstance(calibration, Calibration):
                 calibration = list(calibration)  # read twice: block influence, then the criteria
-            depth = _drop(model, example_inputs, drop_blocks, calibration, inputs, loss_fn)
+            depth = _drop(
+                model, example_inputs, drop_blocks, calibration, inputs, loss_fn, progress
+            )
             config = width_budget(config, depth.renamed)  # the blocks pay part of a latency budget
         source = model if depth is None else depth.model  # a copy, whose width is cut in place
         try:
@@ -256,6 +265,7 @@ def _best_mix(
     loss_fn: Any,
     tries: int,
     inplace: bool,
+    progress: bool,
 ) -> SlimResult:
     """``drop_blocks="auto"``: the mix of depth and width that departs least (see
     :func:`slim`); ``again(drop_blocks=..., latency_tries=...)`` slims one mix."""
@@ -271,7 +281,9 @@ def _best_mix(
             "loss_fn scores the mixes on calibration batches: pass calibration=batches too"
         )
     blocks = find_blocks(model, example_inputs)
-    ranked = list(rank_blocks(model, blocks, example_inputs, calibration, inputs, loss_fn, False))
+    ranked = list(
+        rank_blocks(model, blocks, example_inputs, calibration, inputs, loss_fn, progress)
+    )
     batches, selector = (
         (calibration, inputs) if calibration is not None else ([example_inputs], None)
     )
@@ -285,14 +297,18 @@ def _best_mix(
         mixes.append(Mix(plan.blocks, departed, plan.predicted_latency_ms, plan.params_after))
         return mixes[-1], result
 
-    least, chosen = tried(0)
-    for n in range(1, len(ranked) // 2 + 1):
-        mix, result = tried(n)
-        if mix.departure < least.departure:
-            least, chosen = mix, result
-        width = result.plan.config
-        if width is None or width.target_latency is None:  # the blocks alone meet the budget
-            break
+    with progress_bar(len(ranked) // 2 + 1, "depth and width mixes", progress) as update:
+        least, chosen = tried(0)
+        update(description="0 blocks dropped")
+        for n in range(1, len(ranked) // 2 + 1):
+            mix, result = tried(n)
+            update(description=f"{n} blocks dropped")
+            if mix.departure < least.departure:
+                least, chosen = mix, result
+            width = result.plan.config
+            if width is None or width.target_latency is None:  # the blocks alone meet it
+                update(advance=len(ranked) // 2 - n, description=f"{n} blocks meet the budget")
+                break
     if tries:  # measured and re-planned: only the chosen mix
         chosen = again(drop_blocks=list(least.blocks) or None, latency_tries=tries)
     chosen.mixes = tuple(mixes)
@@ -306,6 +322,7 @@ def _drop(
     calibration: Any,
     inputs: Selector | None,
     loss_fn: Any,
+    progress: bool,
 ) -> DepthResult:
     """:func:`slimgraph.drop_blocks` for ``sg.slim``: ``n`` blocks or the named ones."""
     chosen: dict[str, Any] = {"n": blocks} if isinstance(blocks, int) else {"blocks": list(blocks)}
@@ -316,7 +333,7 @@ def _drop(
         calibration=calibration,
         inputs=inputs,
         loss_fn=loss_fn,
-        progress=False,
+        progress=progress,
     )
     remember_source(depth.model, model)  # what sg.load rebuilds before it applies the plan
     return depth

@@ -94,3 +94,20 @@ def tiny_llama(**extra) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
         **extra,
     )
     return T.LlamaForCausalLM(config).eval(), {"input_ids": torch.randint(0, 64, (2, 8))}
+
+
+class Terminal:
+    """A stderr that says it is a terminal, and keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True

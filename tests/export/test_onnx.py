@@ -23,6 +23,7 @@ from slimgraph.export.onnx import (
     ParityError,
     TensorInfo,
 )
+from tests.helpers import Terminal
 
 
 class SmallNet(nn.Module):
@@ -476,26 +477,9 @@ def test_none_among_outputs_is_dropped(tmp_path: Path) -> None:
     assert [o.name for o in report.outputs] == ["output_0"]
 
 
-class _Terminal:
-    """A stderr that says it is a terminal, and keeps what is written to it."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return True
-
-
 @pytest.mark.parametrize("progress", [True, False])
 def test_each_stage_is_timed_and_shown_on_a_terminal(tmp_path, monkeypatch, progress) -> None:
-    terminal = _Terminal()
+    terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     monkeypatch.delenv("TERM", raising=False)
     torch.manual_seed(0)

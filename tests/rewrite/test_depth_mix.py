@@ -6,6 +6,7 @@ from the original; ``result.mixes`` records every mix tried."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import slimgraph as sg
 from slimgraph.cli.main import main
 from slimgraph.rewrite.depth import find_blocks, rank_blocks
 from slimgraph.tools.departure import departure
+from tests.helpers import Terminal
 from tests.rewrite.test_depth_plans import SMALL, _bilinear_latency
 
 
@@ -60,6 +62,24 @@ def test_dead_blocks_pay_the_budget_when_they_alone_meet_it() -> None:
     assert len(result.model) == 6
     with torch.no_grad():
         assert torch.equal(result.model(*X), model(*X))  # x + 0 is x
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_search_shows_its_mixes_on_a_terminal(monkeypatch, progress: bool) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.delenv("TERM", raising=False)
+    model = _net()
+    budget = {"target_latency": 0.7, "latency_model": _bilinear_latency(model)}
+    result = sg.slim(model, X, drop_blocks="auto", **budget, progress=progress)
+    assert len(result.mixes) == 3
+    if not progress:
+        assert terminal.text == ""
+        return
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", terminal.text)
+    # the ranking's bar, then the mixes': the third mix stops the search, which is done
+    assert plain.index("block influence") < plain.index("depth and width mixes")
+    assert re.search(r"2 blocks meet the budget ━+ 100%", plain)
 
 
 def test_each_mix_is_the_slim_of_its_blocks_and_the_least_departing_is_kept() -> None:

@@ -53,7 +53,9 @@ def best_mix(
     """``--drop-blocks auto``: ``sg.slim(..., drop_blocks="auto")`` at ``config``, whose
     latency model is measured or read already."""
     with progress.step("plan", "weighing blocks against width (a slim model per mix)…"):
-        return sg.slim(model, example, **dict(config), drop_blocks="auto", latency_tries=tries)
+        return sg.slim(
+            model, example, **dict(config), drop_blocks="auto", latency_tries=tries, progress=False
+        )
 
 
 def blocks_first(
