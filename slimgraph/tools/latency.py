@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -89,6 +90,10 @@ def runner(
     return path
 
 
+MIN_SECONDS = 0.4  # a median spans at least this long: a 5 ms network gets 80 runs
+MAX_RUNS = 1000
+
+
 def interleaved_ms(
     runners: Mapping[str, torch.nn.Module | Path],
     example_inputs: Any,
@@ -97,17 +102,27 @@ def interleaved_ms(
     *,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Each runner's latency (see :func:`runner`): the lower of two medians of at least
-    20 runs, the runners taking turns, so that a change in the machine's load between
-    them does not read as a difference between them."""
+    """Each runner's latency (see :func:`runner`): the lower of two medians, the runners
+    taking turns, so that a change in the machine's load between them does not read as a
+    difference between them. A median is of at least 20 runs and of at least
+    :data:`MIN_SECONDS` (as a first short measurement of the runner estimates), so that a
+    network of a few milliseconds is not timed over a tenth of a second, where the
+    machine's hiccups decide the median."""
+    counts = {k: _runs_for(r, example_inputs, threads, max(runs, 20)) for k, r in runners.items()}
     rounds = [
         {
-            k: measure_latency(r, example_inputs, threads=threads, runs=max(runs, 20)).median_ms
+            k: measure_latency(r, example_inputs, threads=threads, runs=counts[k]).median_ms
             for k, r in runners.items()
         }
         for _ in counted(range(2), "whole-model latency", progress)
     ]
     return {k: min(r[k] for r in rounds) for k in runners}
+
+
+def _runs_for(runner: torch.nn.Module | Path, example_inputs: Any, threads: int, runs: int) -> int:
+    """``runs``, or as many more as :data:`MIN_SECONDS` takes (at most :data:`MAX_RUNS`)."""
+    ms = measure_latency(runner, example_inputs, threads=threads, warmup=1, runs=1).median_ms
+    return min(MAX_RUNS, max(runs, math.ceil(MIN_SECONDS * 1e3 / max(ms, 1e-3))))
 
 
 def _torch_call(

@@ -6,7 +6,8 @@ Every convolution, linear layer and self-attention is timed alone at ``fractions
 widths, on an input of the shape it gets in the model (:mod:`slimgraph.tools.layer_tables`).
 
 Then whole models are timed, in two passes of interleaved rounds (the lower median
-counts: the machine's load drifts). First the original and uniform slims at ratios 0.3
+counts: the machine's load drifts; each median spans at least 0.4 s, so a 5 ms network
+is timed 80 times, not 20). First the original and uniform slims at ratios 0.3
 and 0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's favoured
 multiple (``model.round_to``) is the smallest whose slims run within 5 % of the fastest
 (an isolated layer does not show it, because a runtime like ONNX Runtime changes the

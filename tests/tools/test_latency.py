@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
 
 import slimgraph as sg
+from slimgraph.tools.latency import MAX_RUNS, MIN_SECONDS, interleaved_ms
 
 X = torch.randn(2, 8)
 
@@ -56,3 +59,28 @@ def test_wrong_number_of_inputs_is_refused(tmp_path) -> None:
     sg.export_onnx(net(), (X,), path)
     with pytest.raises(sg.SlimGraphError, match="net.onnx takes 1 inputs"):
         sg.measure_latency(path, (X, X))
+
+
+class Counted(nn.Module):
+    """Counts its forwards; ``ms`` of sleep in each."""
+
+    def __init__(self, ms: float) -> None:
+        super().__init__()
+        self.ms, self.calls = ms, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.ms:
+            time.sleep(self.ms / 1e3)
+        return x
+
+
+def test_a_fast_model_is_timed_over_as_long_as_a_slow_one() -> None:
+    fast, slow = Counted(0.0), Counted(25.0)
+    found = interleaved_ms({"fast": fast, "slow": slow}, (torch.ones(1),), threads=1, runs=10)
+    assert found["slow"] >= 25.0
+    # one warm-up and one run to estimate, then two rounds of 5 warm-ups and the runs: at
+    # least 20 of the slow one (25 ms x 20 > MIN_SECONDS), MAX_RUNS of the fast one
+    assert (MIN_SECONDS, MAX_RUNS) == (0.4, 1000)
+    assert slow.calls == 2 + 2 * (5 + 20)
+    assert fast.calls == 2 + 2 * (5 + 1000)
