@@ -19,7 +19,9 @@ original and the slim copies are exported with ``sg.export_onnx`` and timed with
 ``sg.measure_latency`` in ``--rounds`` interleaved rounds (each a median of ``--runs``
 after warm-up; the table gives the median round), all in one process. The table gives
 MACs kept, the measured latency, the speed-up, the latency efficiency (speed-up x MACs
-kept: 1.0 when every MAC saved is time saved), the latency kept against the target, and
+kept: 1.0 when every MAC saved is time saved) and the middle half of its values round
+by round (each round's slim against that round's original: rows whose ranges overlap
+are not told apart by this run), the latency kept against the target, and
 for the latency plans what the model predicted: in milliseconds (which carries the
 machine's drift since profiling) and as a share of the original's. The load average is
 printed at the start and the end: the machine is shared.
@@ -60,14 +62,14 @@ def exported(model: nn.Module, x: tuple, folder: Path, tag: str) -> Path:
     return path
 
 
-def interleaved_ms(paths: dict[str, Path], x: tuple, args) -> dict[str, float]:
-    """Median of ``--rounds`` medians per file, the files taking turns in every round."""
+def interleaved_ms(paths: dict[str, Path], x: tuple, args) -> dict[str, list[float]]:
+    """``--rounds`` medians per file, the files taking turns in every round."""
     seen: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(args.rounds):
         for k, path in paths.items():
             report = sg.measure_latency(path, x, threads=args.threads, runs=args.runs)
             seen[k].append(report.median_ms)
-    return {k: statistics.median(v) for k, v in seen.items()}
+    return seen
 
 
 def torch_pruning_copy(name: str, macs_kept: float) -> nn.Module:
@@ -122,11 +124,15 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
         ).model
     paths = {"original": exported(model, x, folder, f"{name}-original")}
     paths |= {k: exported(m, x, folder, f"{name}-{i}") for i, (k, m) in enumerate(slims.items())}
-    ms = interleaved_ms(paths, x, args)
+    rounds = interleaved_ms(paths, x, args)
+    ms = {k: statistics.median(v) for k, v in rounds.items()}
     rows = []
     for kind, slim in slims.items():
         kept = sg.count_macs(slim, x) / macs
         plan = results[kind].plan if kind in results else None
+        # each round's efficiency against the original's time in that round: the spread
+        # of these says how far apart two rows must be to differ
+        paired = [o / t * kept for o, t in zip(rounds["original"], rounds[kind], strict=True)]
         rows.append(
             {
                 "model": name,
@@ -136,6 +142,7 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
                 "ms": ms[kind],
                 "speedup": ms["original"] / ms[kind],
                 "efficiency": ms["original"] / ms[kind] * kept,
+                "round_efficiency": sorted(paired),
                 "latency_kept": ms[kind] / ms["original"],
                 "predicted_ms": plan.predicted_latency_ms if plan else None,
                 "measured_in_slim": plan.measured_latency_kept if plan else None,
@@ -157,9 +164,16 @@ def table_row(r: dict) -> str:
     return (
         f"| {r['model']} | {r['plan']} | {r['macs_kept']:.3f} | "
         f"{r['original_ms']:.1f} -> {r['ms']:.1f} | {r['speedup']:.2f} | "
-        f"{r['efficiency']:.2f} | {r['latency_kept']:.3f} | "
+        f"{r['efficiency']:.2f} | {_spread(r['round_efficiency'])} | {r['latency_kept']:.3f} | "
         f"{f'{predicted:.1f}' if predicted else ''} | {error} | {share} |"
     )
+
+
+def _spread(values: list[float]) -> str:
+    """The middle half of the rounds' values (all of them, for fewer than 4 rounds)."""
+    if len(values) >= 4:
+        values = values[len(values) // 4 : len(values) - len(values) // 4]
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def main() -> None:
@@ -182,9 +196,10 @@ def main() -> None:
     )
     print(
         "| model | plan | MACs kept | latency (ms) | speed-up | latency efficiency "
-        "| latency kept | predicted (ms) | error of prediction | error of predicted share |"
+        "| efficiency by round (middle half) | latency kept | predicted (ms) "
+        "| error of prediction | error of predicted share |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:  # each model's rows as they come: a run takes minutes
