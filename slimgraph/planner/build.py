@@ -194,16 +194,18 @@ def _plan_for_budget(
         fixed = config.model_copy(update=update | {"target_latency": None})
         return _planned(graph, fixed, skip, held)
 
+    # the whole model, the budget's base: overrides cut even at ratio 0
+    uncut = _planned(graph, config.model_copy(update={"ratio": 0.0, "overrides": {}}), skip)
     latency = config.latency_model
     if config.target_latency is not None and latency is not None:
         # widths the runtime is slow at would make the prediction, and the model, slower
         config = config.model_copy(update={"round_to": max(config.round_to, latency.round_to)})
-        target, full = config.target_latency, latency.predict(layer_shapes(graph, planned(0.0)))
+        target, full = config.target_latency, latency.predict(layer_shapes(graph, uncut))
 
         def kept(p: PruningPlan) -> float:
             return latency.predict(layer_shapes(graph, p)) / full
     elif config.target_macs is not None:
-        target, total = config.target_macs, plan_macs(graph, planned(0.0))
+        target, total = config.target_macs, plan_macs(graph, uncut)
 
         def kept(p: PruningPlan) -> float:
             return plan_macs(graph, p) / total

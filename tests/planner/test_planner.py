@@ -176,6 +176,19 @@ def test_target_macs_lands_within_one_percent(target: float) -> None:
     assert 0.0 < result.plan.config.ratio < 1.0  # the ratio the search settled on
 
 
+def test_a_budget_counts_from_the_whole_model_when_overrides_cut_at_ratio_0() -> None:
+    # the override cuts layer1 by half whatever the ratio; the MACs kept are still a
+    # fraction of the whole model's (they were of the model with layer1 already cut)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = (torch.randn(1, 3, 64, 64),)
+    result = sg.slim(model, x, target_macs=0.5, overrides={"layer1.*": 0.5})
+    kept = sg.count_macs(result.model, x) / sg.count_macs(model, x)
+    assert abs(kept - 0.5) <= 0.005
+    assert result.model.layer1[0].conv1.out_channels == 32  # the override's half of 64
+    assert result.plan.config.ratio < 0.5  # the rest is cut less to meet 0.5
+
+
 def tiny_vit() -> nn.Module:
     """Two encoder layers of 4 heads over a 32-wide residual stream (8 per head)."""
     from torchvision.models.vision_transformer import VisionTransformer
