@@ -18,6 +18,11 @@ Batches are split between processes by position: batch ``i`` of a pass goes to p
 same number of steps (a process that ran one more would wait for the others forever).
 Every process must therefore see the same data in the same order (seed any shuffling).
 
+A process group that slimgraph starts (FSDP2's, or the one a default ``Accelerator``
+starts) is destroyed when the process exits: gloo left up until the interpreter is torn
+down can abort the process (``terminate called without an active exception``). A group
+the caller started stays the caller's to destroy.
+
 >>> engine = engine_for("none", None)
 >>> engine.world, engine.is_main, engine.name
 (1, True, 'one process')
@@ -27,7 +32,9 @@ Every process must therefore see the same data in the same order (seed any shuff
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
@@ -187,6 +194,14 @@ class Sharded(Engine):
 
 def engine_for(distributed: Distributed, accelerator: Any) -> Engine:
     """The engine ``distributed`` names (``accelerator``: one the caller made, for DDP)."""
+    started = not _group_up()
+    engine = _engine_for(distributed, accelerator)
+    if started and _group_up():
+        _destroy_at_exit()
+    return engine
+
+
+def _engine_for(distributed: Distributed, accelerator: Any) -> Engine:
     if distributed not in ("auto", "none", "ddp", "fsdp"):
         raise RecoverError(
             f"distributed must be 'auto', 'none', 'ddp' or 'fsdp', not {distributed!r}"
@@ -195,7 +210,7 @@ def engine_for(distributed: Distributed, accelerator: Any) -> Engine:
         if accelerator is not None:
             raise RecoverError("distributed='fsdp' runs torch FSDP2 itself: pass no accelerator")
         return Sharded()
-    launched = _launched_world() > 1 or (dist.is_available() and dist.is_initialized())
+    launched = _launched_world() > 1 or _group_up()
     if distributed == "none" or (distributed == "auto" and accelerator is None and not launched):
         if distributed == "none" and launched:
             raise RecoverError(
@@ -235,6 +250,21 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
     if not params:
         raise RecoverError("the student has no trainable parameters")
     return params
+
+
+def _group_up() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@functools.cache
+def _destroy_at_exit() -> None:
+    """Destroy the default process group at exit, while the interpreter is still whole."""
+    atexit.register(_destroy)
+
+
+def _destroy() -> None:
+    if _group_up():
+        dist.destroy_process_group()
 
 
 def _processes(n: int) -> str:
