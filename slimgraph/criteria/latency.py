@@ -12,14 +12,16 @@ linear in the sum (a network cut to half its latency runs slower than the straig
 from the original to a deeper cut predicts). Without knots, ``scale * sum + offset_ms``.
 ``scale`` and ``offset_ms`` are in any case the straight line through the original and
 one slim: the cost of a channel reads ``scale``. Between measured widths the tables
-interpolate linearly; outside them they hold the nearest value.
+interpolate linearly; below the narrowest they extend its segment (to no less than 0 ms:
+a plan may cut a group to a few channels, far below the quarter widths timed), above the
+widest they hold it.
 
 :func:`slimgraph.profile_latency` measures a model; the result is plain data (JSON) that
 ``PruneConfig(target_latency=..., latency_model=...)`` plans against.
 
 >>> table = LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0, 2.0), (2.0, 4.0)))
->>> table.at(6, 3)
-2.25
+>>> table.at(6, 3), table.at(2, 1)  # the table is out * in / 8: both are exact
+(2.25, 0.25)
 >>> model = LatencyModel(runtime="torch", version="x", machine="m", threads=1,
 ...                      layers={"fc": table}, scale=2.0, offset_ms=1.0)
 >>> model.predict({"fc": (8, 4)}), model.predict({"fc": (4, 2)})
@@ -30,7 +32,7 @@ interpolate linearly; outside them they hold the nearest value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -67,8 +69,18 @@ class LayerTable(BaseModel):
 
     def at(self, out: float, inp: float) -> float:
         """Milliseconds at ``out`` x ``inp`` (one call)."""
-        rows = [float(np.interp(inp, self.ins, row)) for row in self.ms]
-        return float(np.interp(out, self.outs, rows))
+        rows = [_interp(inp, self.ins, row) for row in self.ms]
+        return _interp(out, self.outs, rows)
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """``ys`` at ``x`` along the line through (``xs``, ``ys``); below ``xs[0]`` its first
+    segment extended (held where noise made it fall), to no less than 0; above ``xs[-1]``,
+    ``ys[-1]``."""
+    if x >= xs[0] or len(xs) < 2:
+        return float(np.interp(x, xs, ys))
+    slope = max((ys[1] - ys[0]) / (xs[1] - xs[0]), 0.0)
+    return max(float(ys[0] - slope * (xs[0] - x)), 0.0)
 
 
 class LatencyModel(BaseModel):

@@ -55,10 +55,17 @@ def model_of(net: nn.Module, round_to: int = 1) -> sg.LatencyModel:
     )
 
 
-def test_tables_interpolate_between_widths_and_hold_outside() -> None:
+def test_tables_interpolate_between_widths_and_extend_below_them() -> None:
     table = LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0, 2.0), (2.0, 4.0)))
     assert table.at(8, 4) == 4.0 and table.at(6, 3) == 2.25 and table.at(4, 2) == 1.0
-    assert table.at(2, 1) == 1.0  # below the smallest measured widths: held
+    # below the narrowest measured widths the first segments extend: out * in / 8 still
+    assert table.at(2, 1) == 0.25 and table.at(4, 1) == 0.5 and table.at(1, 2) == 0.25
+    assert table.at(16, 8) == 4.0  # above the widest: held
+    # an intercept below 0 stops at 0; a first segment that noise made fall is held
+    steep = LayerTable(shape=(8,), outs=(4, 8), ins=(1,), ms=((1.0,), (5.0,)))
+    assert steep.at(2, 1) == 0.0 and steep.at(5, 1) == 2.0
+    noisy = LayerTable(shape=(8,), outs=(4, 8), ins=(1,), ms=((2.0,), (1.5,)))
+    assert noisy.at(1, 1) == 2.0 and noisy.at(6, 1) == 1.75
     with pytest.raises(ValidationError, match="ms must be 2 rows of 2 values"):
         LayerTable(shape=(8, 4), outs=(4, 8), ins=(2, 4), ms=((1.0,), (2.0, 4.0)))
     with pytest.raises(ValidationError, match="distinct and ascending"):
