@@ -2,6 +2,8 @@
 
 A criterion is a callable ``(graph, groups, config) -> {group id: scores}`` registered by
 name; :class:`~slimgraph.criteria.config.PruneConfig` refers to it as ``importance="name"``.
+Scores say which units matter, not how many go: a plan for a budget (``target_macs``, …)
+calls the criterion once and tries every ratio on the same scores.
 
 >>> from slimgraph.criteria import CRITERIA
 >>> sorted(CRITERIA)[:3], CRITERIA["taylor"].needs

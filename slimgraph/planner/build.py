@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from slimgraph._core.batches import Selector
 from slimgraph.criteria.calibration import Calibration, calibrate, needs_of
 from slimgraph.criteria.config import PruneConfig
@@ -87,24 +89,15 @@ def _planned(
     config: PruneConfig,
     skip: dict[str, str] | None,
     held: Mapping[str, tuple[int, ...]] | None = None,
+    scores: Mapping[str, np.ndarray] | None = None,
 ) -> PruningPlan:
     """The plan at ``config``'s ratio (no budget search, no warning that it is empty); in
-    local scope the groups in ``held`` (id -> units) drop those units instead."""
-    skip = dict(skip or {})
-    if not config.prune_residual:
-        skip.update(
-            {
-                g.id: "residual stream (prune_residual=False)"
-                for g in graph.prunable_groups()
-                if g.residual
-            }
-        )
-    groups = [
-        g
-        for g in graph.prunable_groups()
-        if g.id not in skip and not any(config.is_ignored(m) for m in g.modules)
-    ]
-    scores = CRITERIA[config.importance](graph, groups, config) if groups else {}
+    local scope the groups in ``held`` (id -> units) drop those units instead. ``scores``
+    (group id -> unit scores, as :func:`_scored` gives them) spares a search that plans
+    many ratios from scoring the same groups again."""
+    skip, groups = _planned_groups(graph, config, skip)
+    if scores is None:
+        scores = _scored(graph, config, groups)
     choosers = {g.id: Chooser(graph, g, scores[g.id]) for g in groups}
     drops: dict[str, list[int]] = {}
     if config.scope == "local":
@@ -141,6 +134,30 @@ def _planned(
     before, after = param_counts(graph, result)
     final = result.model_copy(update={"params_before": before, "params_after": after})
     return final.for_graph(graph)  # for plan.summary() and the notebook view
+
+
+def _planned_groups(
+    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+) -> tuple[dict[str, str], list[Group]]:
+    """The groups skipped (id -> why) and the groups ``config`` plans."""
+    skip = dict(skip or {})
+    if not config.prune_residual:
+        residual = "residual stream (prune_residual=False)"
+        skip.update({g.id: residual for g in graph.prunable_groups() if g.residual})
+    groups = [
+        g
+        for g in graph.prunable_groups()
+        if g.id not in skip and not any(config.is_ignored(m) for m in g.modules)
+    ]
+    return skip, groups
+
+
+def _scored(
+    graph: DependencyGraph, config: PruneConfig, groups: list[Group]
+) -> dict[str, np.ndarray]:
+    """Each group's unit scores by ``config.importance``: they depend on the weights and
+    the calibration, never on how many units a plan drops."""
+    return CRITERIA[config.importance](graph, groups, config) if groups else {}
 
 
 def _provenance(graph: DependencyGraph, config: PruneConfig) -> dict[str, str]:
@@ -189,13 +206,16 @@ def _plan_for_budget(
     bisection cuts the others deeper until the target is met; ``plan.config.ratio`` is
     theirs."""
 
+    scores = _scored(graph, config, _planned_groups(graph, config, skip)[1])  # once, not per ratio
+
     def planned(ratio: float, held: Mapping[str, tuple[int, ...]] | None = None) -> PruningPlan:
         update = {"ratio": ratio, "target_macs": None, "target_params": None}
         fixed = config.model_copy(update=update | {"target_latency": None})
-        return _planned(graph, fixed, skip, held)
+        return _planned(graph, fixed, skip, held, scores)
 
     # the whole model, the budget's base: overrides cut even at ratio 0
-    uncut = _planned(graph, config.model_copy(update={"ratio": 0.0, "overrides": {}}), skip)
+    whole = config.model_copy(update={"ratio": 0.0, "overrides": {}})
+    uncut = _planned(graph, whole, skip, scores=scores)
     latency = config.latency_model
     if config.target_latency is not None and latency is not None:
         # widths the runtime is slow at would make the prediction, and the model, slower

@@ -102,6 +102,21 @@ def test_custom_criterion_by_name(graph, monkeypatch) -> None:
     assert plan.cut("stem.weight:0").drop == (12, 13, 14, 15)
 
 
+def test_a_budget_search_scores_the_groups_once(graph, monkeypatch) -> None:
+    """The bisection plans a dozen ratios; the scores do not depend on the ratio."""
+    calls = []
+    monkeypatch.setitem(CRITERIA, "counted", None)  # removed again after the test
+
+    @sg.register_importance("counted")
+    def counted(graph, groups, config):
+        calls.append(config.ratio)
+        return CRITERIA["l2"](graph, groups, config)
+
+    plan = sg.plan(graph, target_params=0.5, importance="counted")
+    assert len(calls) == 1
+    assert plan.cuts == sg.plan(graph, target_params=0.5, importance="l2").cuts
+
+
 def test_predicted_parameter_count_is_exact(graph) -> None:
     plan = sg.plan(graph, ratio=0.5)
     model = Three()
