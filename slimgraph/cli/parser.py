@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  slimgraph apply timm:resnet50 --plan r50-plan.json --out r50-slim\n"
             "  slimgraph diff r50-plan.json slim-out/plan.json\n"
             "  slimgraph export torchvision:resnet18 --plan slim-out/plan.json --out r18.onnx\n"
-            "  slimgraph bench torchvision:mobilenet_v2 --ratio 0.5 --round-to 16\n\n"
+            "  slimgraph bench torchvision:mobilenet_v2 --ratio 0.5 --round-to 16\n"
+            "  slimgraph profile torchvision:resnet50 --out r50-latency.json\n\n"
             f"{SPEC_HELP}"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

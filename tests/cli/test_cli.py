@@ -60,6 +60,11 @@ BAD_INPUTS = {
         ["plan", "--target-latency", "0.5", "--latency-model", "a-file"],
         "--latency-model a-file is not a latency model (the file: Invalid JSON",
     ),
+    "profile given a latency model": (
+        ["profile", "--latency-model", "a-file"],
+        "--latency-model a-file: profile writes a latency model (--out); slim, plan and bench "
+        "read one",
+    ),
     "max ratio below ratio": (
         ["slim", "--scope", "global", "--max-ratio", "0.2"],
         "max_ratio=0.2 is below ratio=0.5: no group may drop more than max_ratio",

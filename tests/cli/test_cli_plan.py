@@ -25,6 +25,7 @@ from slimgraph.cli.main import main
 from slimgraph.io.specs import load_model
 from slimgraph.resolve.cost import layer_shapes
 from slimgraph.tools.measure import measure, stage_widths
+from slimgraph.tools.profile import profile_latency
 from tests.helpers import finish, start_slimgraph
 
 SPEC = "torchvision:resnet18"
@@ -366,6 +367,39 @@ def test_a_latency_budget_plans_against_the_given_or_a_measured_latency_model(
     exported = ["plan", str(work / "net.pt2"), "--target-latency", "0.6", "--out", "x.json"]
     assert main(exported) == 2  # an exported program's layers are not modules to time
     assert "has no layer the latency tables model" in capsys.readouterr().err
+
+
+def test_profile_writes_the_latency_model_that_plans_read(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def spy(model, example_inputs, **options):  # the real profile, its options recorded
+        seen.append(options)
+        return profile_latency(model, example_inputs, **options)
+
+    monkeypatch.setattr(sg, "profile_latency", spy)
+    spec, out = "tests.cli.test_cli_plan:_tiny_net", tmp_path / "lm.json"
+    args = ["profile", spec, "--input-shape", "1,3,32,32", "--runtime", "torch", "--runs", "2"]
+    args += ["--cache", str(tmp_path / "c.json"), "--ignore", "7", "--out", str(out)]
+    assert main([*args, "--json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    lm = sg.LatencyModel.model_validate_json(out.read_text())
+    assert (seen[0]["runtime"], seen[0]["threads"], seen[0]["runs"]) == ("torch", 1, 2)
+    assert seen[0]["config"].ignore == ("7",)  # the knots cut what the plans will cut
+    assert sorted(lm.layers) == ["0", "3", "7"] and lm.runtime == "torch"
+    assert report["layers"] == 3 and report["knots"] == len(
+        lm.knots
+    )  # 0 where noise timed the half cut no faster
+    assert report["predicted_ms"] == lm.predict({}) and report["round_to"] == lm.round_to
+    assert report["original_ms"] == lm.measured_ms["knot: original"]
+    assert report["check_error"] == lm.check_error and report["file"] == str(out)
+    written = out.read_bytes()
+    assert main(args) == 2  # the file exists: not replaced without --overwrite
+    assert "pass --overwrite" in capsys.readouterr().err and out.read_bytes() == written
+    plan = ["plan", spec, "--input-shape", "1,3,32,32", "--target-latency", "0.6"]
+    plan += ["--latency-model", str(out), "--out", str(tmp_path / "p.json")]
+    assert main(plan) == 0, capsys.readouterr().err
+    assert len(seen) == 1  # planned against the file, not profiled again
+    assert _plan(tmp_path / "p.json").config.latency_model == lm
 
 
 def test_slim_times_its_latency_budget_with_latency_tries(work, tmp_path, capsys, monkeypatch):

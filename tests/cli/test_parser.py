@@ -101,7 +101,7 @@ def test_a_bad_value_names_its_flag_and_a_valid_one():
 
 def test_the_planning_commands_take_the_generated_flags():
     parser = build_parser()
-    for command in ("slim", "plan", "bench"):
+    for command in ("slim", "plan", "bench", "profile"):
         args = parser.parse_args([command, "--min-keep", "4", "--normalize", "max"])
         assert (args.min_keep, args.normalize) == (4, "max")
 

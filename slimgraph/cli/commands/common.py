@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError
 from torch import nn
 
@@ -48,7 +48,7 @@ __all__ = [
     "load_weights_flag",
     "planning_config",
     "read_plan",
-    "write_plan",
+    "write_json",
     "write_slim",
 ]
 
@@ -199,11 +199,12 @@ def load_weights_flag(model: nn.Module, path: Path, hint: str = "") -> None:
         raise UsageError(f"--weights {path}: {err}") from err
 
 
-def write_plan(out: Path, plan: sg.PruningPlan) -> None:
-    """Write the plan to the file ``out`` (atomically; its directory made if missing)."""
+def write_json(out: Path, data: BaseModel) -> None:
+    """Write ``data`` (a plan, a latency model) as JSON to the file ``out`` (atomically;
+    its directory made if missing)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, plan.model_dump_json(indent=2))
+        write_text_atomic(out, data.model_dump_json(indent=2))
     except OSError as err:
         raise UsageError(
             f"--out {out}: cannot write ({err.strerror or err}); choose another path"

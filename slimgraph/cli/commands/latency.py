@@ -1,7 +1,8 @@
 """``--target-latency`` and ``--latency-model``: a latency budget on the command line.
 
 A budget needs a latency model of the runtime (:func:`slimgraph.profile_latency`). Given
-``--latency-model FILE.json`` (what ``lm.model_dump_json()`` wrote), it is read and
+``--latency-model FILE.json`` (what ``slimgraph profile`` or ``lm.model_dump_json()``
+wrote), it is read and
 validated like a plan, before any model is built; without it, the model is profiled once
 it is built, in ONNX Runtime (through the disk cache of layer timings).
 """
@@ -27,9 +28,9 @@ def add_latency_flag(parser: argparse.ArgumentParser) -> None:
         "--latency-model",
         type=Path,
         metavar="FILE.json",
-        help="the latency model --target-latency plans against (JSON of "
-        "sg.profile_latency(...).model_dump_json()); default: profile the model now in "
-        "ONNX Runtime",
+        help="the latency model --target-latency plans against, as 'slimgraph profile' "
+        "writes it (or sg.profile_latency(...).model_dump_json()); default: profile the "
+        "model now in ONNX Runtime",
     )
 
 
@@ -55,7 +56,7 @@ def latency_fields(args: argparse.Namespace) -> dict[str, Any]:
         where = ".".join(map(str, first["loc"])) or "the file"
         raise UsageError(
             f"--latency-model {path} is not a latency model ({where}: {first['msg']}); write one "
-            "with sg.profile_latency(model, inputs).model_dump_json()"
+            f"with 'slimgraph profile SPEC --out {path}'"
         ) from None
 
 

@@ -18,7 +18,7 @@ from slimgraph.cli.commands.common import (
     check_patterns,
     inputs_report,
     planning_config,
-    write_plan,
+    write_json,
 )
 from slimgraph.cli.commands.depth import add_depth_flag, best_mix, blocks_first, check_auto
 from slimgraph.cli.commands.latency import with_latency_model
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> Outcome:
                 plan = plan.with_blocks(depth.dropped, sg.count_params(model))
     with progress.step("save", f"writing {args.out}…"):
         check_out(args.out, file=True, overwrite=args.overwrite)  # nothing appeared since
-        write_plan(args.out, plan)
+        write_json(args.out, plan)
     progress.seconds["total"] = time.perf_counter() - start
     result = {
         "spec": args.spec,

@@ -190,8 +190,8 @@ def _run_streaming(
     if config.latency_model == TO_MEASURE:
         raise UsageError(
             f"--target-latency: {args.spec} is a sharded checkpoint, slimmed without loading it, "
-            "so it cannot be profiled here; pass --latency-model FILE.json "
-            "(sg.profile_latency(model, inputs).model_dump_json() of the model)"
+            "so it cannot be profiled here; profile it where it fits in memory (slimgraph "
+            f"profile {args.spec} --out FILE.json) and pass --latency-model FILE.json"
         )
     src = Path(args.spec[3:]).expanduser()
     seq_len = args.input_shape[-1] if args.input_shape else 16
