@@ -10,6 +10,7 @@ it is built, in ONNX Runtime (through the disk cache of layer timings).
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,14 @@ def with_latency_model(
     latency model of ``model`` measured now in ONNX Runtime with ``threads`` threads."""
     if config.latency_model != TO_MEASURE:
         return config
-    with progress.step("profile", "measuring layer latencies in ONNX Runtime…"):
-        try:
-            measured = sg.profile_latency(
-                model, example, threads=threads, progress=False, config=config
-            )
-        except SlimGraphError as err:
-            raise UsageError(
-                f"--target-latency: {err}; then pass it as --latency-model FILE.json"
-            ) from None
+    start = time.perf_counter()
+    try:  # minutes on a large model: its own bars (layers, then rounds), not a spinner
+        measured = sg.profile_latency(
+            model, example, threads=threads, progress=progress.enabled, config=config
+        )
+    except SlimGraphError as err:
+        raise UsageError(
+            f"--target-latency: {err}; then pass it as --latency-model FILE.json"
+        ) from None
+    progress.seconds["profile"] = time.perf_counter() - start
     return config.model_copy(update={"latency_model": measured})
