@@ -40,6 +40,7 @@ __all__ = [
     "Outcome",
     "Parents",
     "add_overwrite",
+    "build_model",
     "build_traced",
     "check_out",
     "check_patterns",
@@ -84,6 +85,18 @@ def planning_config(args: argparse.Namespace) -> sg.PruneConfig:
     return config
 
 
+def build_model(
+    spec: str, shape: tuple[int, ...] | None, seed: int, progress: Progress
+) -> tuple[nn.Module, Any]:
+    """The model in eval mode (deployment: dropout off, BatchNorm frozen) and its example
+    inputs, both random from ``seed`` where the spec does not bring them."""
+    torch.manual_seed(seed)
+    with progress.step("load", f"building {spec}…"):
+        model, example = build(spec, shape)
+        model.eval()
+    return model, example
+
+
 def build_traced(
     spec: str,
     shape: tuple[int, ...] | None,
@@ -96,10 +109,7 @@ def build_traced(
     The example inputs are what ``sg.trace`` takes: a tuple of positional tensors, or a
     dict of keyword tensors (``hf:`` specs).
     """
-    torch.manual_seed(seed)
-    with progress.step("load", f"building {spec}…"):
-        model, example = build(spec, shape)
-        model.eval()  # deployment mode: dropout off, BatchNorm frozen
+    model, example = build_model(spec, shape, seed, progress)
     if check is not None:
         check(model)
     with progress.step("trace", "tracing…"):

@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import slimgraph as sg
 from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
     add_overwrite,
+    build_model,
     check_out,
     load_weights_flag,
     read_plan,
@@ -22,7 +21,6 @@ from slimgraph.cli.commands.common import (
 from slimgraph.cli.render.onnx import print_export
 from slimgraph.errors import UsageError
 from slimgraph.export.past import cache_keyword
-from slimgraph.io.specs import build
 
 __all__ = ["register", "run"]
 
@@ -85,10 +83,7 @@ def run(args: argparse.Namespace) -> Outcome:
         int8 = args.out.with_name(f"{args.out.stem}.int8.onnx")
         check_out(int8, "--int8", file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
-    torch.manual_seed(0)
-    with progress.step("load", f"building {args.spec}…"):
-        model, example = build(args.spec, args.input_shape)
-        model.eval()
+    model, example = build_model(args.spec, args.input_shape, 0, progress)
     if plan is not None:
         with progress.step("apply", "applying the plan…"):
             try:

@@ -2,9 +2,9 @@
 
 A budget needs a latency model of the runtime (:func:`slimgraph.profile_latency`). Given
 ``--latency-model FILE.json`` (what ``slimgraph profile`` or ``lm.model_dump_json()``
-wrote), it is read and
-validated like a plan, before any model is built; without it, the model is profiled once
-it is built, in ONNX Runtime (through the disk cache of layer timings).
+wrote), it is read and validated like a plan, before any model is built; without it, the
+model is profiled once it is built, in ONNX Runtime (through the disk cache of layer
+timings).
 """
 
 from __future__ import annotations

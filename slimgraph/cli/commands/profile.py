@@ -9,14 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import slimgraph as sg
 from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
     add_overwrite,
+    build_model,
     check_out,
     check_patterns,
     inputs_report,
@@ -25,7 +24,6 @@ from slimgraph.cli.commands.common import (
 )
 from slimgraph.cli.render.profile import print_profile
 from slimgraph.errors import UsageError
-from slimgraph.io.specs import build
 
 __all__ = ["register", "run"]
 
@@ -94,10 +92,7 @@ def run(args: argparse.Namespace) -> Outcome:
     config = planning_config(args)
     check_out(args.out, file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
-    with progress.step("load", f"building {args.spec}…"):
-        torch.manual_seed(args.seed)  # the random weights and example input of the spec
-        model, example = build(args.spec, args.input_shape)
-        model.eval()  # deployment mode, as it will run
+    model, example = build_model(args.spec, args.input_shape, args.seed, progress)
     check_patterns(model, config)
     before = time.perf_counter()
     lm = sg.profile_latency(
