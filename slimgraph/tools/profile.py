@@ -26,7 +26,9 @@ Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.j
 ``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
 the thread count and the layer's exact shapes: profiling a second model of the same
 family measures only the layers it has not seen. The cache is plain JSON of numbers;
-anything else in it is ignored with a warning.
+anything else in it is ignored with a warning. The latency model itself is plain JSON too
+(``lm.model_dump_json()``); on the command line ``slimgraph profile SPEC --out FILE.json``
+writes it, for ``--latency-model``.
 
 >>> import torch, slimgraph as sg, tempfile
 >>> net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
