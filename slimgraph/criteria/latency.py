@@ -4,7 +4,7 @@ summed and calibrated against whole-model measurements.
 Each convolution and linear layer has a table of its latency, measured alone on the
 input it gets in the model, at a few output and input widths (``dim 0`` and ``dim 1`` of
 its weight). The tables' sum maps to the whole model's milliseconds through ``knots``,
-whole-model measurements (the original and uniform slims) as (sum, ms) pairs: between
+whole-model measurements (the original and slims) as (sum, ms) pairs: between
 two knots the prediction is linear, beyond the end ones it extends their segments. So
 what the tables leave out (norms, activations, pooling, attention softmax, the runtime's
 fixed cost) is carried along, and so is the runtime's response to width, which is not
@@ -15,6 +15,12 @@ one slim: the cost of a channel reads ``scale``. Between measured widths the tab
 interpolate linearly; below the narrowest they extend its segment (to no less than 0 ms:
 a plan may cut a group to a few channels, far below the quarter widths timed), above the
 widest they hold it.
+
+A layer timed alone also pays for what the model's layers share: moving its input and
+output, the runtime's layout changes around it (MobileNetV2's early layers, at 112x112,
+run in about half their table's time in the model). The knots average that out over the
+slims they were measured on, so they hold for plans that spread their cut like those:
+``scope`` says which (uniform slims, or global or isomorphic budget plans).
 
 :func:`slimgraph.profile_latency` measures a model; the result is plain data (JSON) that
 ``PruneConfig(target_latency=..., latency_model=...)`` plans against.
@@ -111,6 +117,11 @@ class LatencyModel(BaseModel):
     check_error: float | None = Field(
         None,
         description="predicted / measured - 1 on a slim model, by the knots without it",
+    )
+    scope: Literal["local", "global", "isomorphic"] = Field(
+        "local",
+        description="the plans the knots were measured on: uniform slims ('local'), or "
+        "budget plans in this scope, which spread their cut unevenly",
     )
 
     @model_validator(mode="after")

@@ -218,6 +218,7 @@ def _plan_for_budget(
     uncut = _planned(graph, whole, skip, scores=scores)
     latency = config.latency_model
     if config.target_latency is not None and latency is not None:
+        _warn_if_knots_differ(latency.scope, config.scope)
         # widths the runtime is slow at would make the prediction, and the model, slower
         config = config.model_copy(update={"round_to": max(config.round_to, latency.round_to)})
         target, full = config.target_latency, latency.predict(layer_shapes(graph, uncut))
@@ -255,6 +256,21 @@ def _plan_for_budget(
 
 
 _CLOSE = 0.002  # a budget plan this close to its target (as a fraction of it) is on it
+
+
+def _warn_if_knots_differ(measured: str, planned: str) -> None:
+    """A latency model's knots hold for plans that spread their cut like the slims they
+    were measured on (``LatencyModel.scope``)."""
+    if measured == planned:
+        return
+    on = "uniform slims" if measured == "local" else f"{measured}-scope plans"
+    warnings.warn(
+        f"the latency model's knots were measured on {on}, and this plan is in {planned} "
+        f"scope: its predicted latency can miss by 10-20 % (global plans on uniform knots "
+        f"ran that much slower). Profile with config=PruneConfig(scope={planned!r}) "
+        f"(slimgraph profile --scope {planned}), or measure with latency_tries",
+        stacklevel=4,
+    )
 
 
 def _bisect(

@@ -9,7 +9,8 @@ in ONNX Runtime (CPU, ``--threads``, batch 1, 3x32x32). The MACs plan is
 ``sg.slim(target_macs=T)`` (l2, local scope); its latency kept, measured, becomes the
 target of the latency plans: ``target_latency`` in local scope (every group cut alike, at
 the runtime's favoured multiple of channels) and in global scope (units ranked by l2 score
-per millisecond they cost). Each latency plan is timed against the MACs plan's slim, in
+per millisecond they cost; its latency model profiled with ``scope="global"``, whose knots
+are global plans). Each latency plan is timed against the MACs plan's slim, in
 the same rounds, and planned again with its target scaled by the miss (up to ``--tries``
 plans) until it runs within 3 % of it; the closest try not slower than it counts
 (``matching.matched``). Every model is
@@ -58,15 +59,17 @@ def measured(models: dict[str, nn.Module], x: torch.Tensor, args) -> dict[str, f
     return {k: statistics.median(v) for k, v in seen.items()}
 
 
-def latency_plans(base, x, lm, macs_slim, goal: float, args) -> tuple[dict[str, nn.Module], dict]:
+def latency_plans(base, x, lms, macs_slim, goal: float, args) -> tuple[dict[str, nn.Module], dict]:
     """The latency-targeted slims, each re-planned until it runs as fast as the MACs
-    plan's slim (``matching.matched``, up to ``--tries`` plans)."""
-    kinds = {"target_latency (local)": {}, "target_latency (global, per ms)": {"scope": "global"}}
+    plan's slim (``matching.matched``, up to ``--tries`` plans); ``lms`` are the latency
+    models by scope."""
+    kinds = {"target_latency (local)": "local", "target_latency (global, per ms)": "global"}
     found, targets = {}, {}
-    for kind, fields in kinds.items():
+    for kind, scope in kinds.items():
 
-        def make(target: float, fields: dict = fields) -> nn.Module:
-            return sg.slim(base, (x,), target_latency=target, latency_model=lm, **fields).model
+        def make(target: float, scope: str = scope) -> nn.Module:
+            lm = lms[scope]
+            return sg.slim(base, (x,), target_latency=target, latency_model=lm, scope=scope).model
 
         def miss(slim: nn.Module) -> float:
             ms = measured({"macs": macs_slim, "slim": slim}, x, args)
@@ -105,11 +108,17 @@ def main() -> None:
     data = digits.load_data()
     base = digits.baseline(data[0], args.baseline_epochs)
     x = data[0][0][:1]
-    lm = sg.profile_latency(base, (x,), threads=args.threads, progress=False)
+    lms = {  # knots on the kind of plan they predict: uniform slims, global plans
+        scope: sg.profile_latency(
+            base, (x,), threads=args.threads, progress=False, config=sg.PruneConfig(scope=scope)
+        )
+        for scope in ("local", "global")
+    }
+    lm = lms["local"]
     macs_slim = sg.slim(base, (x,), target_macs=args.target_macs).model
     first = measured({"original": base, "macs": macs_slim}, x, args)
     goal = first["macs"] / first["original"]
-    slims, targets = latency_plans(base, x, lm, macs_slim, goal, args)
+    slims, targets = latency_plans(base, x, lms, macs_slim, goal, args)
     slims = {f"target_macs={args.target_macs} (local)": macs_slim, **slims}
     ms = measured({"original": base, **slims}, x, args)
     macs = sg.count_macs(base, (x,))

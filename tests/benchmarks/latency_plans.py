@@ -7,7 +7,9 @@ For each model (random weights, eval, 1x3x224x224): ``sg.profile_latency`` measu
 layers in ONNX Runtime (CPU, ``--threads``); then ``sg.slim`` plans with ``target_macs=T``,
 with ``target_latency=T, latency_model=...`` in local scope (every group cut alike), the
 same with ``latency_tries=--tries`` (the slim model measured, and re-planned while it misses
-T by more than 3 %), and in global scope (units ranked by score per millisecond they cost); Torch-Pruning's
+T by more than 3 %), and in global scope (units ranked by score per millisecond they cost),
+on a latency model profiled with ``config=PruneConfig(scope="global")`` (its knots are
+global plans) and, for comparison, on the uniform one (its knots are uniform slims); Torch-Pruning's
 MetaPruner (l2, local) slims a copy to about the MACs the local latency plan kept; and,
 for a model with at least twice ``--depth`` droppable blocks, ``sg.drop_blocks`` drops the
 ``--depth`` of least influence on the example input (depth only: for its cost; with
@@ -92,6 +94,12 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
     started = time.perf_counter()
     lm = sg.profile_latency(model, x, threads=args.threads, cache=args.cache, progress=False)
     profiled = time.perf_counter() - started
+    started = time.perf_counter()
+    config = sg.PruneConfig(scope="global")
+    on_global = sg.profile_latency(
+        model, x, threads=args.threads, cache=args.cache, progress=False, config=config
+    )
+    profiled_global = time.perf_counter() - started
     macs = sg.count_macs(model, x)
     latency = {"target_latency": args.target, "latency_model": lm}
     plans = {
@@ -101,7 +109,12 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
             **latency,
             "latency_tries": args.tries,
         },
-        f"target_latency={args.target}, global": {**latency, "scope": "global"},
+        f"target_latency={args.target}, global": {
+            **latency,
+            "latency_model": on_global,
+            "scope": "global",
+        },
+        f"target_latency={args.target}, global on uniform knots": {**latency, "scope": "global"},
     }
     deep = len(sg.find_blocks(model, x)) >= 2 * args.depth
     if deep:  # the blocks pay part of the budget, the width the rest
@@ -146,10 +159,12 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
                 "latency_kept": ms[kind] / ms["original"],
                 "predicted_ms": plan.predicted_latency_ms if plan else None,
                 "measured_in_slim": plan.measured_latency_kept if plan else None,
-                "predicted_original_ms": lm.predict({}),
+                "predicted_original_ms": plans.get(kind, latency)["latency_model"].predict({}),
                 "round_to": lm.round_to,
                 "check_error": lm.check_error,
                 "profile_s": profiled,
+                "global_check_error": on_global.check_error,
+                "global_profile_s": profiled_global,
             }
         )
     return rows
@@ -217,7 +232,8 @@ def main() -> None:
         "\nlatency models: "
         + "; ".join(
             f"{r['model']} round_to {r['round_to']}, check error {r['check_error']:+.1%}, "
-            f"profiled in {r['profile_s']:.0f} s"
+            f"profiled in {r['profile_s']:.0f} s; with global knots, check error "
+            f"{r['global_check_error']:+.1%}, {r['global_profile_s']:.0f} s more"
             for r in first.values()
         )
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,83 @@ def test_knots_go_deeper_while_the_deepest_keeps_much_of_the_tables_sum(
         return lm.layer_ms(layer_shapes(graph, cut)) / lm.layer_ms({})
 
     assert share(ratios[-1]) <= 0.3 < share(ratios[-2]) if deeper else share(0.6) <= 0.3
+
+
+def _fake_runtime(monkeypatch) -> None:
+    """Layers at their MACs (1e-6 ms each) and whole models at their parameters (1e-3 ms
+    each): the profile is exact, and every knot can be computed again."""
+
+    def macs_ms(timer, layer: nn.Module, shape: tuple[int, ...]) -> float:
+        return layer.weight.numel() * math.prod(shape[2:]) / 1e6
+
+    def weights_ms(runners, *_, **__) -> dict[str, float]:
+        return {k: sum(p.numel() for p in m.parameters()) / 1e3 for k, m in runners.items()}
+
+    monkeypatch.setattr(profile.LayerTimer, "time", macs_ms)
+    monkeypatch.setattr(profile, "interleaved_ms", weights_ms)
+
+
+@pytest.mark.parametrize(("importance", "planned_by"), [("l1", "l1"), ("taylor", "l2")])
+def test_a_global_config_measures_its_own_budget_plans_as_the_knots(
+    tmp_path: Path, monkeypatch, importance: str, planned_by: str
+) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+    _fake_runtime(monkeypatch)
+    run = {"runtime": "torch", "cache": tmp_path / "c.json", "progress": False}
+    config = sg.PruneConfig(scope="global", importance=importance, max_ratio=0.9)
+    lm = sg.profile_latency(net, x, **run, config=config)
+    uniform = sg.profile_latency(net, x, **run, config=sg.PruneConfig())
+    assert (lm.scope, uniform.scope) == ("global", "local")
+    # the budgets are planned on the uniform model, by the config's criterion (l2 for
+    # one that reads calibration data: the profile has none)
+    graph = sg.trace(net, x)
+    on_uniform = config.model_copy(
+        update={
+            "importance": planned_by,
+            "latency_model": uniform.model_copy(update={"scope": "global"}),
+        }
+    )
+
+    def point(target: float) -> tuple[float, float]:
+        cut = sg.plan(graph, on_uniform, target_latency=target)
+        ms = sum(p.numel() for p in sg.apply(net, cut, graph=graph).parameters()) / 1e3
+        return lm.layer_ms(layer_shapes(graph, cut)), ms
+
+    budgets = {t: point(t) for t in (0.5, 0.3, 0.7, 0.4)}
+    assert {k: v for k, v in lm.measured_ms.items() if k.startswith("global")} == {
+        "global knot: original": lm.measured_ms["knot: original"],
+        **{f"global knot: global target_latency {t}": budgets[t][1] for t in (0.5, 0.3, 0.7)},
+        "global check: global target_latency 0.4": budgets[0.4][1],
+    }
+    original = (lm.layer_ms({}), lm.measured_ms["knot: original"])
+    assert lm.knots == profile._ascending([original, *budgets.values()])
+    assert len(lm.knots) >= 3 and lm.knots != uniform.knots
+    # the check: the 0.4 plan, predicted by the knots of the other three
+    others = profile._ascending([original, *(budgets[t] for t in (0.5, 0.3, 0.7))])
+    unseen = lm.model_copy(update={"knots": others}).calibrated(budgets[0.4][0])
+    assert lm.check_error == pytest.approx(unseen / budgets[0.4][1] - 1.0)
+    # what plans read off it stays the uniform fit's: the multiple and a channel's cost
+    assert (lm.round_to, lm.scale) == (uniform.round_to, uniform.scale)
+
+
+def test_a_budget_plan_warns_when_the_knots_were_measured_on_another_scope(
+    tmp_path: Path, monkeypatch
+) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+    _fake_runtime(monkeypatch)
+    lm = sg.profile_latency(net, x, runtime="torch", cache=tmp_path / "c.json", progress=False)
+    graph = sg.trace(net, x)
+    with pytest.warns(UserWarning, match="measured on uniform slims, and this plan is in global"):
+        sg.plan(graph, target_latency=0.5, latency_model=lm, scope="global")
+    on_global = lm.model_copy(update={"scope": "global"})
+    with pytest.warns(
+        UserWarning, match="measured on global-scope plans, and this plan is in local"
+    ):
+        sg.plan(graph, target_latency=0.5, latency_model=on_global)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sg.plan(graph, target_latency=0.5, latency_model=lm)  # uniform knots, local plan
+        sg.plan(graph, target_latency=0.5, latency_model=on_global, scope="global")
+        sg.plan(graph, ratio=0.5, latency_model=lm, scope="global")  # no budget: no knots read

@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "original_ms": lm.measured_ms.get("knot: original"),
         "predicted_ms": lm.predict({}),
         "knots": len(lm.knots),
+        "scope": lm.scope,
         "check_error": lm.check_error,
         "file": str(args.out),
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},

@@ -28,6 +28,7 @@ def print_profile(r: dict[str, Any]) -> None:
         ("original, measured", measured),
         ("original, predicted", f"{r['predicted_ms']:.2f} ms"),
         ("whole-model knots", str(r["knots"])),
+        ("knots measured on", "uniform slims" if r["scope"] == "local" else f"{r['scope']} plans"),
         ("error on an unfitted slim", check),
     )
     for name, value in rows:
