@@ -159,7 +159,9 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
                 "latency_kept": ms[kind] / ms["original"],
                 "predicted_ms": plan.predicted_latency_ms if plan else None,
                 "measured_in_slim": plan.measured_latency_kept if plan else None,
-                "predicted_original_ms": plans.get(kind, latency)["latency_model"].predict({}),
+                "predicted_original_ms": plans.get(kind, latency)
+                .get("latency_model", lm)
+                .predict({}),
                 "round_to": lm.round_to,
                 "check_error": lm.check_error,
                 "profile_s": profiled,

@@ -39,12 +39,15 @@ def register(commands: Any, parents: Parents) -> None:
         "the runtime it will run on (sg.profile_latency), and write the latency model as\n"
         "JSON: pass it to slim, plan or bench as --latency-model to plan latency budgets\n"
         "without profiling again. Give the planning flags you will slim with: the uniform\n"
-        "slims cut the groups they cut (--keep-residual, --ignore, --override, --min-keep);\n"
-        "the others do not change what is measured. Layer timings are cached on disk\n"
-        "(--cache), so a second profile of the same family times only what is new.",
+        "slims cut the groups they cut (--keep-residual, --ignore, --override, --min-keep),\n"
+        "and with --scope global or isomorphic, that config's own plans for 0.3-0.7 of the\n"
+        "latency are timed as well and become the knots (they run unlike uniform slims).\n"
+        "Layer timings are cached on disk (--cache), so a second profile of the same family\n"
+        "times only what is new.",
         epilog=(
             "examples:\n"
             "  slimgraph profile torchvision:resnet50 --out r50-latency.json\n"
+            "  slimgraph profile torchvision:mobilenet_v2 --scope global --out mbv2-global.json\n"
             "  slimgraph slim torchvision:resnet50 --target-latency 0.5 "
             "--latency-model r50-latency.json\n"
             "  slimgraph profile hf:./tiny-llama --keep-residual --runtime torch --threads 4 "
