@@ -91,27 +91,27 @@ def _planned(
     held: Mapping[str, tuple[int, ...]] | None = None,
     scores: Mapping[str, np.ndarray] | None = None,
 ) -> PruningPlan:
-    """The plan at ``config``'s ratio (no budget search, no warning that it is empty); in
-    local scope the groups in ``held`` (id -> units) drop those units instead. ``scores``
+    """The plan at ``config``'s ratio (no budget search, no warning that it is empty); the
+    groups in ``held`` (id -> units) drop those units instead, and in global or isomorphic
+    scope stay out of the ranking, so the ratio spreads over the others. ``scores``
     (group id -> unit scores, as :func:`_scored` gives them) spares a search that plans
     many ratios from scoring the same groups again."""
     skip, groups = _planned_groups(graph, config, skip)
     if scores is None:
         scores = _scored(graph, config, groups)
     choosers = {g.id: Chooser(graph, g, scores[g.id]) for g in groups}
-    drops: dict[str, list[int]] = {}
+    held = held or {}
+    drops = {gid: list(units) for gid, units in held.items()}
+    free = [g for g in groups if g.id not in held]
     if config.scope == "local":
-        for g in groups:
-            if held and g.id in held:
-                drops[g.id] = list(held[g.id])
-            else:
-                drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
+        for g in free:
+            drops[g.id] = choosers[g.id].local(config.ratio_for(g.modules), config)
     else:
         costs = None
         if config.latency_model is not None:
             lm = config.latency_model
-            costs = {g.id: lm.ms_per_channel(g, choosers[g.id].channels) for g in groups}
-        for together in ranked_together(graph, groups, config.scope):
+            costs = {g.id: lm.ms_per_channel(g, choosers[g.id].channels) for g in free}
+        for together in ranked_together(graph, free, config.scope):
             drops |= rank_globally(together, choosers, config, costs)
     drops = enforce_links(graph, groups, choosers, drops)
     cuts = tuple(
@@ -199,12 +199,12 @@ def _plan_for_budget(
     Overrides keep their own ratios, and the ratio stays within ``max_ratio``; the result
     is the candidate closest to the target.
 
-    In local scope a group of coarse units (a ViT's heads, and the residual stream that
+    A group of coarse units (a ViT's heads, and the residual stream that
     ``nn.MultiheadAttention`` ties to them) narrows in jumps, so one ratio for all groups
     can leave the target between two plans (ViT-B/16 at ``target_macs=0.5``: 0.532 or
     0.455). Then the groups that jump there keep the lighter plan's cut, and a second
-    bisection cuts the others deeper until the target is met; ``plan.config.ratio`` is
-    theirs."""
+    bisection cuts the others deeper until the target is met (in global or isomorphic
+    scope they rank again without the held groups); ``plan.config.ratio`` is theirs."""
 
     scores = _scored(graph, config, _planned_groups(graph, config, skip)[1])  # once, not per ratio
 
@@ -238,12 +238,13 @@ def _plan_for_budget(
 
     top = min(0.99, config.max_ratio or 1.0)
     (miss, chosen), above, below = _bisect(planned, kept, target, 0.0, top)
-    if config.scope == "local" and miss > _CLOSE * target and above and below:
+    if miss > _CLOSE * target and above and below:
         held = _jumpers(graph, above, below, config.round_to)
         if held and len(held) < len(above.cuts):
-            (closer, refined), _, _ = _bisect(
-                lambda r: planned(r, held), kept, target, above.config.ratio, top
-            )
+            # in local scope the others cut at least as deep as in ``above``; in global
+            # scope the ratio now spreads over fewer groups, so it starts again from 0
+            lo = above.config.ratio if config.scope == "local" else 0.0
+            (closer, refined), _, _ = _bisect(lambda r: planned(r, held), kept, target, lo, top)
             if closer < miss:
                 chosen = refined
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took

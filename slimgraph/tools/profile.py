@@ -75,6 +75,7 @@ from slimgraph.rewrite.apply import apply
 from slimgraph.tools.latency import interleaved_ms, runner
 from slimgraph.tools.layer_tables import layer_inputs, layer_table
 from slimgraph.tools.layer_timer import LayerTimer, Runtime, cache_path
+from slimgraph.tools.profile_reuse import check_reusable, warn_if_original_moved
 
 __all__ = ["profile_latency"]
 
@@ -106,6 +107,7 @@ def profile_latency(
     device: str | torch.device = "cpu",
     progress: bool = True,
     config: PruneConfig | None = None,
+    uniform: LatencyModel | None = None,
 ) -> LatencyModel:
     """Measure ``model``'s layers on ``runtime`` (``"onnxruntime"`` on the CPU, or eager
     ``"torch"`` on ``device``, where ``model`` and ``example_inputs`` must already be)
@@ -117,7 +119,13 @@ def profile_latency(
     that the knots are measured on the kind of model it makes (a language model planned
     with ``prune_residual=False`` keeps its hidden width in every knot too); in global or
     isomorphic ``scope`` its own budget plans are the knots (its criterion's, or ``l2``'s
-    where that reads calibration data)."""
+    where that reads calibration data).
+
+    ``uniform`` is a latency model already profiled in local scope on this model, these
+    inputs and this runtime (the same planning flags): a global or isomorphic profile then
+    reuses its tables and fit and times only its own plans, instead of the uniform passes
+    again. It must match the runtime, version, machine, threads and layers; its original
+    timed far from the original now (more than 25 %) warns, as other inputs would."""
     if runtime not in ("torch", "onnxruntime"):
         raise SlimGraphError(f"runtime must be 'torch' or 'onnxruntime', not {runtime!r}")
     device = torch.device(device)
@@ -147,11 +155,17 @@ def profile_latency(
             "nn.Conv2d, nn.Linear, or nn.MultiheadAttention over its own input) that its "
             "forward calls: profile the model in Python, as a module"
         )
-    tables = {
-        name: layer_table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
-        for name, (module, shape, calls) in counted(list(layers.items()), "layer latency", progress)
-    }
-    timer.save()
+    if uniform is not None:
+        check_reusable(uniform, config, timer, layers)
+        tables = dict(uniform.layers)
+    else:
+        tables = {
+            name: layer_table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
+            for name, (module, shape, calls) in counted(
+                list(layers.items()), "layer latency", progress
+            )
+        }
+        timer.save()
     graph = trace(model, example_inputs)
     bare = LatencyModel(
         runtime=runtime,
@@ -163,13 +177,13 @@ def profile_latency(
 
     made: dict[tuple[float, int], PruningPlan] = {}  # the knots' depth is read off plans
 
-    def uniform(ratio: float, step: int) -> PruningPlan:
+    def slim(ratio: float, step: int) -> PruningPlan:
         if (ratio, step) not in made:
             made[ratio, step] = plan(graph, _uniform(config, ratio, step))
         return made[ratio, step]
 
     def slims(ratios: Sequence[float], steps: Sequence[int]) -> dict[str, PruningPlan]:
-        return {_label(r, s): uniform(r, s) for s in steps for r in ratios}
+        return {_label(r, s): slim(r, s) for s in steps for r in ratios}
 
     def timed(slimmed: dict[str, PruningPlan]) -> dict[str, tuple[float, float]]:
         """label -> (tables' sum, measured ms) of the original and the ``slimmed``"""
@@ -185,24 +199,30 @@ def profile_latency(
             k: (bare.layer_ms(layer_shapes(graph, p) if p else {}), ms[k]) for k, p in plans.items()
         }
 
-    first = timed(slims(STEP_RATIOS, STEPS))
-    step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
-    # the knots, timed together so that they share the machine's load
-    ratios = _knot_ratios(graph, bare, lambda r: uniform(r, step))
-    second = timed(slims((*ratios, check_ratio), [step]))
-    check = second.pop(_label(check_ratio, step))
-    unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
-    # measured, the check slim is one more knot: the model that plans uses every point
-    fitted = _fitted(bare, [*second.values(), check]).model_copy(update={"round_to": step})
-    # each pass under its own labels: each times the original (and the chosen multiple's
-    # 0.3 slim), in rounds of their own
-    measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
-    measured |= {f"knot: {k}": ms for k, (_, ms) in second.items()}
-    measured[f"check: {_label(check_ratio, step)}"] = check[1]
+    if uniform is not None:
+        fitted, unseen = uniform, uniform.check_error
+        measured = dict(uniform.measured_ms)
+    else:
+        first = timed(slims(STEP_RATIOS, STEPS))
+        step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
+        # the knots, timed together so that they share the machine's load
+        ratios = _knot_ratios(graph, bare, lambda r: slim(r, step))
+        second = timed(slims((*ratios, check_ratio), [step]))
+        check = second.pop(_label(check_ratio, step))
+        unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
+        # measured, the check slim is one more knot: the model that plans uses every point
+        fitted = _fitted(bare, [*second.values(), check]).model_copy(update={"round_to": step})
+        # each pass under its own labels: each times the original (and the chosen
+        # multiple's 0.3 slim), in rounds of their own
+        measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
+        measured |= {f"knot: {k}": ms for k, (_, ms) in second.items()}
+        measured[f"check: {_label(check_ratio, step)}"] = check[1]
     if config is not None and config.scope != "local":
         # the budget plans it will make: their own knots (and their own check)
         budgets = _budget_plans(graph, config, fitted)
         third = timed(budgets)
+        if uniform is not None:
+            warn_if_original_moved(measured.get("knot: original"), third["original"][1])
         check = third.pop(_budget_label(config.scope, BUDGET_CHECK))
         points = list(third.values())  # the original's first
         knots = _ascending(points)

@@ -108,13 +108,17 @@ def main() -> None:
     data = digits.load_data()
     base = digits.baseline(data[0], args.baseline_epochs)
     x = data[0][0][:1]
-    lms = {  # knots on the kind of plan they predict: uniform slims, global plans
-        scope: sg.profile_latency(
-            base, (x,), threads=args.threads, progress=False, config=sg.PruneConfig(scope=scope)
-        )
-        for scope in ("local", "global")
-    }
-    lm = lms["local"]
+    # knots on the kind of plan they predict: uniform slims, global plans (on its fit)
+    lm = sg.profile_latency(base, (x,), threads=args.threads, progress=False)
+    on_global = sg.profile_latency(
+        base,
+        (x,),
+        threads=args.threads,
+        progress=False,
+        config=sg.PruneConfig(scope="global"),
+        uniform=lm,
+    )
+    lms = {"local": lm, "global": on_global}
     macs_slim = sg.slim(base, (x,), target_macs=args.target_macs).model
     first = measured({"original": base, "macs": macs_slim}, x, args)
     goal = first["macs"] / first["original"]

@@ -96,8 +96,8 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
     profiled = time.perf_counter() - started
     started = time.perf_counter()
     config = sg.PruneConfig(scope="global")
-    on_global = sg.profile_latency(
-        model, x, threads=args.threads, cache=args.cache, progress=False, config=config
+    on_global = sg.profile_latency(  # its own plans timed on the uniform fit
+        model, x, threads=args.threads, cache=args.cache, progress=False, config=config, uniform=lm
     )
     profiled_global = time.perf_counter() - started
     macs = sg.count_macs(model, x)

@@ -63,7 +63,8 @@ BAD_INPUTS = {
     "profile given a latency model": (
         ["profile", "--latency-model", "a-file"],
         "--latency-model a-file: profile writes a latency model (--out); slim, plan and bench "
-        "read one",
+        "read one (and profile --scope global or isomorphic reuses a local one's layer timings "
+        "and fit)",
     ),
     "max ratio below ratio": (
         ["slim", "--scope", "global", "--max-ratio", "0.2"],

@@ -400,6 +400,13 @@ def test_profile_writes_the_latency_model_that_plans_read(tmp_path, capsys, monk
     assert main(plan) == 0, capsys.readouterr().err
     assert len(seen) == 1  # planned against the file, not profiled again
     assert _plan(tmp_path / "p.json").config.latency_model == lm
+    # a global profile on the local one: its tables and fit, its own plans as the knots
+    on_global = ["--scope", "global", "--latency-model", str(out), "--out", str(tmp_path / "g")]
+    assert main([*args[:-2], *on_global]) == 0, capsys.readouterr().err
+    assert seen[1]["uniform"] == lm and seen[1]["config"].scope == "global"
+    made = sg.LatencyModel.model_validate_json((tmp_path / "g").read_text())
+    assert (made.scope, made.layers, made.round_to) == ("global", lm.layers, lm.round_to)
+    assert "global knot: original" in made.measured_ms
 
 
 def test_slim_times_its_latency_budget_with_latency_tries(work, tmp_path, capsys, monkeypatch):

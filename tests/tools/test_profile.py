@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -405,3 +406,56 @@ def test_a_budget_plan_warns_when_the_knots_were_measured_on_another_scope(
         sg.plan(graph, target_latency=0.5, latency_model=lm)  # uniform knots, local plan
         sg.plan(graph, target_latency=0.5, latency_model=on_global, scope="global")
         sg.plan(graph, ratio=0.5, latency_model=lm, scope="global")  # no budget: no knots read
+
+
+def test_a_global_profile_reuses_a_uniform_one_and_times_only_its_own_plans(
+    tmp_path: Path, monkeypatch
+) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+    _fake_runtime(monkeypatch)
+    fake, passes = profile.interleaved_ms, []
+
+    def counted(runners, *args, **kwargs) -> dict[str, float]:
+        passes.append(len(runners))
+        return fake(runners, *args, **kwargs)
+
+    monkeypatch.setattr(profile, "interleaved_ms", counted)
+    run = {"runtime": "torch", "cache": tmp_path / "c.json", "progress": False}
+    config = sg.PruneConfig(scope="global")
+    uniform = sg.profile_latency(net, x, **run)
+    assert len(passes) == 2  # the multiples, then the knots
+    passes.clear()
+    reused = sg.profile_latency(net, x, **run, config=config, uniform=uniform)
+    assert passes == [5]  # the original and the plans for 0.5, 0.3, 0.7 and the check 0.4
+    # the same model as profiling it all again (this runtime is exact)
+    assert reused == sg.profile_latency(net, x, **run, config=config)
+    assert len(passes) == 4
+
+
+def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
+    _fake_runtime(monkeypatch)
+    run = {"runtime": "torch", "cache": tmp_path / "c.json", "progress": False}
+    config = sg.PruneConfig(scope="global")
+    uniform = sg.profile_latency(net, x, **run)
+    on_global = sg.profile_latency(net, x, **run, config=config, uniform=uniform)
+    refused = [
+        ({"uniform": uniform}, "uniform= serves a profile in global or isomorphic scope"),
+        ({"uniform": on_global, "config": config}, "must be profiled in local scope, not 'global'"),
+        ({"uniform": uniform, "config": config, "threads": 2}, "threads 1, not 2"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(sg.SlimGraphError, match=re.escape(message)):
+            sg.profile_latency(net, x, **run | kwargs)
+    other, y = mlp()
+    with pytest.raises(sg.SlimGraphError, match="tables other layers than this model's"):
+        sg.profile_latency(other, y, **run, config=config, uniform=uniform)
+    # profiled at another batch size: its original was timed far from this one
+    moved = dict(uniform.measured_ms) | {
+        "knot: original": uniform.measured_ms["knot: original"] / 2
+    }
+    halved = uniform.model_copy(update={"measured_ms": moved})
+    with pytest.warns(UserWarning, match="the original measured .* in the uniform profile"):
+        sg.profile_latency(net, x, **run, config=config, uniform=halved)

@@ -41,13 +41,17 @@ def register(commands: Any, parents: Parents) -> None:
         "without profiling again. Give the planning flags you will slim with: the uniform\n"
         "slims cut the groups they cut (--keep-residual, --ignore, --override, --min-keep),\n"
         "and with --scope global or isomorphic, that config's own plans for 0.3-0.7 of the\n"
-        "latency are timed as well and become the knots (they run unlike uniform slims).\n"
+        "latency are timed as well and become the knots (they run unlike uniform slims);\n"
+        "--latency-model FILE.json, a local profile of the same model, spares timing its\n"
+        "uniform slims again.\n"
         "Layer timings are cached on disk (--cache), so a second profile of the same family\n"
         "times only what is new.",
         epilog=(
             "examples:\n"
             "  slimgraph profile torchvision:resnet50 --out r50-latency.json\n"
-            "  slimgraph profile torchvision:mobilenet_v2 --scope global --out mbv2-global.json\n"
+            "  slimgraph profile torchvision:mobilenet_v2 --out mbv2.json\n"
+            "  slimgraph profile torchvision:mobilenet_v2 --scope global --latency-model "
+            "mbv2.json --out mbv2-global.json\n"
             "  slimgraph slim torchvision:resnet50 --target-latency 0.5 "
             "--latency-model r50-latency.json\n"
             "  slimgraph profile hf:./tiny-llama --keep-residual --runtime torch --threads 4 "
@@ -85,14 +89,17 @@ def register(commands: Any, parents: Parents) -> None:
 def run(args: argparse.Namespace) -> Outcome:
     """Profile the model of ``args.spec`` and write its latency model to ``args.out``."""
     start = time.perf_counter()
-    if args.latency_model is not None:
+    if args.latency_model is not None and args.scope == "local":
         raise UsageError(
             f"--latency-model {args.latency_model}: profile writes a latency model (--out); "
-            "slim, plan and bench read one"
+            "slim, plan and bench read one (and profile --scope global or isomorphic reuses "
+            "a local one's layer timings and fit)"
         )
     if args.threads < 1 or args.runs < 1:
         raise UsageError("--threads and --runs must be positive integers, e.g. --threads 1")
     config = planning_config(args)
+    # the uniform profile the scope's own is built on, read and validated like a plan
+    uniform = config.latency_model if args.latency_model is not None else None
     check_out(args.out, file=True, overwrite=args.overwrite)
     progress = Progress(enabled=not args.json)
     model, example = build_model(args.spec, args.input_shape, args.seed, progress)
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> Outcome:
         cache=args.cache,
         progress=progress.enabled,  # layer and round bars: this takes minutes
         config=config,
+        uniform=uniform,
     )
     progress.seconds["profile"] = time.perf_counter() - before
     with progress.step("save", f"writing {args.out}…"):
