@@ -29,8 +29,9 @@ uniform knots such plans ran 10-20 % slower than predicted (MobileNetV2 at
 ``target_latency=0.5``: 0.633). So with ``config`` in those scopes, one more pass times
 its own plans for 0.3, 0.5 and 0.7 of the latency, planned on the uniform model, and
 they replace the knots (``model.scope``); a plan for 0.4 is the check. Global plans
-for 0.5 on the four CNNs of the README's benchmark were then predicted within +0.7 % to
-+2.3 % of the share of the latency they kept (on uniform knots: -18 % to 0 %).
+for 0.5 on the four CNNs of the README's benchmark were then predicted within -3.8 % to
++3.5 % of the share of the latency they kept (on uniform knots: -22 % to -1 %). With
+``uniform``, a local profile of the same model, only this pass runs.
 
 Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.json`` or
 ``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
