@@ -104,7 +104,8 @@ def test_bench_prints_original_beside_slim(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--runs", "0"], "--threads and --runs must be positive integers"),
+        (["--runs", "0"], "argument --runs: '0' is not a positive integer; e.g. 1"),
+        (["--threads", "two"], "argument --threads: 'two' is not a positive integer"),
         (["--ratio", "2"], "--ratio 2.0: "),
         (["--keep-onnx", "file.txt"], "--keep-onnx file.txt: a file is in the way"),
     ],

@@ -13,6 +13,7 @@ from slimgraph._core.progress import Progress
 from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
+    add_timing_flags,
     build_traced,
     check_out,
     check_patterns,
@@ -21,7 +22,6 @@ from slimgraph.cli.commands.common import (
 )
 from slimgraph.cli.commands.latency import with_latency_model
 from slimgraph.cli.render.onnx import print_bench
-from slimgraph.errors import UsageError
 from slimgraph.rewrite.fallback import plan_that_applies
 
 __all__ = ["register", "run"]
@@ -45,8 +45,7 @@ def register(commands: Any, parents: Parents) -> None:
             "  slimgraph bench timm:convnext_tiny --keep-onnx bench-out --json"
         ),
     )
-    bench.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    bench.add_argument("--runs", type=int, default=20, help="timed runs after warm-up (default 20)")
+    add_timing_flags(bench, runs=20, what="timed runs after warm-up")
     bench.add_argument(
         "--keep-onnx",
         type=Path,
@@ -60,8 +59,6 @@ def run(args: argparse.Namespace) -> Outcome:
     """Slim the model of ``args.spec`` and time both copies in ONNX Runtime."""
     start = time.perf_counter()
     config = planning_config(args)
-    if args.threads < 1 or args.runs < 1:
-        raise UsageError("--threads and --runs must be positive integers, e.g. --threads 1")
     if args.keep_onnx:
         check_out(args.keep_onnx, "--keep-onnx")
     progress = Progress(enabled=not args.json)

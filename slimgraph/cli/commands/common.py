@@ -139,6 +139,22 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str = "files in --out")
     )
 
 
+def add_timing_flags(parser: argparse.ArgumentParser, runs: int, what: str) -> None:
+    """``--threads`` and ``--runs`` (``what`` the runs are), both positive integers."""
+    parser.add_argument("--threads", type=_positive, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--runs", type=_positive, default=runs, help=f"{what} (default {runs})")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer; e.g. 1")
+    return value
+
+
 def check_out(out: Path, flag: str = "--out", file: bool = False, overwrite: bool = True) -> None:
     """Refuse a ``flag`` path that cannot become a writable directory (or, with ``file``, a
     file in a writable directory), before any work: also a symbolic link, and unless

@@ -15,6 +15,7 @@ from slimgraph.cli.commands.common import (
     Outcome,
     Parents,
     add_overwrite,
+    add_timing_flags,
     build_model,
     check_out,
     check_patterns,
@@ -64,10 +65,7 @@ def register(commands: Any, parents: Parents) -> None:
         default="onnxruntime",
         help="ONNX Runtime on the CPU, or eager PyTorch on the CPU (default onnxruntime)",
     )
-    profile.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    profile.add_argument(
-        "--runs", type=int, default=10, help="timed runs per measurement, median (default 10)"
-    )
+    add_timing_flags(profile, runs=10, what="timed runs per measurement, median")
     profile.add_argument(
         "--cache",
         type=Path,
@@ -95,8 +93,6 @@ def run(args: argparse.Namespace) -> Outcome:
             "slim, plan and bench read one (and profile --scope global or isomorphic reuses "
             "a local one's layer timings and fit)"
         )
-    if args.threads < 1 or args.runs < 1:
-        raise UsageError("--threads and --runs must be positive integers, e.g. --threads 1")
     config = planning_config(args)
     # the uniform profile the scope's own is built on, read and validated like a plan
     uniform = config.latency_model if args.latency_model is not None else None
