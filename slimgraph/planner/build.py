@@ -204,7 +204,8 @@ def _plan_for_budget(
     can leave the target between two plans (ViT-B/16 at ``target_macs=0.5``: 0.532 or
     0.455). Then the groups that jump there keep the lighter plan's cut, and a second
     bisection cuts the others deeper until the target is met (in global or isomorphic
-    scope they rank again without the held groups); ``plan.config.ratio`` is theirs."""
+    scope they rank again without the held groups); ``plan.held`` names the held groups
+    and ``plan.config.ratio`` is the others'."""
 
     scores = _scored(graph, config, _planned_groups(graph, config, skip)[1])  # once, not per ratio
 
@@ -246,7 +247,7 @@ def _plan_for_budget(
             lo = above.config.ratio if config.scope == "local" else 0.0
             (closer, refined), _, _ = _bisect(lambda r: planned(r, held), kept, target, lo, top)
             if closer < miss:
-                chosen = refined
+                chosen = refined.model_copy(update={"held": tuple(held)})
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})
     if latency is not None:

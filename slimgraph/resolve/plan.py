@@ -141,6 +141,11 @@ class PruningPlan(BaseModel):
         "model; the fingerprint, inputs and cuts are of the model without them",
     )
     cuts: tuple[GroupCut, ...] = ()
+    held: tuple[str, ...] = Field(
+        (),
+        description="groups a budget search held at a lighter plan's cut because they narrow "
+        "in jumps (whole heads); config.ratio is the other groups'",
+    )
     skipped: dict[str, str] = Field(
         default_factory=dict, description="group id -> why the plan skipped it (drops none of it)"
     )
@@ -184,6 +189,9 @@ class PruningPlan(BaseModel):
             if cut.group in seen:
                 raise ValueError(f"group {cut.group} appears twice in the plan")
             seen.add(cut.group)
+        unknown = [gid for gid in self.held if gid not in seen]
+        if unknown:
+            raise ValueError(f"held group {unknown[0]} is not one of the plan's cuts")
         _check_blocks(self.blocks)
         graph = (info.context or {}).get("graph") if info.context else None
         if graph is not None:

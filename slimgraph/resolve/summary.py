@@ -61,6 +61,8 @@ class PlanSummary(BaseModel):
     scored_by: str = ""  # the criterion, and where the data it read came from
     compensated: tuple[str, ...] = ()  # tensors that took the dropped channels' means
     blocks: tuple[str, ...] = ()  # whole blocks dropped first: the layers are the rest's
+    held: tuple[str, ...] = ()  # groups a budget search held at a lighter cut (plan.held)
+    ratio: float | None = None  # the ratio the plan's other groups took
 
     def changed(self) -> list[LayerChange]:
         """The layers whose shapes change."""
@@ -90,6 +92,8 @@ class PlanSummary(BaseModel):
             lines.append(f"after dropping blocks {', '.join(self.blocks)} (totals without them)")
         if self.scored_by:
             lines.append(f"scored by {self.scored_by}")
+        if self.held:
+            lines.append(self.held_line())
         if self.compensated:
             shown = ", ".join(self.compensated[:3])
             more = f", … ({len(self.compensated)} tensors)" if len(self.compensated) > 3 else ""
@@ -100,6 +104,16 @@ class PlanSummary(BaseModel):
                 shown = ", ".join(ids[:3]) + (f", … ({len(ids)} groups)" if len(ids) > 3 else "")
                 lines.append(f"  {why}: {shown}")
         return "\n".join(lines)
+
+    def held_line(self) -> str:
+        """Which groups the budget search held, and whose the plan's ratio is."""
+        shown = ", ".join(self.held[:3]) + (
+            f", … ({len(self.held)} groups)" if len(self.held) > 3 else ""
+        )
+        rest = (
+            f"; the ratio {self.ratio:.4f} is the other groups'" if self.ratio is not None else ""
+        )
+        return f"held at a lighter cut (they narrow in jumps): {shown}{rest}"
 
     def untouched_by_reason(self) -> dict[str, list[str]]:
         """Reason -> the untouched groups it accounts for, most common first."""
@@ -128,6 +142,7 @@ class PlanSummary(BaseModel):
             f"({_ratio(self.params_after, self.params_before)}), MACs {self.macs_before:,} → "
             f"{self.macs_after:,} ({_ratio(self.macs_after, self.macs_before)})</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + (f"<p>{html.escape(self.held_line())}</p>" if self.held else "")
             + (
                 f"<details><summary>{len(self.untouched)} groups untouched</summary><ul>"
                 f"{untouched}</ul></details>"
@@ -185,6 +200,8 @@ def summarize(graph: DependencyGraph, plan: PruningPlan) -> PlanSummary:
         + "".join(f"; {what} from {where}" for what, where in plan.provenance.items()),
         compensated=tuple(fold.into for fold in plan.compensation),
         blocks=plan.blocks,
+        held=plan.held,
+        ratio=plan.config.ratio if plan.held and plan.config is not None else None,
     )
 
 

@@ -93,7 +93,9 @@ def failing_groups(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) 
         if not cut.drop or members in tried:
             continue
         tried.add(members)
-        alone = plan.model_copy(update={"cuts": tuple(c for c in plan.cuts if c.group in members)})
+        cuts = tuple(c for c in plan.cuts if c.group in members)
+        held = tuple(gid for gid in plan.held if gid in members)
+        alone = plan.model_copy(update={"cuts": cuts, "held": held})
         try:
             dry_run(model, alone, graph)
         except (PlanError, RewriteError) as err:

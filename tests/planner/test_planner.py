@@ -229,6 +229,14 @@ def test_target_macs_keeps_whole_heads_at_the_lighter_cut_and_cuts_the_rest_deep
     # the recorded ratio is the MLPs': at it, every group cut alike keeps far less
     uniform = sg.plan(sg.trace(model, x), ratio=result.plan.config.ratio)
     assert {c.size - len(c.drop) for c in uniform.cuts} == {16, 2, 54}
+    # the plan names the held groups, and its review says whose the ratio is
+    heads = [f"encoder.layers.encoder_layer_{i}.self_attention.in_proj_weight:0" for i in (0, 1)]
+    assert result.plan.held == ("conv_proj.weight:0", *heads)
+    assert result.plan.summary().held_line() == (
+        f"held at a lighter cut (they narrow in jumps): conv_proj.weight:0, {', '.join(heads)}"
+        f"; the ratio {result.plan.config.ratio:.4f} is the other groups'"
+    )
+    assert sg.plan(sg.trace(model, x), target_macs=0.6).held == ()  # 0.6 needs no hold
 
 
 @pytest.mark.parametrize("scope", ["global", "isomorphic"])
@@ -242,6 +250,10 @@ def test_a_ranked_budget_plan_holds_whole_heads_and_ranks_the_rest_again(scope: 
     assert [c.size - len(c.drop) for c in result.plan.cuts] == [24, 3, 57, 3, 52]
     assert result.model.encoder.layers[1].self_attention.num_heads == 3
     assert result.model.encoder.layers[1].mlp[0].out_features == 52
+    assert [gid.split(".")[-2] for gid in result.plan.held] == [
+        "conv_proj",
+        *["self_attention"] * 2,
+    ]
 
 
 def test_target_macs_on_a_tiny_llama() -> None:

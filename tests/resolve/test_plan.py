@@ -132,6 +132,7 @@ def test_group_twice_is_rejected(traced) -> None:
         ("dropp", [], "Extra inputs are not permitted"),
         ("latency_tries", [0.6, -0.5], "Input should be greater than 0"),
         ("latency_tries", [0.6, 0.52], "measured_latency_kept None is not one of the latency_"),
+        ("held", ["fc.weight:0"], "held group fc.weight:0 is not one of the plan's cuts"),
     ],
 )
 def test_invalid_plan_fields_are_rejected(traced, field, value, message) -> None:
