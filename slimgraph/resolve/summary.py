@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
     from slimgraph.resolve.plan import PruningPlan
 
-__all__ = ["LayerChange", "PlanSummary", "summarize"]
+__all__ = ["LayerChange", "PlanSummary", "held_note", "summarize"]
 
 
 class LayerChange(BaseModel):
@@ -107,13 +107,7 @@ class PlanSummary(BaseModel):
 
     def held_line(self) -> str:
         """Which groups the budget search held, and whose the plan's ratio is."""
-        shown = ", ".join(self.held[:3]) + (
-            f", … ({len(self.held)} groups)" if len(self.held) > 3 else ""
-        )
-        rest = (
-            f"; the ratio {self.ratio:.4f} is the other groups'" if self.ratio is not None else ""
-        )
-        return f"held at a lighter cut (they narrow in jumps): {shown}{rest}"
+        return held_note(self.held, self.ratio)
 
     def untouched_by_reason(self) -> dict[str, list[str]]:
         """Reason -> the untouched groups it accounts for, most common first."""
@@ -150,6 +144,14 @@ class PlanSummary(BaseModel):
                 else ""
             )  # fmt: skip
         )
+
+
+def held_note(held: tuple[str, ...] | list[str], ratio: float | None) -> str:
+    """The line that names the groups a budget search held at a lighter cut (``plan.held``)
+    and says that the plan's ratio is the other groups'."""
+    shown = ", ".join(held[:3]) + (f", … ({len(held)} groups)" if len(held) > 3 else "")
+    rest = f"; the ratio {ratio:.4f} is the other groups'" if ratio is not None else ""
+    return f"held at a lighter cut (they narrow in jumps): {shown}{rest}"
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -339,6 +339,27 @@ def test_hf_keyword_inputs_go_through_plan_and_apply(work, capsys, monkeypatch):
     assert slim.bert.encoder.layer[0].attention.self.num_attention_heads == 2
 
 
+def test_plan_and_slim_report_the_groups_a_budget_held(work, tmp_path, capsys):
+    # the tiny ViT's heads and residual stream narrow in jumps: the budget holds them
+    spec, shape = "tests.planner.test_planner:tiny_vit", "1,3,32,32"
+    heads = [f"encoder.layers.encoder_layer_{i}.self_attention.in_proj_weight:0" for i in (0, 1)]
+    for command, out in (("plan", "held.json"), ("slim", "held-slim")):
+        args = [command, spec, "--input-shape", shape, "--target-macs", "0.5"]
+        args += ["--out", str(tmp_path / out)]
+        assert main([*args, "--json"]) == 0, capsys.readouterr().err
+        report = json.loads(capsys.readouterr().out)
+        assert report["held"] == ["conv_proj.weight:0", *heads]
+        assert main([*args, "--overwrite"]) == 0
+        ratio = report["config"]["ratio"]
+        text = " ".join(capsys.readouterr().out.split())  # as the console wrapped it
+        assert text.startswith(f"{spec}: target_macs 0.5 (ratio {ratio:.4g}), l2, local scope")
+        assert (
+            f"held at a lighter cut (they narrow in jumps): conv_proj.weight:0, {', '.join(heads)}"
+            f"; the ratio {ratio:.4f} is the other groups'" in text
+        )
+    assert _plan(tmp_path / "held.json").held == ("conv_proj.weight:0", *heads)
+
+
 def test_a_latency_budget_plans_against_the_given_or_a_measured_latency_model(
     work, tmp_path, capsys, monkeypatch
 ):

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
+        "held": list(plan.held),
         "params": pair(plan.params_before, plan.params_after),
         "groups": plan_groups(plan),
         "skipped": dict(plan.skipped),

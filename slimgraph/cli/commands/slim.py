@@ -234,6 +234,7 @@ def slim_report(
         "groups_cut": sum(1 for c in plan.cuts if c.drop),
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
+        "held": list(plan.held),
         "latency": _latency(plan),
         **report,
         "files": files,

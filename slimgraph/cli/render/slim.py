@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slimgraph.cli.render.text import elapsed, modules, percent, stdout, title
+from slimgraph.resolve.summary import held_note
 
 __all__ = ["print_plan", "print_slim"]
 
@@ -32,6 +33,7 @@ def print_slim(r: dict[str, Any]) -> None:
         Text(
             f"{r['groups_cut']} groups cut, {r['units_dropped']} units dropped\n"
             + _blocks_line(r)
+            + _held_line(r)
             + _latency_line(r)
             + f"wrote {', '.join(r['files'].values())}\n"
             f"{elapsed(r['seconds'])}"
@@ -41,6 +43,12 @@ def print_slim(r: dict[str, Any]) -> None:
 
 def _blocks_line(r: dict[str, Any]) -> str:
     return f"blocks dropped: {', '.join(r['blocks'])}\n" if r.get("blocks") else ""
+
+
+def _held_line(r: dict[str, Any]) -> str:
+    if not r.get("held"):
+        return ""
+    return held_note(r["held"], (r.get("config") or {}).get("ratio")) + "\n"
 
 
 def _latency_line(r: dict[str, Any]) -> str:
@@ -98,6 +106,7 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
         for why, ids in r["untouched"].items():
             console.print(Text(f"left whole, {why}: {modules(ids)} ({len(ids)} groups)"))
     lines = [f"{group}: skipped, {why}" for group, why in r["skipped"].items()]
+    lines += [_held_line(r).rstrip()] if r.get("held") else []
     lines += [f"wrote {r['file']}", elapsed(r["seconds"])]
     console.print(Text("\n".join(lines)))
 
