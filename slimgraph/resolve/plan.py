@@ -189,9 +189,11 @@ class PruningPlan(BaseModel):
             if cut.group in seen:
                 raise ValueError(f"group {cut.group} appears twice in the plan")
             seen.add(cut.group)
-        unknown = [gid for gid in self.held if gid not in seen]
-        if unknown:
-            raise ValueError(f"held group {unknown[0]} is not one of the plan's cuts")
+        for i, gid in enumerate(self.held):
+            if gid not in seen:
+                raise ValueError(f"held group {gid} is not one of the plan's cuts")
+            if gid in self.held[:i]:
+                raise ValueError(f"held group {gid} appears twice")
         _check_blocks(self.blocks)
         graph = (info.context or {}).get("graph") if info.context else None
         if graph is not None:

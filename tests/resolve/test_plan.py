@@ -133,6 +133,7 @@ def test_group_twice_is_rejected(traced) -> None:
         ("latency_tries", [0.6, -0.5], "Input should be greater than 0"),
         ("latency_tries", [0.6, 0.52], "measured_latency_kept None is not one of the latency_"),
         ("held", ["fc.weight:0"], "held group fc.weight:0 is not one of the plan's cuts"),
+        ("held", ["conv1.weight:0"] * 2, "held group conv1.weight:0 appears twice"),
     ],
 )
 def test_invalid_plan_fields_are_rejected(traced, field, value, message) -> None:

@@ -106,9 +106,8 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
         for why, ids in r["untouched"].items():
             console.print(Text(f"left whole, {why}: {modules(ids)} ({len(ids)} groups)"))
     lines = [f"{group}: skipped, {why}" for group, why in r["skipped"].items()]
-    lines += [_held_line(r).rstrip()] if r.get("held") else []
     lines += [f"wrote {r['file']}", elapsed(r["seconds"])]
-    console.print(Text("\n".join(lines)))
+    console.print(Text(_held_line(r) + "\n".join(lines)))
 
 
 def _layers_table(layers: list[dict[str, Any]], macs: dict[str, Any]) -> Any:
