@@ -30,6 +30,7 @@ import numpy as np
 from slimgraph._core.batches import Selector
 from slimgraph.criteria.calibration import Calibration, calibrate, needs_of
 from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.latency import LatencyModel
 from slimgraph.criteria.registry import CRITERIA
 from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph, Group
@@ -37,7 +38,7 @@ from slimgraph.planner.choose import Chooser, rank_globally, ranked_together
 from slimgraph.planner.compensation import compensation
 from slimgraph.planner.links import enforce_links
 from slimgraph.planner.noop import warn_if_nothing_dropped
-from slimgraph.resolve.cost import layer_shapes, plan_macs
+from slimgraph.resolve.cost import layer_shapes, plan_macs, weight_shapes
 from slimgraph.resolve.indices import param_counts
 from slimgraph.resolve.plan import Fold, GroupCut, InputShape, PruningPlan
 
@@ -71,6 +72,8 @@ def plan(
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
+    if config.latency_model is not None:
+        _check_tables(config.latency_model, weight_shapes(graph.model))
     if calibration is not None:
         if not isinstance(calibration, Calibration):
             calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)
@@ -248,6 +251,7 @@ def _plan_for_budget(
             (closer, refined), _, _ = _bisect(lambda r: planned(r, held), kept, target, lo, top)
             if closer < miss:
                 chosen = refined.model_copy(update={"held": tuple(held)})
+    _warn_if_out_of_reach(config, kept(chosen), target)
     found = config.model_copy(update={"ratio": chosen.config.ratio})  # the ratio it took
     final = chosen.model_copy(update={"config": found})
     if latency is not None:
@@ -257,7 +261,59 @@ def _plan_for_budget(
     return final.for_graph(graph)
 
 
+def _check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse a latency model whose tables are not of this model's layers (``shapes``:
+    module -> its full weight shape): it would price other layers, silently."""
+    if not latency.layers:
+        raise PlanError(
+            "the latency model tables no layer: profile this model (sg.profile_latency, "
+            "or slimgraph profile)"
+        )
+    differ = [
+        f"{name} {_dims(t.shape)} in the tables, "
+        + (_dims(shapes[name]) if name in shapes else "absent")
+        + " here"
+        for name, t in latency.layers.items()
+        if shapes.get(name) != tuple(t.shape)
+    ]
+    if differ:
+        raise PlanError(
+            f"the latency model was profiled on another model: {len(differ)} of its "
+            f"{len(latency.layers)} layers differ ({'; '.join(differ[:3])}); profile this "
+            "model (sg.profile_latency, or slimgraph profile)"
+        )
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape))
+
+
 _CLOSE = 0.002  # a budget plan this close to its target (as a fraction of it) is on it
+_FAR = 0.05  # and one this far off warns: the budget is out of the planner's reach
+
+
+def _warn_if_out_of_reach(config: PruneConfig, kept: float, target: float) -> None:
+    """Say so when the closest plan the search found is far from the budget (a plan for
+    ``target_macs=0.01`` that keeps 0.075 of the MACs is no plan for 0.01)."""
+    if abs(kept - target) <= _FAR * target:
+        return
+    names = {"target_latency": "latency", "target_macs": "MACs", "target_params": "parameters"}
+    budget, what = next(
+        (f"{k}={getattr(config, k)}", name)
+        for k, name in names.items()
+        if getattr(config, k) is not None
+    )
+    why = (
+        "no plan cuts deeper (max_ratio, min_keep, round_to and the groups frozen, skipped "
+        "or ignored bound the cut)"
+        if kept > target
+        else "the groups narrow in steps too coarse to land closer (a narrow layer's single "
+        "channels, round_to, whole heads)"
+    )
+    warnings.warn(
+        f"{budget} is out of reach: the closest plan keeps {kept:.3f} of the {what}; {why}",
+        stacklevel=4,
+    )
 
 
 def _warn_if_knots_differ(measured: str, planned: str) -> None:
@@ -296,7 +352,11 @@ def _bisect(
             lo, above = candidate.config.ratio, candidate
         else:
             hi, below = candidate.config.ratio, candidate
-    return min(seen, key=lambda found: found[0]), above, below
+    closest = min(seen, key=lambda found: found[0])
+    if below is None and closest[0] > _CLOSE * target:  # every ratio tried keeps too much
+        deepest = planned(hi)  # the deepest the search may go, which halving never reaches
+        closest = min(closest, (abs(kept(deepest) - target), deepest), key=lambda f: f[0])
+    return closest, above, below
 
 
 def _jumpers(

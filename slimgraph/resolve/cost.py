@@ -31,6 +31,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "layer_shapes",
+    "weight_shapes",
     "module_macs",
     "plan_macs",
     "plan_module_macs",
@@ -156,9 +157,14 @@ def layer_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, tuple[i
     """Module name -> the weight shape ``plan`` leaves it: its ``weight``, or the packed
     query/key/value ``in_proj_weight`` of an attention module such as
     :class:`torch.nn.MultiheadAttention`."""
-    slim = slim_meta_copy(graph, plan)
+    return weight_shapes(slim_meta_copy(graph, plan))
+
+
+def weight_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Module name -> the shape of its ``weight`` (or packed ``in_proj_weight``): the
+    shapes a latency model's tables are keyed by."""
     found = {}
-    for name, m in slim.named_modules():
+    for name, m in model.named_modules():
         weight = getattr(m, "weight", None)
         if not isinstance(weight, torch.Tensor):
             weight = getattr(m, "in_proj_weight", None)

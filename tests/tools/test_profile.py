@@ -162,6 +162,41 @@ def test_a_latency_target_needs_a_model_and_no_other_target() -> None:
         sg.PruneConfig(target_latency=0.5, target_macs=0.5, latency_model=model_of(net))
 
 
+def test_a_latency_model_of_another_model_is_refused_before_planning() -> None:
+    net, x = mlp()
+    graph = sg.trace(net, x)
+    other = nn.Sequential(
+        nn.Linear(16, 96), nn.ReLU(), nn.Linear(96, 64), nn.ReLU(), nn.Linear(64, 4), nn.ReLU(),
+        nn.Linear(4, 2),
+    )  # fmt: skip
+    with pytest.raises(
+        sg.PlanError,
+        match=r"profiled on another model: 3 of its 4 layers differ \(0 96×16 in the tables, "
+        r"64×16 here; 2 64×96 in the tables, 64×64 here; 6 2×4 in the tables, absent here\)",
+    ):
+        sg.plan(graph, target_latency=0.5, latency_model=model_of(other))
+    empty = model_of(net).model_copy(update={"layers": {}})
+    with pytest.raises(sg.PlanError, match="the latency model tables no layer"):
+        sg.plan(graph, ratio=0.3, scope="global", latency_model=empty)
+
+
+def test_a_budget_out_of_reach_warns_with_the_closest_plan() -> None:
+    net, x = mlp()
+    graph = sg.trace(net, x)
+    # 16 -> 64 -> 64 -> 4 makes 5376 MACs; at half of each width 16·32 + 32·32 + 32·4 = 1664
+    deeper = "target_macs=0.1 is out of reach: the closest plan keeps 0.310 of the MACs; no plan"
+    with pytest.warns(UserWarning, match=deeper):
+        plan = sg.plan(graph, target_macs=0.1, max_ratio=0.5)
+    deepest = sg.plan(graph, ratio=0.5)  # the search's deepest ratio, which halving never hits
+    assert [len(c.drop) for c in plan.cuts] == [len(c.drop) for c in deepest.cuts] == [32, 32]
+    coarse = "target_macs=0.01 is out of reach: the closest plan keeps 0.008 of the MACs; the"
+    with pytest.warns(UserWarning, match=coarse):  # 2 of 64 channels keep 44 MACs, 3 keep 69
+        sg.plan(graph, target_macs=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sg.plan(graph, target_macs=0.5)  # on its target: no warning
+
+
 def test_a_plan_with_a_latency_model_round_trips_as_json() -> None:
     net, x = mlp()
     graph = sg.trace(net, x)
