@@ -23,7 +23,6 @@ BASELINE = frozenset(
         "slimgraph.graph.ruletable",
         "slimgraph.graph.trace",
         "slimgraph.io.hf",
-        "slimgraph.planner.build",
         "slimgraph.planner.choose",
         "slimgraph.planner.compensation",
         "slimgraph.resolve.slicing",

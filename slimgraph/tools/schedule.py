@@ -175,7 +175,7 @@ def _fixed_ratio(
     """A ``target_macs`` / ``target_params`` config turned into the ratio that reaches it
     on the first model, and the widths of that one-shot plan (None without a budget): in
     local scope its coarse groups can stay at a lighter ratio than the one it records
-    (``slimgraph.planner.build``), so the last step takes these widths, not the ratio's."""
+    (``slimgraph.planner.budget``), so the last step takes these widths, not the ratio's."""
     if config.target_macs is None and config.target_params is None:
         return config, None
     sizing = config.model_copy(update={"importance": "random", "bias_compensation": False})

@@ -1,0 +1,210 @@
+"""The plan for a budget (``target_macs``, ``target_params`` or ``target_latency``): a
+bisection over the ratio, each candidate measured on a meta-device copy, and the checks
+and warnings around it (a latency model of another model, a budget out of reach)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+
+from slimgraph.criteria.config import PruneConfig
+from slimgraph.criteria.latency import LatencyModel
+from slimgraph.errors import PlanError
+from slimgraph.graph.depgraph import DependencyGraph
+from slimgraph.planner.noop import warn_if_nothing_dropped
+from slimgraph.planner.ratio import planned_at, planned_groups, scored
+from slimgraph.resolve.cost import layer_shapes, plan_macs
+from slimgraph.resolve.plan import PruningPlan
+
+__all__ = ["check_tables", "plan_for_budget"]
+
+
+def plan_for_budget(
+    graph: DependencyGraph, config: PruneConfig, skip: dict[str, str] | None
+) -> PruningPlan:
+    """The plan whose ratio (a fraction dropped) keeps ``config.target_macs`` of the MACs (or
+    ``target_params`` of the parameters, or ``target_latency`` of the latency): a bisection
+    over the ratio, each candidate measured on a sliced meta-device copy (no compute).
+    Overrides keep their own ratios, and the ratio stays within ``max_ratio``; the result
+    is the candidate closest to the target.
+
+    A group of coarse units (a ViT's heads, and the residual stream that
+    ``nn.MultiheadAttention`` ties to them) narrows in jumps, so one ratio for all groups
+    can leave the target between two plans (ViT-B/16 at ``target_macs=0.5``: 0.532 or
+    0.455). Then the groups that jump there keep the lighter plan's cut, and a second
+    bisection cuts the others deeper until the target is met (in global or isomorphic
+    scope they rank again without the held groups); ``plan.held`` names the held groups
+    and ``plan.config.ratio`` is the others'."""
+
+    scores = scored(graph, config, planned_groups(graph, config, skip)[1])  # once, not per ratio
+
+    def planned(ratio: float, held: Mapping[str, tuple[int, ...]] | None = None) -> PruningPlan:
+        update = {"ratio": ratio, "target_macs": None, "target_params": None}
+        fixed = config.model_copy(update=update | {"target_latency": None})
+        return planned_at(graph, fixed, skip, held, scores)
+
+    # the whole model, the budget's base: overrides cut even at ratio 0
+    whole = config.model_copy(update={"ratio": 0.0, "overrides": {}})
+    uncut = planned_at(graph, whole, skip, scores=scores)
+    latency = config.latency_model
+    if config.target_latency is not None and latency is not None:
+        _warn_if_knots_differ(latency.scope, config.scope)
+        target, full = config.target_latency, latency.predict(layer_shapes(graph, uncut))
+        # widths the runtime is slow at would make the prediction, and the model, slower
+        config = config.model_copy(update={"round_to": max(config.round_to, latency.round_to)})
+
+        def kept(p: PruningPlan) -> float:
+            return latency.predict(layer_shapes(graph, p)) / full
+    elif config.target_macs is not None:
+        target, total = config.target_macs, plan_macs(graph, uncut)
+
+        def kept(p: PruningPlan) -> float:
+            return plan_macs(graph, p) / total
+    elif config.target_params is not None:
+        target = config.target_params
+
+        def kept(p: PruningPlan) -> float:
+            return p.params_after / p.params_before
+    else:
+        raise PlanError("a budget plan needs target_macs, target_params or target_latency")
+
+    top = min(0.99, config.max_ratio or 1.0)
+    (miss, chosen), above, below = _bisect(planned, kept, target, 0.0, top)
+    if miss > _CLOSE * target and above and below:
+        held = _jumpers(graph, above, below, config.round_to)
+        if held and len(held) < len(above.cuts):
+            # in local scope the others cut at least as deep as in ``above``; in global
+            # scope the ratio now spreads over fewer groups, so it starts again from 0
+            lo = _ratio_of(above) if config.scope == "local" else 0.0
+            (closer, refined), _, _ = _bisect(lambda r: planned(r, held), kept, target, lo, top)
+            if closer < miss:
+                chosen = refined.model_copy(update={"held": tuple(held)})
+    _warn_if_out_of_reach(config, kept(chosen), target)
+    found = config.model_copy(update={"ratio": _ratio_of(chosen)})  # the ratio it took
+    final = chosen.model_copy(update={"config": found})
+    if latency is not None:
+        predicted = latency.predict(layer_shapes(graph, chosen))
+        final = final.model_copy(update={"predicted_latency_ms": predicted})
+    warn_if_nothing_dropped(graph, found, final, stacklevel=3)
+    return final.for_graph(graph)
+
+
+def check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse a latency model whose tables are not of this model's layers (``shapes``:
+    module -> its full weight shape): it would price other layers, silently."""
+    if not latency.layers:
+        raise PlanError(
+            "the latency model tables no layer: profile this model (sg.profile_latency, "
+            "or slimgraph profile)"
+        )
+    differ = [
+        f"{name} {_dims(t.shape)} in the tables, "
+        + (_dims(shapes[name]) if name in shapes else "absent")
+        + " here"
+        for name, t in latency.layers.items()
+        if shapes.get(name) != tuple(t.shape)
+    ]
+    if differ:
+        raise PlanError(
+            f"the latency model was profiled on another model: {len(differ)} of its "
+            f"{len(latency.layers)} layers differ ({'; '.join(differ[:3])}); profile this "
+            "model (sg.profile_latency, or slimgraph profile)"
+        )
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape))
+
+
+_CLOSE = 0.002  # a budget plan this close to its target (as a fraction of it) is on it
+_FAR = 0.05  # and one this far off warns: the budget is out of the planner's reach
+
+
+def _warn_if_out_of_reach(config: PruneConfig, kept: float, target: float) -> None:
+    """Say so when the closest plan the search found is far from the budget (a plan for
+    ``target_macs=0.01`` that keeps 0.075 of the MACs is no plan for 0.01)."""
+    if abs(kept - target) <= _FAR * target:
+        return
+    names = {"target_latency": "latency", "target_macs": "MACs", "target_params": "parameters"}
+    budget, what = next(
+        (f"{k}={getattr(config, k)}", name)
+        for k, name in names.items()
+        if getattr(config, k) is not None
+    )
+    why = (
+        "no plan cuts deeper (max_ratio, min_keep, round_to and the groups frozen, skipped "
+        "or ignored bound the cut)"
+        if kept > target
+        else "the groups narrow in steps too coarse to land closer (a narrow layer's single "
+        "channels, round_to, whole heads)"
+    )
+    warnings.warn(
+        f"{budget} is out of reach: the closest plan keeps {kept:.3f} of the {what}; {why}",
+        stacklevel=4,
+    )
+
+
+def _warn_if_knots_differ(measured: str, planned: str) -> None:
+    """A latency model's knots hold for plans that spread their cut like the slims they
+    were measured on (``LatencyModel.scope``)."""
+    if measured == planned:
+        return
+    on = "uniform slims" if measured == "local" else f"{measured}-scope plans"
+    warnings.warn(
+        f"the latency model's knots were measured on {on}, and this plan is in {planned} "
+        f"scope: its predicted latency can miss by 10-20 % (global plans on uniform knots "
+        f"ran that much slower). Profile with config=PruneConfig(scope={planned!r}) "
+        f"(slimgraph profile --scope {planned}), or measure with latency_tries",
+        stacklevel=4,
+    )
+
+
+def _bisect(
+    planned: Callable[[float], PruningPlan],
+    kept: Callable[[PruningPlan], float],
+    target: float,
+    lo: float,
+    hi: float,
+) -> tuple[tuple[float, PruningPlan], PruningPlan | None, PruningPlan | None]:
+    """Bisect the ratio in [``lo``, ``hi``] for the plan that keeps ``target``: the closest
+    plan with its miss, and the last plans found above and below the target."""
+    seen: list[tuple[float, PruningPlan]] = []
+    above = below = None
+    for _ in range(14):
+        candidate = planned((lo + hi) / 2)
+        fraction = kept(candidate)
+        seen.append((abs(fraction - target), candidate))
+        if abs(fraction - target) <= _CLOSE * target:
+            break
+        if fraction > target:
+            lo, above = _ratio_of(candidate), candidate
+        else:
+            hi, below = _ratio_of(candidate), candidate
+    closest = min(seen, key=lambda found: found[0])
+    if below is None and closest[0] > _CLOSE * target:  # every ratio tried keeps too much
+        deepest = planned(hi)  # the deepest the search may go, which halving never reaches
+        closest = min(closest, (abs(kept(deepest) - target), deepest), key=lambda f: f[0])
+    return closest, above, below
+
+
+def _ratio_of(candidate: PruningPlan) -> float:
+    """The ratio a candidate was planned at (every one records its config)."""
+    if candidate.config is None:
+        raise PlanError("a budget search candidate has no config")
+    return candidate.config.ratio
+
+
+def _jumpers(
+    graph: DependencyGraph, above: PruningPlan, below: PruningPlan, round_to: int
+) -> dict[str, tuple[int, ...]]:
+    """The groups whose cut differs between two plans of neighbouring ratios by more than
+    ``round_to`` channels (whole heads, not single channels), with their units dropped in
+    ``above``, the lighter plan."""
+    deeper = {c.group: c.drop for c in below.cuts}
+    jumped = {}
+    for cut in above.cuts:
+        weight = graph.channel_counts(graph.group(cut.group))
+        channels = int(weight[list(deeper[cut.group])].sum() - weight[list(cut.drop)].sum())
+        if channels > round_to:
+            jumped[cut.group] = cut.drop
+    return jumped
