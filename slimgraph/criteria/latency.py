@@ -118,6 +118,11 @@ class LatencyModel(BaseModel):
         None,
         description="predicted / measured - 1 on a slim model, by the knots without it",
     )
+    inputs: tuple[tuple[int, ...], ...] = Field(
+        (),
+        description="the shapes of the example inputs it was profiled on, positional then "
+        "keyword: its tables time the layers at these (empty: not recorded)",
+    )
     scope: Literal["local", "global", "isomorphic"] = Field(
         "local",
         description="the plans the knots were measured on: uniform slims ('local'), or "

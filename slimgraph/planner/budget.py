@@ -11,12 +11,13 @@ from slimgraph.criteria.config import PruneConfig
 from slimgraph.criteria.latency import LatencyModel
 from slimgraph.errors import PlanError
 from slimgraph.graph.depgraph import DependencyGraph
+from slimgraph.graph.partition import Parts
 from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.planner.ratio import planned_at, planned_groups, scored
-from slimgraph.resolve.cost import layer_shapes, plan_macs
+from slimgraph.resolve.cost import layer_shapes, plan_macs, weight_shapes
 from slimgraph.resolve.plan import PruningPlan
 
-__all__ = ["check_tables", "plan_for_budget"]
+__all__ = ["check_latency_model", "plan_for_budget"]
 
 
 def plan_for_budget(
@@ -89,9 +90,27 @@ def plan_for_budget(
     return final.for_graph(graph)
 
 
-def check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) -> None:
+def check_latency_model(latency: LatencyModel, graph: DependencyGraph) -> None:
+    """Refuse a latency model not profiled on ``graph``'s model at its inputs: it would
+    price other layers, or the same ones at other shapes, silently."""
+    _check_tables(latency, weight_shapes(graph.model))
+    traced = tuple(spec.shape for spec in graph.inputs)
+    # the parts of a model traced part by part are traced at their boundary inputs
+    if latency.inputs and latency.inputs != traced and not isinstance(graph.model, Parts):
+        raise PlanError(
+            f"the latency model was profiled at inputs {_listed(latency.inputs)}, and the "
+            f"model is traced at {_listed(traced)}: its tables time the layers at other "
+            "shapes; profile at these inputs"
+        )
+
+
+def _listed(shapes: tuple[tuple[int, ...], ...]) -> str:
+    return ", ".join(_dims(s) for s in shapes)
+
+
+def _check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Refuse a latency model whose tables are not of this model's layers (``shapes``:
-    module -> its full weight shape): it would price other layers, silently."""
+    module -> its full weight shape)."""
     if not latency.layers:
         raise PlanError(
             "the latency model tables no layer: profile this model (sg.profile_latency, "

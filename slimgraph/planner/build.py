@@ -27,10 +27,9 @@ from slimgraph._core.batches import Selector
 from slimgraph.criteria.calibration import Calibration, calibrate
 from slimgraph.criteria.config import PruneConfig
 from slimgraph.graph.depgraph import DependencyGraph
-from slimgraph.planner.budget import check_tables, plan_for_budget
+from slimgraph.planner.budget import check_latency_model, plan_for_budget
 from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.planner.ratio import planned_at
-from slimgraph.resolve.cost import weight_shapes
 from slimgraph.resolve.plan import PruningPlan
 
 __all__ = ["plan"]
@@ -64,7 +63,7 @@ def plan(
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
     if config.latency_model is not None:
-        check_tables(config.latency_model, weight_shapes(graph.model))
+        check_latency_model(config.latency_model, graph)
     if calibration is not None:
         if not isinstance(calibration, Calibration):
             calibration = calibrate(graph, calibration, loss_fn, config, inputs=inputs)

@@ -36,7 +36,9 @@ for 0.5 on the four CNNs of the README's benchmark were then predicted within -3
 Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.json`` or
 ``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
 the thread count and the layer's exact shapes: profiling a second model of the same
-family measures only the layers it has not seen. The cache is plain JSON of numbers;
+family measures only the layers it has not seen. The model records the example inputs'
+shapes (``model.inputs``): a plan on a model traced at other shapes is refused, as is
+one on a model whose layers are not the tables'. The cache is plain JSON of numbers;
 anything else in it is ignored with a warning. The latency model itself is plain JSON too
 (``lm.model_dump_json()``); on the command line ``slimgraph profile SPEC --out FILE.json``
 writes it, for ``--latency-model``.
@@ -156,8 +158,10 @@ def profile_latency(
             "nn.Conv2d, nn.Linear, or nn.MultiheadAttention over its own input) that its "
             "forward calls: profile the model in Python, as a module"
         )
+    graph = trace(model, example_inputs)  # before minutes of timing: it can fail
+    shapes = tuple(spec.shape for spec in graph.inputs)
     if uniform is not None:
-        check_reusable(uniform, config, timer, layers)
+        check_reusable(uniform, config, timer, layers, shapes)
         tables = dict(uniform.layers)
     else:
         tables = {
@@ -167,13 +171,13 @@ def profile_latency(
             )
         }
         timer.save()
-    graph = trace(model, example_inputs)
     bare = LatencyModel(
         runtime=runtime,
         version=timer.version,
         machine=timer.machine,
         threads=threads,
         layers=tables,
+        inputs=shapes,
     )
 
     made: dict[tuple[float, int], PruningPlan] = {}  # the knots' depth is read off plans

@@ -22,9 +22,11 @@ def check_reusable(
     config: PruneConfig | None,
     timer: LayerTimer,
     layers: dict[str, tuple[nn.Module, tuple[int, ...], int]],
+    inputs: tuple[tuple[int, ...], ...],
 ) -> None:
     """Refuse a ``uniform`` latency model that was not profiled in local scope on this
-    runtime, machine and thread count, or whose tables are not this model's layers."""
+    runtime, machine and thread count, at these ``inputs`` (shapes), or whose tables are
+    not this model's layers."""
     if config is None or config.scope == "local":
         raise SlimGraphError(
             "uniform= serves a profile in global or isomorphic scope: pass "
@@ -38,6 +40,8 @@ def check_reusable(
         "machine": timer.machine,
         "threads": timer.threads,
     }
+    if uniform.inputs:  # recorded since the field came
+        ours["inputs"] = inputs
     differ = {k: (getattr(uniform, k), v) for k, v in ours.items() if getattr(uniform, k) != v}
     if differ:
         said = ", ".join(f"{k} {a!r}, not {b!r}" for k, (a, b) in differ.items())

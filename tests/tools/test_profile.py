@@ -162,7 +162,7 @@ def test_a_latency_target_needs_a_model_and_no_other_target() -> None:
         sg.PruneConfig(target_latency=0.5, target_macs=0.5, latency_model=model_of(net))
 
 
-def test_a_latency_model_of_another_model_is_refused_before_planning() -> None:
+def test_a_latency_model_of_another_model_or_inputs_is_refused_before_planning() -> None:
     net, x = mlp()
     graph = sg.trace(net, x)
     other = nn.Sequential(
@@ -175,6 +175,13 @@ def test_a_latency_model_of_another_model_is_refused_before_planning() -> None:
         r"64×16 here; 2 64×96 in the tables, 64×64 here; 6 2×4 in the tables, absent here\)",
     ):
         sg.plan(graph, target_latency=0.5, latency_model=model_of(other))
+    batch_of_4 = model_of(net).model_copy(update={"inputs": ((4, 16),)})
+    with pytest.raises(
+        sg.PlanError, match=r"profiled at inputs 4×16, and the model is traced at 8×16"
+    ):
+        sg.plan(graph, target_latency=0.5, latency_model=batch_of_4)
+    at_8 = batch_of_4.model_copy(update={"inputs": ((8, 16),)})
+    assert sg.plan(graph, target_latency=0.5, latency_model=at_8).dropped
     empty = model_of(net).model_copy(update={"layers": {}})
     with pytest.raises(sg.PlanError, match="the latency model tables no layer"):
         sg.plan(graph, ratio=0.3, scope="global", latency_model=empty)
@@ -480,14 +487,24 @@ def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) 
         ({"uniform": uniform}, "uniform= serves a profile in global or isomorphic scope"),
         ({"uniform": on_global, "config": config}, "must be profiled in local scope, not 'global'"),
         ({"uniform": uniform, "config": config, "threads": 2}, "threads 1, not 2"),
+        (
+            {"uniform": uniform.model_copy(update={"inputs": ((1, 3, 16, 16),)}), "config": config},
+            "inputs ((1, 3, 16, 16),), not ((1, 3, 8, 8),)",
+        ),
     ]
     for kwargs, message in refused:
         with pytest.raises(sg.SlimGraphError, match=re.escape(message)):
             sg.profile_latency(net, x, **run | kwargs)
     other, y = mlp()
-    with pytest.raises(sg.SlimGraphError, match="tables other layers than this model's"):
+    with pytest.raises(
+        sg.SlimGraphError, match=re.escape("inputs ((1, 3, 8, 8),), not ((8, 16),)")
+    ):
         sg.profile_latency(other, y, **run, config=config, uniform=uniform)
-    # profiled at another batch size: its original was timed far from this one
+    unrecorded = uniform.model_copy(update={"inputs": ()})  # a file from before the field
+    with pytest.raises(sg.SlimGraphError, match="tables other layers than this model's"):
+        sg.profile_latency(other, y, **run, config=config, uniform=unrecorded)
+    assert uniform.inputs == on_global.inputs == ((1, 3, 8, 8),)
+    # the load moved since: its original was timed far from this one
     moved = dict(uniform.measured_ms) | {
         "knot: original": uniform.measured_ms["knot: original"] / 2
     }
