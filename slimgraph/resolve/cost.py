@@ -31,12 +31,12 @@ __all__ = [
     "count_macs",
     "count_params",
     "layer_shapes",
-    "weight_shapes",
     "module_macs",
     "plan_macs",
     "plan_module_macs",
     "reads_values",
     "slim_meta_copy",
+    "weight_shapes",
 ]
 
 
