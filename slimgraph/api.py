@@ -24,6 +24,7 @@ from slimgraph.graph.trace import trace
 from slimgraph.planner.blocks import width_budget
 from slimgraph.resolve.cost import count_params
 from slimgraph.resolve.plan import PruningPlan
+from slimgraph.resolve.slicing import meta_copy
 from slimgraph.rewrite.apply import apply
 from slimgraph.rewrite.depth import DepthResult, find_blocks, rank_blocks
 from slimgraph.rewrite.depth import drop_blocks as drop_depth
@@ -38,7 +39,10 @@ __all__ = ["Mix", "SlimResult", "slim"]
 @dataclass
 class SlimResult:
     """The slim model, the plan that made it, and the graph the plan was made on (with
-    the calibration attached, when there was one)."""
+    the calibration attached, when there was one). Where the cut was made in place on
+    the traced model (``inplace=True``, or the copy without ``drop_blocks``' blocks), the
+    graph is bound to a weightless (meta) copy of that model as it was traced: its
+    shapes serve :meth:`PruningPlan.summary` and drawing, not another plan."""
 
     model: nn.Module
     plan: PruningPlan
@@ -214,6 +218,9 @@ def slim(
             graph = graph.calibrated(calibration)  # what the criteria read
 
         params_before = count_params(model)  # before an in-place apply changes it
+        # a cut in place changes the model the graph was traced from: the plan's summary
+        # and the result's graph read a weightless copy of it as it was
+        traced = meta_copy(source) if (depth is None) == inplace and not latency_tries else None
 
         def applied(plan: PruningPlan) -> nn.Module:
             if depth is None:
@@ -239,6 +246,9 @@ def slim(
             )
         else:
             plan, slim_model = applied_plan(source, graph, config, applied)
+        if traced is not None:
+            graph = graph.for_model(traced)
+            plan = plan.for_graph(graph)
         if depth is not None:
             plan = plan.with_blocks(depth.dropped, params_before)
         return SlimResult(slim_model, plan, graph)
@@ -355,6 +365,8 @@ def _slim_parts(
     )
     target = model if inplace else copy.deepcopy(model)
     parts, graph = found.bind(target)
+    # the parts are cut in place: the plan's summary reads them as they were traced
+    traced = graph.for_model(meta_copy(parts)) if inplace else found.graph
     plan, _ = applied_plan(
         parts,
         graph,
@@ -371,5 +383,4 @@ def _slim_parts(
             f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
             "Code outside those parts probably reads a width; please report this model."
         ) from err
-    # the graph stays bound to the model it was traced from, as sg.slim's always is
-    return SlimResult(target, plan, graph if inplace else found.graph)
+    return SlimResult(target, plan.for_graph(traced), traced)

@@ -30,6 +30,7 @@ from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.planner.budget import check_latency_model, plan_for_budget
 from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.planner.ratio import planned_at
+from slimgraph.resolve.indices import check_traced_shapes
 from slimgraph.resolve.plan import PruningPlan
 
 __all__ = ["plan"]
@@ -62,6 +63,7 @@ def plan(
     ([('0.weight:0', 6)], 58, 44)
     """
     config = PruneConfig(**{**(config.model_dump() if config else {}), **fields})
+    check_traced_shapes(graph)  # scores read the model's weights at the traced indices
     if config.latency_model is not None:
         check_latency_model(config.latency_model, graph)
     if calibration is not None:

@@ -10,6 +10,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import nn
 
 from slimgraph.errors import PlanError
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph
     from slimgraph.resolve.plan import PruningPlan
 
-__all__ = ["check_plan", "kept_shapes", "param_counts"]
+__all__ = ["check_plan", "check_traced_shapes", "kept_shapes", "param_counts"]
 
 
 def _dropped(graph: DependencyGraph, plan: PruningPlan) -> np.ndarray:
@@ -31,10 +32,12 @@ def _dropped(graph: DependencyGraph, plan: PruningPlan) -> np.ndarray:
     return is_dropped
 
 
-def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
+def check_plan(graph: DependencyGraph, plan: PruningPlan, model: nn.Module | None = None) -> None:
     """Raise :class:`PlanError` unless ``plan`` fits ``graph``: same model, known groups,
-    no parameter dim emptied, linked dims keeping the same fraction."""
+    no parameter dim emptied, linked dims keeping the same fraction, and ``model`` (the
+    graph's own by default) still of the shapes it was traced with."""
     plan.check(graph)
+    check_traced_shapes(graph, model)
     is_dropped = _dropped(graph, plan)
     for target, slots in graph.param_slots().items():
         for slot in slots:
@@ -53,6 +56,37 @@ def check_plan(graph: DependencyGraph, plan: PruningPlan) -> None:
                 f"{graph.describe_slot(link.a)} keeps {ka}/{na} but {graph.describe_slot(link.b)} "
                 f"keeps {kb}/{nb}; they must keep the same fraction ({link.why})"
             )
+
+
+def check_traced_shapes(graph: DependencyGraph, model: nn.Module | None = None) -> None:
+    """Raise :class:`PlanError` where ``model`` (the graph's own by default) has a
+    parameter or buffer of another shape than the traced model had: a model cut in
+    place after tracing no longer fits the graph, and a plan resolved on it would
+    slice the wrong widths or report them.
+
+    >>> import torch, slimgraph as sg
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    >>> graph = sg.trace(net, (torch.randn(1, 4),))
+    >>> _ = sg.apply(net, sg.plan(graph, ratio=0.5), graph=graph, inplace=True)
+    >>> check_traced_shapes(graph)
+    Traceback (most recent call last):
+    ...
+    slimgraph.errors.PlanError: the model changed after it was traced (0.weight dim 0 has 2, 4 when traced), as an in-place apply changes it: trace it again with sg.trace
+    """
+    model = graph.model if model is None else model
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    tensors |= dict(model.named_buffers(remove_duplicate=False))
+    for target, slots in graph.param_slots().items():
+        tensor = tensors.get(target)
+        for slot in (graph.slots[s] for s in slots):
+            if tensor is None or slot.dim >= tensor.ndim:  # named otherwise here: not a shape
+                break
+            if tensor.shape[slot.dim] != slot.size:
+                raise PlanError(
+                    f"the model changed after it was traced ({target} dim {slot.dim} has "
+                    f"{tensor.shape[slot.dim]}, {slot.size} when traced), as an in-place apply "
+                    "changes it: trace it again with sg.trace"
+                )
 
 
 # graph -> (cuts, slices) of the last plan resolved on it: the planner counts the plan's

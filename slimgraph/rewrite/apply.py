@@ -88,7 +88,7 @@ def apply(
         graph = _retrace(model, plan)
     if example_inputs is not None and not any(p.is_meta for p in model.parameters()):
         # the forward check below runs the slim model on real weights: it is the dry run
-        check_plan(graph, plan)
+        check_plan(graph, plan, model)
         slices = kept_shapes(graph, plan)
     else:
         slices = dry_run(model, plan, graph)
@@ -254,7 +254,7 @@ def dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> Slic
 
 def _dry_run(model: nn.Module, plan: PruningPlan, graph: DependencyGraph) -> tuple[Slices, bool]:
     """The slices, and whether the run was on the meta device (weightless)."""
-    check_plan(graph, plan)
+    check_plan(graph, plan, model)
     slices = kept_shapes(graph, plan)
     dry = sliced_copy(model, slices, meta=True)
     update_attributes(dry, model, slices, plan.head_dims)

@@ -87,6 +87,16 @@ def test_parts_slim_and_the_boundary_between_them_stays_free() -> None:
     assert result.plan.params_after == sum(p.numel() for p in result.model.parameters())
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_the_summary_reads_the_parts_as_they_were_traced(inplace: bool) -> None:
+    torch.manual_seed(0)
+    result = sg.slim(Gated().eval(), (x_in(),), ratio=0.5, inplace=inplace)
+    summary = result.plan.summary()  # the parts were cut in place, in the copy or the model
+    assert (summary.params_before, summary.params_after) == (5220, 1460)
+    first = next(r for r in summary.layers if r.layer == "backbone.0")
+    assert first.shapes["weight"] == ((16, 3, 3, 3), (8, 3, 3, 3))
+
+
 def test_a_part_output_the_untraced_code_reads_freezes() -> None:
     result = sg.slim(Gated(read_features=True).eval(), (x_in(),), ratio=0.5)
     assert prunable(result.graph) == {"backbone.0.weight:0": 16}

@@ -131,12 +131,17 @@ def test_html_table_has_a_row_per_group(llama) -> None:
     assert "<td>head</td>" in html and "<td>channel</td>" in html
 
 
-def test_plan_summary_adds_up() -> None:
+def _resnet18_half() -> tuple[torch.nn.Module, torch.Tensor, sg.DependencyGraph, sg.PruningPlan]:
+    """ResNet-18 at 64x64, its graph and its plan at ratio 0.5."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     x = torch.randn(1, 3, 64, 64)
     graph = sg.trace(model, (x,))
-    plan = sg.plan(graph, ratio=0.5)
+    return model, x, graph, sg.plan(graph, ratio=0.5)
+
+
+def test_plan_summary_adds_up() -> None:
+    model, x, graph, plan = _resnet18_half()
     summary = plan.summary()
     slim = sg.apply(model, plan, graph=graph)
     assert summary.params_after == plan.params_after == sg.count_params(slim)
@@ -151,3 +156,37 @@ def test_plan_summary_adds_up() -> None:
     assert re.search(r"^conv1 +Conv2d +64×3×7×7 -> 32×3×7×7 +9,408 -> 4,704 ", text, re.M)
     assert "model output: its shape is part of the model's contract: fc.weight:0" in text
     assert plan._repr_html_().count("<tr><td><code>") == len(summary.changed())
+
+
+def test_a_summary_after_an_in_place_cut_reads_the_model_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    macs = sg.count_macs(model, (x,))
+    result = sg.slim(model, (x,), ratio=0.5, inplace=True)
+    assert result.model is model and model.conv1.out_channels == 32
+    summary = result.plan.summary()
+    assert (summary.params_before, summary.params_after) == (11_689_512, sg.count_params(model))
+    assert (summary.macs_before, summary.macs_after) == (macs, sg.count_macs(model, (x,)))
+    conv1 = next(r for r in summary.layers if r.layer == "conv1")
+    assert conv1.shapes == {"weight": ((64, 3, 7, 7), (32, 3, 7, 7))}
+    # the result's graph is bound to a weightless copy of the model as it was traced
+    assert all(p.is_meta for p in result.graph.model.parameters())
+    assert result.graph.model.conv1.out_channels == 64
+
+
+def test_a_graph_whose_model_was_cut_in_place_is_refused() -> None:
+    model, x, graph, plan = _resnet18_half()
+    sg.apply(model, plan, graph=graph, inplace=True)
+    changed = r"changed after it was traced \(conv1\.weight dim 0 has 32, 64 when traced\)"
+    with pytest.raises(sg.PlanError, match=changed):
+        plan.summary()  # it would read the cut model as the one before the cut
+    with pytest.raises(sg.PlanError, match=changed):
+        sg.plan(graph, ratio=0.3)  # its scores would read the traced indices of cut weights
+    with pytest.raises(sg.PlanError, match=changed):
+        sg.apply(model, plan, graph=graph, inplace=True)  # the same cut, again
+    assert model.conv1.out_channels == 32
+    fresh = torchvision.models.resnet18().eval()  # another model of the traced shapes
+    assert sg.apply(fresh, plan, graph=graph).conv1.out_channels == 32
+    with pytest.raises(sg.PlanError, match=changed):
+        sg.apply(model, plan, graph=sg.trace(fresh, (x,)))  # a graph of another model's shapes

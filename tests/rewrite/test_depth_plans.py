@@ -41,7 +41,13 @@ def test_slim_drops_blocks_then_cuts_and_apply_replays_both() -> None:
     assert sum(len(getattr(result.model, f"layer{i}")) for i in range(1, 5)) == 6
     assert result.model.conv1.out_channels == 32
     assert "  blocks dropped: " + ", ".join(plan.blocks) in plan.describe()
-    assert f"after dropping blocks {', '.join(plan.blocks)}" in str(plan.summary())
+    summary = plan.summary()  # of the model without the blocks, which was cut in place
+    assert f"after dropping blocks {', '.join(plan.blocks)}" in str(summary)
+    in_blocks = sum(p.numel() for b in plan.blocks for p in model.get_submodule(b).parameters())
+    assert summary.params_before == 11_689_512 - in_blocks
+    assert summary.params_after == sg.count_params(result.model)
+    conv1 = next(r for r in summary.layers if r.layer == "conv1")
+    assert conv1.shapes == {"weight": ((64, 3, 7, 7), (32, 3, 7, 7))}
     again = sg.PruningPlan.model_validate_json(plan.model_dump_json())
     assert again == plan
     replayed = sg.apply(model, again, example_inputs=SMALL)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.errors import RewriteError
+from slimgraph.errors import PlanError, RewriteError
 from slimgraph.rewrite import apply as apply_module
 from slimgraph.rewrite.apply import dry_run
 
@@ -24,6 +24,13 @@ def net() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)
     ).eval()
+
+
+class Strided(nn.Conv2d):
+    """Another class of the same weight shapes, whose output is half as wide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[..., ::2, ::2]
 
 
 def kept(slices) -> dict[str, list[tuple[int, list[int]]]]:
@@ -65,8 +72,12 @@ def test_apply_runs_again_for_another_plan_or_a_changed_model(meta_copies: list[
     assert kept(dry_run(model, plan, graph)) == first and len(meta_copies) == 1
     same = sg.plan(graph, ratio=0.5)  # equal, but not the plan that ran
     assert kept(dry_run(model, same, graph)) == first and len(meta_copies) == 2
-    model[3] = nn.Conv2d(8, 4, 3)  # the model changed after its dry run: it runs again
+    model[3] = Strided(8, 4, 1)  # changed after its dry run: it runs again
     with pytest.raises(RewriteError, match="output shapes changed"):
+        dry_run(model, same, graph)
+    assert len(meta_copies) == 3
+    model[3] = nn.Conv2d(8, 4, 3)  # another weight shape: refused before any run
+    with pytest.raises(PlanError, match=r"3\.weight dim 2 has 3, 1 when traced"):
         dry_run(model, same, graph)
     assert len(meta_copies) == 3
 
