@@ -32,6 +32,7 @@ __all__ = [
     "ExampleInputs",
     "attributes_kept",
     "check_input_bytes",
+    "dtype_name",
     "InputSpec",
     "input_specs",
     "map_tensors",
@@ -92,12 +93,14 @@ class InputSpec:
 
 def input_specs(args: tuple, kwargs: Mapping[str, Any]) -> list[InputSpec]:
     """The recorded shape and dtype of every positional, then every keyword input."""
-    specs = [InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in args]
-    specs += [
-        InputSpec(tuple(t.shape), str(t.dtype).removeprefix("torch."), name)
-        for name, t in kwargs.items()
-    ]
+    specs = [InputSpec(tuple(t.shape), dtype_name(t.dtype)) for t in args]
+    specs += [InputSpec(tuple(t.shape), dtype_name(t.dtype), name) for name, t in kwargs.items()]
     return specs
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: the name files and messages use."""
+    return str(dtype).removeprefix("torch.")
 
 
 def check_input_bytes(specs: Iterable[Any], max_bytes: int = MAX_INPUT_BYTES) -> int:

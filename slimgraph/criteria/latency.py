@@ -123,6 +123,11 @@ class LatencyModel(BaseModel):
         description="the shapes of the example inputs it was profiled on, positional then "
         "keyword: its tables time the layers at these (empty: not recorded)",
     )
+    dtypes: tuple[str, ...] = Field(
+        (),
+        description="the dtypes of its layers' weights when profiled ('float32', "
+        "'bfloat16'): its tables time kernels of these (empty: not recorded)",
+    )
     scope: Literal["local", "global", "isomorphic"] = Field(
         "local",
         description="the plans the knots were measured on: uniform slims ('local'), or "

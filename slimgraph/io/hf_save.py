@@ -23,6 +23,7 @@ from safetensors import safe_open
 from torch import nn
 
 from slimgraph._core.files import check_output_dir, staged_files, write_text_atomic
+from slimgraph._core.inputs import dtype_name
 from slimgraph.errors import LoadError, OutputError
 from slimgraph.io.weights import save_weights
 from slimgraph.rewrite.hf_config import EXACT, SOURCE
@@ -98,7 +99,7 @@ def _save_config(model: Any, stage: Path) -> None:
     """What ``save_pretrained`` writes besides the weights: the config naming the model's
     class and dtype, and the generation config of a model that generates."""
     model.config.architectures = [type(model).__name__]
-    model.config.dtype = str(model.dtype).removeprefix("torch.")
+    model.config.dtype = dtype_name(model.dtype)
     model.config.save_pretrained(stage)
     if model.can_generate() and getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(stage)

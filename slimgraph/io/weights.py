@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slimgraph._core.files import atomic_write
+from slimgraph._core.inputs import dtype_name
 from slimgraph.errors import WeightsError
 
 __all__ = ["save_weights", "load_weights"]
@@ -137,8 +138,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True)
             tensor.dtype.is_floating_point and target.dtype.is_floating_point
         ):  # float widths convert losslessly enough; ints, bools and floats do not mix
             problems.append(
-                f"dtype mismatch for {name}: the file holds {_dtype(tensor)}, "
-                f"the model {_dtype(target)}"
+                f"dtype mismatch for {name}: the file holds {dtype_name(tensor.dtype)}, "
+                f"the model {dtype_name(target.dtype)}"
             )
     if problems:
         raise WeightsError(
@@ -187,7 +188,3 @@ def _read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _names(keys: list[str]) -> str:
     shown = ", ".join(f'"{k}"' for k in keys[:5])
     return shown + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
-def _dtype(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")

@@ -14,7 +14,7 @@ from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.partition import Parts
 from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.planner.ratio import planned_at, planned_groups, scored
-from slimgraph.resolve.cost import layer_shapes, plan_macs, weight_shapes
+from slimgraph.resolve.cost import layer_dtypes, layer_shapes, plan_macs, weight_shapes
 from slimgraph.resolve.plan import PruningPlan
 
 __all__ = ["check_latency_model", "plan_for_budget"]
@@ -94,6 +94,14 @@ def check_latency_model(latency: LatencyModel, graph: DependencyGraph) -> None:
     """Refuse a latency model not profiled on ``graph``'s model at its inputs: it would
     price other layers, or the same ones at other shapes, silently."""
     _check_tables(latency, weight_shapes(graph.model))
+    here = layer_dtypes(graph.model, latency.layers)
+    weightless = any(p.is_meta for p in graph.model.parameters())  # its dtype may not be
+    if latency.dtypes and latency.dtypes != here and not weightless:
+        raise PlanError(
+            f"the latency model was profiled with {', '.join(latency.dtypes)} weights, and the "
+            f"model has {', '.join(here)}: its tables time other kernels; profile the model "
+            "in the dtype it runs in"
+        )
     traced = tuple(spec.shape for spec in graph.inputs)
     # the parts of a model traced part by part are traced at their boundary inputs
     if latency.inputs and latency.inputs != traced and not isinstance(graph.model, Parts):

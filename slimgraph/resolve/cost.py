@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimgraph._core.halfmeta import in_bfloat16, refuses_float32
-from slimgraph._core.inputs import preserve_modes, split_inputs, synthesize
+from slimgraph._core.inputs import dtype_name, preserve_modes, split_inputs, synthesize
 from slimgraph.resolve.indices import kept_shapes
 from slimgraph.resolve.slicing import Slices, meta_copy, sliced_copy, update_attributes
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "count_macs",
     "count_params",
+    "layer_dtypes",
     "layer_shapes",
+    "layer_weights",
     "module_macs",
     "plan_macs",
     "plan_module_macs",
@@ -163,13 +165,30 @@ def layer_shapes(graph: DependencyGraph, plan: PruningPlan) -> dict[str, tuple[i
 def weight_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     """Module name -> the shape of its ``weight`` (or packed ``in_proj_weight``): the
     shapes a latency model's tables are keyed by."""
+    return {name: tuple(w.shape) for name, w in layer_weights(model).items()}
+
+
+def layer_dtypes(model: torch.nn.Module, names: Iterable[str]) -> tuple[str, ...]:
+    """The dtypes of the weights of layers ``names`` (see :func:`layer_weights`), sorted:
+    a latency model's tables time kernels of these.
+
+    >>> layer_dtypes(torch.nn.Sequential(torch.nn.Linear(2, 2).bfloat16()), ["0"])
+    ('bfloat16',)
+    """
+    weights = layer_weights(model)
+    return tuple(sorted({dtype_name(weights[n].dtype) for n in names if n in weights}))
+
+
+def layer_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Module name -> its ``weight``, or the packed ``in_proj_weight`` of an attention
+    module such as :class:`torch.nn.MultiheadAttention`."""
     found = {}
     for name, m in model.named_modules():
         weight = getattr(m, "weight", None)
         if not isinstance(weight, torch.Tensor):
             weight = getattr(m, "in_proj_weight", None)
         if isinstance(weight, torch.Tensor):
-            found[name] = tuple(weight.shape)
+            found[name] = weight
     return found
 
 

@@ -2,7 +2,7 @@
 calls, and each one timed alone at a few widths.
 
 Every convolution and linear layer is timed on an input of the shape it gets in the
-model, at fractions of its output and input widths (a depthwise convolution at its
+model, in the dtype of its weights, at fractions of its output and input widths (a depthwise convolution at its
 channel widths only); a layer run more than once per forward counts as often. A
 :class:`torch.nn.MultiheadAttention` used as self-attention is timed whole (projections,
 softmax and all) at fractions of its heads: its width is one, in and out.
@@ -109,11 +109,12 @@ def layer_table(
     if isinstance(layer, nn.MultiheadAttention):
         return _attention_table(layer, shape, calls, fractions, timer)
     weight: tuple[int, ...] = tuple(layer.weight.shape)
+    dtype = layer.weight.dtype  # timed in the model's dtype: bfloat16 runs other kernels
     if isinstance(layer, nn.Linear):
         outs, ins = _widths(weight[0], fractions, 1), _widths(weight[1], fractions, 1)
 
         def make(o: int, i: int) -> Variant:
-            return nn.Linear(i, o, bias=layer.bias is not None), (*shape[:-1], i)
+            return nn.Linear(i, o, bias=layer.bias is not None, dtype=dtype), (*shape[:-1], i)
     else:
         g = layer.groups
         depthwise = g > 1 and g == layer.in_channels  # its channels are its groups
@@ -133,6 +134,7 @@ def layer_table(
                 groups,
                 layer.bias is not None,
                 layer.padding_mode,
+                dtype=dtype,
             )
             return conv, (shape[0], cin, *shape[2:])
 
@@ -158,6 +160,7 @@ def _attention_table(
             width // head_dim,
             bias=layer.in_proj_bias is not None,
             batch_first=layer.batch_first,
+            dtype=layer.in_proj_weight.dtype,
         )
         ms.append((timer.time(_SelfAttention(attention), (*shape[:-1], width)),))
     outs = tuple(3 * w for w in widths)

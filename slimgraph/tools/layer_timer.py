@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from slimgraph._core.files import write_text_atomic
+from slimgraph._core.inputs import dtype_name
 from slimgraph.tools.latency import measure_latency
 
 __all__ = ["LayerTimer", "Runtime", "cache_path"]
@@ -45,9 +46,13 @@ class LayerTimer:
         self.added = 0
 
     def time(self, layer: nn.Module, shape: tuple[int, ...]) -> float:
+        """Milliseconds of ``layer`` on an input of ``shape``, in the layer's dtype."""
+        dtype = next(layer.parameters()).dtype
         key = f"{self.version}|{self.machine}|{self.threads}|{layer!r}|{list(shape)}"
+        if dtype != torch.float32:  # the keys of float32 layers came first, without it
+            key += f"|{dtype_name(dtype)}"
         if key not in self.known:
-            x = torch.randn(shape, device=self.device)
+            x = torch.randn(shape, device=self.device, dtype=dtype)
             if self.runtime == "torch":
                 layer = layer.to(self.device)
                 ms = measure_latency(layer, (x,), threads=self.threads, warmup=2, runs=self.runs)

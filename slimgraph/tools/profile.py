@@ -72,7 +72,7 @@ from slimgraph.errors import SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
 from slimgraph.planner import plan
-from slimgraph.resolve.cost import layer_shapes
+from slimgraph.resolve.cost import layer_dtypes, layer_shapes
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
 from slimgraph.tools.latency import interleaved_ms, runner
@@ -161,7 +161,7 @@ def profile_latency(
     graph = trace(model, example_inputs)  # before minutes of timing: it can fail
     shapes = tuple(spec.shape for spec in graph.inputs)
     if uniform is not None:
-        check_reusable(uniform, config, timer, layers, shapes)
+        check_reusable(uniform, config, timer, layers, shapes, layer_dtypes(model, layers))
         tables = dict(uniform.layers)
     else:
         tables = {
@@ -178,6 +178,7 @@ def profile_latency(
         threads=threads,
         layers=tables,
         inputs=shapes,
+        dtypes=layer_dtypes(model, tables),
     )
 
     made: dict[tuple[float, int], PruningPlan] = {}  # the knots' depth is read off plans

@@ -23,10 +23,11 @@ def check_reusable(
     timer: LayerTimer,
     layers: dict[str, tuple[nn.Module, tuple[int, ...], int]],
     inputs: tuple[tuple[int, ...], ...],
+    dtypes: tuple[str, ...],
 ) -> None:
     """Refuse a ``uniform`` latency model that was not profiled in local scope on this
-    runtime, machine and thread count, at these ``inputs`` (shapes), or whose tables are
-    not this model's layers."""
+    runtime, machine and thread count, at these ``inputs`` (shapes) and layer weight
+    ``dtypes``, or whose tables are not this model's layers."""
     if config is None or config.scope == "local":
         raise SlimGraphError(
             "uniform= serves a profile in global or isomorphic scope: pass "
@@ -42,6 +43,8 @@ def check_reusable(
     }
     if uniform.inputs:  # recorded since the field came
         ours["inputs"] = inputs
+    if uniform.dtypes:  # and this one
+        ours["dtypes"] = dtypes
     differ = {k: (getattr(uniform, k), v) for k, v in ours.items() if getattr(uniform, k) != v}
     if differ:
         said = ", ".join(f"{k} {a!r}, not {b!r}" for k, (a, b) in differ.items())

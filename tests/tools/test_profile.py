@@ -185,6 +185,27 @@ def test_a_latency_model_of_another_model_or_inputs_is_refused_before_planning()
     empty = model_of(net).model_copy(update={"layers": {}})
     with pytest.raises(sg.PlanError, match="the latency model tables no layer"):
         sg.plan(graph, ratio=0.3, scope="global", latency_model=empty)
+    in_bfloat16 = at_8.model_copy(update={"dtypes": ("bfloat16",)})
+    with pytest.raises(
+        sg.PlanError, match="profiled with bfloat16 weights, and the model has float32"
+    ):
+        sg.plan(graph, target_latency=0.5, latency_model=in_bfloat16)
+    in_float32 = at_8.model_copy(update={"dtypes": ("float32",)})
+    assert sg.plan(graph, target_latency=0.5, latency_model=in_float32).dropped
+
+
+def test_layers_are_timed_in_the_models_dtype(tmp_path: Path) -> None:
+    net, x = mlp()
+    wide, x64 = net.double(), tuple(t.double() for t in x)
+    cache = tmp_path / "latency.json"
+    lm = sg.profile_latency(wide, x64, runtime="torch", runs=2, cache=cache, progress=False)
+    assert lm.dtypes == ("float64",)
+    keys = json.loads(cache.read_text())
+    # 3 layers at 4 x 4 widths, 4 of them timed once for two layers (16 inputs, 16-64 out)
+    assert len(keys) == 3 * 4 * 4 - 4 and all(k.endswith("|float64") for k in keys)
+    with pytest.raises(sg.PlanError, match="profiled with float64 weights, and the model has"):
+        sg.plan(sg.trace(mlp()[0], x), target_latency=0.5, latency_model=lm)
+    assert sg.plan(sg.trace(wide, x64), target_latency=0.5, latency_model=lm).dropped
 
 
 def test_a_budget_out_of_reach_warns_with_the_closest_plan() -> None:
@@ -491,6 +512,10 @@ def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) 
             {"uniform": uniform.model_copy(update={"inputs": ((1, 3, 16, 16),)}), "config": config},
             "inputs ((1, 3, 16, 16),), not ((1, 3, 8, 8),)",
         ),
+        (
+            {"uniform": uniform.model_copy(update={"dtypes": ("float16",)}), "config": config},
+            "dtypes ('float16',), not ('float32',)",
+        ),
     ]
     for kwargs, message in refused:
         with pytest.raises(sg.SlimGraphError, match=re.escape(message)):
@@ -504,6 +529,7 @@ def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) 
     with pytest.raises(sg.SlimGraphError, match="tables other layers than this model's"):
         sg.profile_latency(other, y, **run, config=config, uniform=unrecorded)
     assert uniform.inputs == on_global.inputs == ((1, 3, 8, 8),)
+    assert uniform.dtypes == on_global.dtypes == ("float32",)
     # the load moved since: its original was timed far from this one
     moved = dict(uniform.measured_ms) | {
         "knot: original": uniform.measured_ms["knot: original"] / 2
