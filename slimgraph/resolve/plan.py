@@ -143,8 +143,9 @@ class PruningPlan(BaseModel):
     cuts: tuple[GroupCut, ...] = ()
     held: tuple[str, ...] = Field(
         (),
-        description="groups a budget search held at a lighter plan's cut because they narrow "
-        "in jumps (whole heads); config.ratio is the other groups'",
+        description="groups a budget search held at a lighter plan's cut because cutting them "
+        "one step deeper oversteps the budget (whole heads, or many groups stepping at once); "
+        "config.ratio is the other groups'",
     )
     skipped: dict[str, str] = Field(
         default_factory=dict, description="group id -> why the plan skipped it (drops none of it)"

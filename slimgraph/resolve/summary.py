@@ -151,7 +151,7 @@ def held_note(held: tuple[str, ...] | list[str], ratio: float | None) -> str:
     and says that the plan's ratio is the other groups'."""
     shown = ", ".join(held[:3]) + (f", … ({len(held)} groups)" if len(held) > 3 else "")
     rest = f"; the ratio {ratio:.4f} is the other groups'" if ratio is not None else ""
-    return f"held at a lighter cut (they narrow in jumps): {shown}{rest}"
+    return f"held at a lighter cut (one step deeper oversteps the budget): {shown}{rest}"
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -354,7 +354,7 @@ def test_plan_and_slim_report_the_groups_a_budget_held(work, tmp_path, capsys):
         text = " ".join(capsys.readouterr().out.split())  # as the console wrapped it
         assert text.startswith(f"{spec}: target_macs 0.5 (ratio {ratio:.4g}), l2, local scope")
         assert (
-            f"held at a lighter cut (they narrow in jumps): conv_proj.weight:0, {', '.join(heads)}"
+            f"held at a lighter cut (one step deeper oversteps the budget): conv_proj.weight:0, {', '.join(heads)}"
             f"; the ratio {ratio:.4f} is the other groups'" in text
         )
     assert _plan(tmp_path / "held.json").held == ("conv_proj.weight:0", *heads)

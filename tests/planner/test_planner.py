@@ -233,7 +233,7 @@ def test_target_macs_keeps_whole_heads_at_the_lighter_cut_and_cuts_the_rest_deep
     heads = [f"encoder.layers.encoder_layer_{i}.self_attention.in_proj_weight:0" for i in (0, 1)]
     assert result.plan.held == ("conv_proj.weight:0", *heads)
     assert result.plan.summary().held_line() == (
-        f"held at a lighter cut (they narrow in jumps): conv_proj.weight:0, {', '.join(heads)}"
+        f"held at a lighter cut (one step deeper oversteps the budget): conv_proj.weight:0, {', '.join(heads)}"
         f"; the ratio {result.plan.config.ratio:.4f} is the other groups'"
     )
     assert sg.plan(sg.trace(model, x), target_macs=0.6).held == ()  # 0.6 needs no hold
@@ -254,6 +254,27 @@ def test_a_ranked_budget_plan_holds_whole_heads_and_ranks_the_rest_again(scope: 
         "conv_proj",
         *["self_attention"] * 2,
     ]
+
+
+def test_when_every_group_steps_at_once_some_step_and_the_rest_are_held() -> None:
+    # 16 -> 64 -> 64 -> 64 -> 4 at round_to=8: each 64-wide group takes its 8-channel
+    # steps at the same ratios, so one ratio for all keeps 48 each (0.588 of the MACs)
+    # or 40 each (0.422). Two groups take the deeper step and one is held: 0.490
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+        nn.Linear(64, 4),
+    ).eval()  # fmt: skip
+    x = (torch.randn(8, 16),)
+    graph = sg.trace(net, x)
+    plan = sg.plan(graph, target_macs=0.5, round_to=8)
+    assert [c.size - len(c.drop) for c in plan.cuts] == [40, 48, 40]
+    assert plan.held == ("2.weight:0",)  # its next 8 units score highest against its mean
+    slim = sg.apply(net, plan, graph=graph)
+    # 16·40 + 40·48 + 48·40 + 40·4 = 4640 of 16·64 + 2·64·64 + 64·4 = 9472
+    assert sg.count_macs(slim, x) == 4640 * 8 and sg.count_macs(net, x) == 9472 * 8
+    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.375, round_to=8).cuts} == {40}
+    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.37, round_to=8).cuts} == {48}
 
 
 def test_target_macs_on_a_tiny_llama() -> None:

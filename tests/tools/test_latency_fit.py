@@ -105,11 +105,11 @@ def test_a_try_that_repeats_a_measured_plan_ends_the_tries(monkeypatch, resnet) 
     lm = tabled(resnet)
     runtime = Runtime(fixed=0.1 * lm.predict({}))
     monkeypatch.setattr(latency_fit, "interleaved_ms", runtime)
-    # 128 channels a step: the widths jump past the target both ways, and the third plan
-    # is one of the first two
+    # 128 channels a step: the widths jump past the target both ways (some groups taking
+    # the step and the others held), and the third plan is one of the first two
     result = sg.slim(resnet, X, target_latency=0.5, latency_model=lm, latency_tries=4, round_to=128)
     kept = [runtime.kept(m, resnet) for m in runtime.timed]
-    assert kept == pytest.approx([0.7213, 0.3665], abs=1e-4)
+    assert kept == pytest.approx([0.5599, 0.4505], abs=1e-4)
     assert result.plan.measured_latency_kept == kept[1]  # the closer of the two
     assert result.plan.latency_tries == tuple(kept)
 
