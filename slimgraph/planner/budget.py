@@ -18,6 +18,7 @@ from slimgraph.planner.noop import warn_if_nothing_dropped
 from slimgraph.planner.ratio import planned_at, planned_groups, scored
 from slimgraph.resolve.cost import layer_dtypes, layer_shapes, plan_macs, weight_shapes
 from slimgraph.resolve.plan import PruningPlan
+from slimgraph.resolve.summary import dims
 
 __all__ = ["check_latency_model", "plan_for_budget"]
 
@@ -124,7 +125,7 @@ def check_latency_model(latency: LatencyModel, graph: DependencyGraph) -> None:
 
 
 def _listed(shapes: tuple[tuple[int, ...], ...]) -> str:
-    return ", ".join(_dims(s) for s in shapes)
+    return ", ".join(dims(s) for s in shapes)
 
 
 def _check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) -> None:
@@ -136,8 +137,8 @@ def _check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) 
             "or slimgraph profile)"
         )
     differ = [
-        f"{name} {_dims(t.shape)} in the tables, "
-        + (_dims(shapes[name]) if name in shapes else "absent")
+        f"{name} {dims(t.shape)} in the tables, "
+        + (dims(shapes[name]) if name in shapes else "absent")
         + " here"
         for name, t in latency.layers.items()
         if shapes.get(name) != tuple(t.shape)
@@ -148,10 +149,6 @@ def _check_tables(latency: LatencyModel, shapes: Mapping[str, tuple[int, ...]]) 
             f"{len(latency.layers)} layers differ ({'; '.join(differ[:3])}); profile this "
             "model (sg.profile_latency, or slimgraph profile)"
         )
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "×".join(map(str, shape))
 
 
 _CLOSE = 0.002  # a budget plan this close to its target (as a fraction of it) is on it

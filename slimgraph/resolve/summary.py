@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from slimgraph.graph.depgraph import DependencyGraph, Group
     from slimgraph.resolve.plan import PruningPlan
 
-__all__ = ["LayerChange", "PlanSummary", "held_note", "summarize"]
+__all__ = ["LayerChange", "PlanSummary", "dims", "held_note", "summarize"]
 
 
 class LayerChange(BaseModel):
@@ -71,7 +71,7 @@ class PlanSummary(BaseModel):
     def __str__(self) -> str:
         rows = [("layer", "type", "shape before -> after", "params", "MACs")]
         for r in self.changed():
-            shapes = "; ".join(f"{_dims(a)} -> {_dims(b)}" for a, b in r.shapes.values() if a != b)
+            shapes = "; ".join(f"{dims(a)} -> {dims(b)}" for a, b in r.shapes.values() if a != b)
             rows.append(
                 (
                     r.layer,
@@ -120,7 +120,7 @@ class PlanSummary(BaseModel):
         head = "".join(f"<th>{c}</th>" for c in ("layer", "type", "shapes", "params", "MACs"))
         body = "".join(
             f"<tr><td><code>{html.escape(r.layer)}</code></td><td>{r.kind}</td><td>"
-            + "<br>".join(f"{_dims(a)} → {_dims(b)}" for a, b in r.shapes.values() if a != b)
+            + "<br>".join(f"{dims(a)} → {dims(b)}" for a, b in r.shapes.values() if a != b)
             + f"</td><td>{r.params_before:,} → {r.params_after:,}</td>"
             f"<td>{r.macs_before:,} → {r.macs_after:,}</td></tr>"
             for r in self.changed()
@@ -154,7 +154,8 @@ def held_note(held: tuple[str, ...] | list[str], ratio: float | None) -> str:
     return f"held at a lighter cut (one step deeper oversteps the budget): {shown}{rest}"
 
 
-def _dims(shape: tuple[int, ...]) -> str:
+def dims(shape: tuple[int, ...]) -> str:
+    """``(64, 3, 7, 7)`` -> ``"64×3×7×7"``, ``()`` -> ``"scalar"``."""
     return "×".join(map(str, shape)) or "scalar"
 
 

@@ -407,9 +407,8 @@ def test_profile_writes_the_latency_model_that_plans_read(tmp_path, capsys, monk
     assert (seen[0]["runtime"], seen[0]["threads"], seen[0]["runs"]) == ("torch", 1, 2)
     assert seen[0]["config"].ignore == ("7",)  # the knots cut what the plans will cut
     assert sorted(lm.layers) == ["0", "3", "7"] and lm.runtime == "torch"
-    assert report["layers"] == 3 and report["knots"] == len(
-        lm.knots
-    )  # 0 where noise timed the half cut no faster
+    assert report["layers"] == 3 and report["dtypes"] == ["float32"] == list(lm.dtypes)
+    assert report["knots"] == len(lm.knots)  # 0 where noise timed the half cut no faster
     assert report["predicted_ms"] == lm.predict({}) and report["round_to"] == lm.round_to
     assert report["original_ms"] == lm.measured_ms["knot: original"]
     assert report["check_error"] == lm.check_error and report["file"] == str(out)

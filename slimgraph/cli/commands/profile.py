@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "machine": lm.machine,
         "threads": lm.threads,
         "layers": len(lm.layers),
+        "dtypes": list(lm.dtypes),
         "round_to": lm.round_to,
         "original_ms": lm.measured_ms.get("knot: original"),
         "predicted_ms": lm.predict({}),

@@ -23,7 +23,7 @@ def print_profile(r: dict[str, Any]) -> None:
     rows = (
         ("runtime", f"{r['version']}, {r['threads']} thread(s)"),  # the version names it
         ("machine", r["machine"]),
-        ("layers tabled", str(r["layers"])),
+        ("layers tabled", f"{r['layers']} ({', '.join(r['dtypes'])})"),
         ("favoured multiple (round_to)", str(r["round_to"])),
         ("original, measured", measured),
         ("original, predicted", f"{r['predicted_ms']:.2f} ms"),
