@@ -218,9 +218,11 @@ def slim(
             graph = graph.calibrated(calibration)  # what the criteria read
 
         params_before = count_params(model)  # before an in-place apply changes it
-        # a cut in place changes the model the graph was traced from: the plan's summary
-        # and the result's graph read a weightless copy of it as it was
-        traced = meta_copy(source) if (depth is None) == inplace and not latency_tries else None
+        # inplace=True cuts the traced model, and a drop_blocks slim cuts its copy without
+        # the blocks (unless tries cut it again): the plan's summary and the result's graph
+        # then read a weightless copy of it as it was traced
+        cut_in_place = inplace if depth is None else not (inplace or latency_tries)
+        traced = meta_copy(source) if cut_in_place else None
 
         def applied(plan: PruningPlan) -> nn.Module:
             if depth is None:
