@@ -241,34 +241,38 @@ def _split_step(
 ) -> tuple[tuple[float, PruningPlan], list[str]]:
     """Between two plans of neighbouring ratios that many groups step between at once
     (widths that are multiples of one base, as ResNet's 64: at ratio 0.375 each drops
-    3/8 of it, one ``round_to`` step more than at 0.3725), the plan whose first k of
-    those groups take ``below``'s cut while the rest keep ``above``'s, k bisected for the
-    target. The groups whose extra units score lowest against their group's mean step
-    first. Returns the closest plan with its miss, and the groups it held."""
-    lighter = {c.group: set(c.drop) for c in above.cuts}
-    extra = {c.group: sorted(set(c.drop) - lighter[c.group]) for c in below.cuts}
+    3/8 of it, one ``round_to`` step more than at 0.3725), the plan where some of those
+    groups take ``below``'s cut while the rest keep ``above``'s. A knapsack's greedy
+    (HALP) picks them: in the order of the score their extra units lose (against their
+    group's mean) per unit of budget their step alone saves, each steps while the plan
+    stays above the target; the closest plan seen wins. Returns it with its miss, and the
+    groups it held."""
+    lighter = {c.group: tuple(sorted(c.drop)) for c in above.cuts}
+    extra = {c.group: sorted(set(c.drop) - set(lighter[c.group])) for c in below.cuts}
     extra = {group: units for group, units in extra.items() if units}
+    ratio, full = _ratio_of(below), kept(above)
 
-    def cost(group: str) -> float:
+    def stepping(groups: list[str]) -> PruningPlan:
+        return planned(ratio, {g: lighter[g] for g in lighter.keys() - set(groups)})
+
+    def lost_per_saved(group: str) -> float:
         unit = scores[group]
-        return float(unit[extra[group]].mean() / max(float(unit.mean()), 1e-12))
+        lost = float(unit[extra[group]].sum() / max(float(unit.mean()), 1e-12))
+        saved = full - kept(stepping([group]))
+        return lost / saved if saved > 0 else np.inf  # a step that saves nothing goes last
 
-    order = sorted(extra, key=cost)
-    ratio = _ratio_of(below)
-
-    def stepping(k: int) -> PruningPlan:
-        return planned(ratio, {g: tuple(sorted(lighter[g])) for g in order[k:]})
-
-    seen = [(abs(kept(above) - target), 0, above)]
-    lo, hi = 0, len(order)  # at 0 it keeps above the target, at len(order) below it
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        candidate = stepping(mid)
+    stepped: list[str] = []
+    seen = [(abs(full - target), stepped, above)]
+    for group in sorted(extra, key=lost_per_saved):
+        candidate = stepping([*stepped, group])
         fraction = kept(candidate)
-        seen.append((abs(fraction - target), mid, candidate))
-        lo, hi = (mid, hi) if fraction > target else (lo, mid)
-    miss, k, closest = min(seen, key=lambda found: found[0])
-    return (miss, closest), order[k:] if k else []
+        seen.append((abs(fraction - target), [*stepped, group], candidate))
+        if fraction > target:
+            stepped = [*stepped, group]
+        if abs(fraction - target) <= _CLOSE * target:
+            break
+    miss, groups, closest = min(seen, key=lambda found: found[0])
+    return (miss, closest), [g for g in extra if g not in groups]
 
 
 def _jumpers(

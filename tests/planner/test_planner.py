@@ -256,25 +256,49 @@ def test_a_ranked_budget_plan_holds_whole_heads_and_ranks_the_rest_again(scope: 
     ]
 
 
-def test_when_every_group_steps_at_once_some_step_and_the_rest_are_held() -> None:
-    # 16 -> 64 -> 64 -> 64 -> 4 at round_to=8: each 64-wide group takes its 8-channel
-    # steps at the same ratios, so one ratio for all keeps 48 each (0.588 of the MACs)
-    # or 40 each (0.422). Two groups take the deeper step and one is held: 0.490
+def _steps_at_once() -> nn.Sequential:
+    """16 -> 64 -> 64 -> 64 -> 4: three 64-wide groups, which step at the same ratios."""
     torch.manual_seed(0)
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
         nn.Linear(64, 4),
     ).eval()  # fmt: skip
+
+
+def test_when_every_group_steps_at_once_some_step_and_the_rest_are_held() -> None:
+    # 16 -> 64 -> 64 -> 64 -> 4 at round_to=8: each 64-wide group takes its 8-channel
+    # steps at the same ratios, so one ratio for all keeps 48 each (0.588 of the MACs)
+    # or 40 each (0.422). The middle group's step alone saves the most (8 channels off
+    # two 48-wide layers: 768 MACs, against 512 and 416), so it steps first: 0.507
+    net = _steps_at_once()
+    x = (torch.randn(8, 16),)
+    graph = sg.trace(net, x)
+    plan = sg.plan(graph, target_macs=0.5, round_to=8)
+    assert [c.size - len(c.drop) for c in plan.cuts] == [48, 40, 48]
+    assert set(plan.held) == {"0.weight:0", "4.weight:0"}
+    slim = sg.apply(net, plan, graph=graph)
+    # 16·48 + 48·40 + 40·48 + 48·4 = 4800 of 16·64 + 2·64·64 + 64·4 = 9472
+    assert sg.count_macs(slim, x) == 4800 * 8 and sg.count_macs(net, x) == 9472 * 8
+    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.375, round_to=8).cuts} == {40}
+    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.37, round_to=8).cuts} == {48}
+
+
+def test_a_step_that_loses_no_score_goes_first() -> None:
+    # the same network, with 24 of the last group's units near zero: its next step (the
+    # lighter cut drops 16 of them) loses almost no score, so it steps first though it
+    # saves the least (416 MACs). The middle group's step would then overstep the budget
+    # (0.470 of the MACs), the first one's not as far (0.490): it steps, the middle is held
+    net = _steps_at_once()
+    with torch.no_grad():
+        for weight in (net[4].weight[:24], net[4].bias[:24], net[6].weight[:, :24]):
+            weight *= 1e-3
     x = (torch.randn(8, 16),)
     graph = sg.trace(net, x)
     plan = sg.plan(graph, target_macs=0.5, round_to=8)
     assert [c.size - len(c.drop) for c in plan.cuts] == [40, 48, 40]
-    assert plan.held == ("2.weight:0",)  # its next 8 units score highest against its mean
-    slim = sg.apply(net, plan, graph=graph)
-    # 16·40 + 40·48 + 48·40 + 40·4 = 4640 of 16·64 + 2·64·64 + 64·4 = 9472
-    assert sg.count_macs(slim, x) == 4640 * 8 and sg.count_macs(net, x) == 9472 * 8
-    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.375, round_to=8).cuts} == {40}
-    assert {c.size - len(c.drop) for c in sg.plan(graph, ratio=0.37, round_to=8).cuts} == {48}
+    assert plan.held == ("2.weight:0",)
+    # 16·40 + 40·48 + 48·40 + 40·4 = 4640 of 9472
+    assert sg.count_macs(sg.apply(net, plan, graph=graph), x) == 4640 * 8
 
 
 def test_target_macs_on_a_tiny_llama() -> None:
