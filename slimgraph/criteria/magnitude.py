@@ -70,8 +70,10 @@ def unit_means(
         p = params.get(info.target)
         if p is None or p.is_meta:
             raise PlanError(
-                f"{info.target} has no data (meta device); magnitude criteria need real weights, "
-                "use importance='random' to plan on the meta device"
+                f"{info.target} has no data (meta device); magnitude criteria need real "
+                "weights: trace a model that has them (the graph sg.slim returns after a cut "
+                "in place is bound to a weightless copy of the model as it was), or plan with "
+                "importance='random'"
             )
         unit = graph.unit_index(group, slot)
         hit = unit >= 0

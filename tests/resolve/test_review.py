@@ -173,6 +173,9 @@ def test_a_summary_after_an_in_place_cut_reads_the_model_as_it_was() -> None:
     # the result's graph is bound to a weightless copy of the model as it was traced
     assert all(p.is_meta for p in result.graph.model.parameters())
     assert result.graph.model.conv1.out_channels == 64
+    weightless = "the graph sg.slim returns after a cut in place is bound to a weightless copy"
+    with pytest.raises(sg.PlanError, match=weightless):
+        sg.plan(result.graph, ratio=0.3)  # its scores need the weights, which are cut
 
 
 def test_a_graph_whose_model_was_cut_in_place_is_refused() -> None:
