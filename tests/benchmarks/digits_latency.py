@@ -12,8 +12,8 @@ the runtime's favoured multiple of channels) and in global scope (units ranked b
 per millisecond they cost; its latency model profiled with ``scope="global"``, whose knots
 are global plans). Each latency plan is timed against the MACs plan's slim, in
 the same rounds, and planned again with its target scaled by the miss (up to ``--tries``
-plans) until it runs within 3 % of it; the closest try not slower than it counts
-(``matching.matched``). Every model is
+plans) until it runs as fast as it or up to 3 % faster; the closest try not slower
+than it counts (``matching.matched``). Every model is
 exported and timed in interleaved rounds (median of ``--rounds`` medians of ``--runs``),
 then gets the same recovery: BatchNorm re-estimated on 10 training batches, one epoch of
 fine-tuning (Adam, cosine schedule, the same batch order for all), and the same epoch

@@ -28,9 +28,10 @@ For each ``k`` of ``--drops`` three slim models at the same measured latency:
   on the calibration batches), on the width profile's latency model.
 
 Width and mixed slims are timed against the depth slim in the same rounds and planned
-again with their target scaled by the miss (up to ``--tries`` plans) until they run
-within 3 % of it; the closest try not slower than it counts (``matching.matched``): the
-comparison is at equal measured latency, not at equal prediction.
+again with their target scaled by the miss (up to ``--tries`` plans) until they run as
+fast as it or up to 3 % faster; the closest try not slower than it counts
+(``matching.matched``): the comparison is at equal measured latency, not at equal
+prediction.
 
 Latency: ``sg.measure_latency`` (eager torch, 1 thread, batch 1, 128 tokens), all models
 taking turns in ``--rounds`` rounds of ``--runs`` runs each, in one process; the table
@@ -220,8 +221,8 @@ def widthwise(
 def matched(make, reference: nn.Module, target: float, x: dict, args) -> Slim:
     """``make(target)``, planned again with its target scaled by the miss and kept between
     the targets already found too fast and too slow (up to ``--tries`` plans), until it
-    runs within 3 % of ``reference``, timed in the same rounds (so that the machine's
-    drift cancels); the closest try not slower than that counts (``matching.matched``)."""
+    runs as fast as ``reference`` or up to 3 % faster, timed in the same rounds (so that
+    the machine's drift cancels); the closest try not slower counts (``matching.matched``)."""
 
     def miss(slim: Slim) -> float:
         ms = interleaved_ms({"reference": reference, "slim": slim.model}, x, args)
