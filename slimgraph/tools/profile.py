@@ -58,6 +58,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +161,8 @@ def profile_latency(
         )
     graph = trace(model, example_inputs)  # before minutes of timing: it can fail
     shapes = tuple(spec.shape for spec in graph.inputs)
-    if uniform is not None:
-        check_reusable(uniform, config, timer, layers, shapes, layer_dtypes(model, layers))
-        tables = dict(uniform.layers)
-    else:
+    passes = _Passes(model, example_inputs, graph, config, runtime, threads, runs, progress)
+    if uniform is None:
         tables = {
             name: layer_table(module, shape, calls, sorted(set(fractions) | {1.0}), timer)
             for name, (module, shape, calls) in counted(
@@ -171,75 +170,118 @@ def profile_latency(
             )
         }
         timer.save()
-    bare = LatencyModel(
-        runtime=runtime,
-        version=timer.version,
-        machine=timer.machine,
-        threads=threads,
-        layers=tables,
-        inputs=shapes,
-        dtypes=layer_dtypes(model, tables),
-    )
+        bare = LatencyModel(
+            runtime=runtime,
+            version=timer.version,
+            machine=timer.machine,
+            threads=threads,
+            layers=tables,
+            inputs=shapes,
+            dtypes=layer_dtypes(model, tables),
+        )
+        fitted, unseen, measured = _uniform_fit(passes, bare, check_ratio)
+    else:
+        check_reusable(uniform, config, timer, layers, shapes, layer_dtypes(model, layers))
+        fitted, unseen, measured = uniform, uniform.check_error, dict(uniform.measured_ms)
+    if config is not None and config.scope != "local":
+        reused = uniform is not None
+        fitted, unseen, measured = _scope_fit(passes, config, fitted, measured, unseen, reused)
+    return fitted.model_copy(update={"measured_ms": measured, "check_error": unseen})
 
-    made: dict[tuple[float, int], PruningPlan] = {}  # the knots' depth is read off plans
 
-    def slim(ratio: float, step: int) -> PruningPlan:
-        if (ratio, step) not in made:
-            made[ratio, step] = plan(graph, _uniform(config, ratio, step))
-        return made[ratio, step]
+@dataclass
+class _Passes:
+    """What the passes over whole models share: the uniform slims planned so far (the
+    knots' depth is read off plans), and timing slims against the original."""
 
-    def slims(ratios: Sequence[float], steps: Sequence[int]) -> dict[str, PruningPlan]:
-        return {_label(r, s): slim(r, s) for s in steps for r in ratios}
+    model: nn.Module
+    example_inputs: Any
+    graph: DependencyGraph
+    config: PruneConfig | None
+    runtime: Runtime
+    threads: int
+    runs: int
+    progress: bool
+    made: dict[tuple[float, int], PruningPlan] = field(default_factory=dict)
 
-    def timed(slimmed: dict[str, PruningPlan]) -> dict[str, tuple[float, float]]:
-        """label -> (tables' sum, measured ms) of the original and the ``slimmed``"""
+    def slim(self, ratio: float, step: int) -> PruningPlan:
+        """The uniform slim at ``ratio`` and multiple ``step``."""
+        if (ratio, step) not in self.made:
+            self.made[ratio, step] = plan(self.graph, _uniform(self.config, ratio, step))
+        return self.made[ratio, step]
+
+    def slims(self, ratios: Sequence[float], steps: Sequence[int]) -> dict[str, PruningPlan]:
+        return {_label(r, s): self.slim(r, s) for s in steps for r in ratios}
+
+    def timed(
+        self, slimmed: dict[str, PruningPlan], lm: LatencyModel
+    ) -> dict[str, tuple[float, float]]:
+        """label -> (``lm``'s tables' sum, measured ms) of the original and the ``slimmed``,
+        timed together so that they share the machine's load."""
         plans: dict[str, PruningPlan | None] = {"original": None, **slimmed}
-        models = {k: apply(model, p, graph=graph) if p else model for k, p in plans.items()}
+        models = {
+            k: apply(self.model, p, graph=self.graph) if p else self.model for k, p in plans.items()
+        }
         with tempfile.TemporaryDirectory() as folder:
             runners = {
-                k: runner(m, example_inputs, runtime, Path(folder) / f"{i}.onnx")
+                k: runner(m, self.example_inputs, self.runtime, Path(folder) / f"{i}.onnx")
                 for i, (k, m) in enumerate(models.items())
             }
-            ms = interleaved_ms(runners, example_inputs, threads, runs, progress=progress)
+            ms = interleaved_ms(
+                runners, self.example_inputs, self.threads, self.runs, progress=self.progress
+            )
         return {
-            k: (bare.layer_ms(layer_shapes(graph, p) if p else {}), ms[k]) for k, p in plans.items()
+            k: (lm.layer_ms(layer_shapes(self.graph, p) if p else {}), ms[k])
+            for k, p in plans.items()
         }
 
-    if uniform is not None:
-        fitted, unseen = uniform, uniform.check_error
-        measured = dict(uniform.measured_ms)
-    else:
-        first = timed(slims(STEP_RATIOS, STEPS))
-        step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
-        # the knots, timed together so that they share the machine's load
-        ratios = _knot_ratios(graph, bare, lambda r: slim(r, step))
-        second = timed(slims((*ratios, check_ratio), [step]))
-        check = second.pop(_label(check_ratio, step))
-        unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
-        # measured, the check slim is one more knot: the model that plans uses every point
-        fitted = _fitted(bare, [*second.values(), check]).model_copy(update={"round_to": step})
-        # each pass under its own labels: each times the original (and the chosen
-        # multiple's 0.3 slim), in rounds of their own
-        measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
-        measured |= {f"knot: {k}": ms for k, (_, ms) in second.items()}
-        measured[f"check: {_label(check_ratio, step)}"] = check[1]
-    if config is not None and config.scope != "local":
-        # the budget plans it will make: their own knots (and their own check)
-        budgets = _budget_plans(graph, config, fitted)
-        third = timed(budgets)
-        if uniform is not None:
-            warn_if_original_moved(measured.get("knot: original"), third["original"][1])
-        check = third.pop(_budget_label(config.scope, BUDGET_CHECK))
-        points = list(third.values())  # the original's first
-        knots = _ascending(points)
-        if len(knots) > 1:
-            guess = fitted.model_copy(update={"knots": knots}).calibrated(check[0])
-            unseen = guess / check[1] - 1.0
-            knots = _ascending([*points, check])
-            fitted = fitted.model_copy(update={"knots": knots, "scope": config.scope})
-        measured |= {f"{config.scope} knot: {k}": ms for k, (_, ms) in third.items()}
-        measured[f"{config.scope} check: {_budget_label(config.scope, BUDGET_CHECK)}"] = check[1]
-    return fitted.model_copy(update={"measured_ms": measured, "check_error": unseen})
+
+def _uniform_fit(
+    passes: _Passes, bare: LatencyModel, check_ratio: float
+) -> tuple[LatencyModel, float | None, dict[str, float]]:
+    """``bare`` fitted on uniform slims (see the module docstring): the model, its check
+    error, and what each pass measured."""
+    first = passes.timed(passes.slims(STEP_RATIOS, STEPS), bare)
+    step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
+    ratios = _knot_ratios(passes.graph, bare, lambda r: passes.slim(r, step))
+    second = passes.timed(passes.slims((*ratios, check_ratio), [step]), bare)
+    check = second.pop(_label(check_ratio, step))
+    unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
+    # measured, the check slim is one more knot: the model that plans uses every point
+    fitted = _fitted(bare, [*second.values(), check]).model_copy(update={"round_to": step})
+    # each pass under its own labels: each times the original (and the chosen multiple's
+    # 0.3 slim), in rounds of their own
+    measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
+    measured |= {f"knot: {k}": ms for k, (_, ms) in second.items()}
+    measured[f"check: {_label(check_ratio, step)}"] = check[1]
+    return fitted, unseen, measured
+
+
+def _scope_fit(
+    passes: _Passes,
+    config: PruneConfig,
+    fitted: LatencyModel,
+    measured: dict[str, float],
+    unseen: float | None,
+    reused: bool,
+) -> tuple[LatencyModel, float | None, dict[str, float]]:
+    """The budget plans of ``config`` (global or isomorphic scope) become the knots of
+    ``fitted`` and one more its check; ``measured`` gains them. A ``reused`` uniform
+    profile timed its original elsewhere, maybe at other inputs: a move warns."""
+    third = passes.timed(_budget_plans(passes.graph, config, fitted), fitted)
+    if reused:
+        warn_if_original_moved(measured.get("knot: original"), third["original"][1])
+    check = third.pop(_budget_label(config.scope, BUDGET_CHECK))
+    points = list(third.values())  # the original's first
+    knots = _ascending(points)
+    if len(knots) > 1:
+        guess = fitted.model_copy(update={"knots": knots}).calibrated(check[0])
+        unseen = guess / check[1] - 1.0
+        knots = _ascending([*points, check])
+        fitted = fitted.model_copy(update={"knots": knots, "scope": config.scope})
+    measured = measured | {f"{config.scope} knot: {k}": ms for k, (_, ms) in third.items()}
+    measured[f"{config.scope} check: {_budget_label(config.scope, BUDGET_CHECK)}"] = check[1]
+    return fitted, unseen, measured
 
 
 def _budget_plans(

@@ -73,5 +73,5 @@ def warn_if_original_moved(before: float | None, now: float) -> None:
             f"the original measured {now:.2f} ms now and {before:.2f} ms in the uniform "
             "profile: if it was profiled on other inputs, or the machine's load moved, its "
             "fit predicts this scope's plans poorly; profile without uniform=",
-            stacklevel=3,
+            stacklevel=4,  # profile_latency's caller
         )

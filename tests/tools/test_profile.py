@@ -497,13 +497,32 @@ def test_a_global_profile_reuses_a_uniform_one_and_times_only_its_own_plans(
     assert len(passes) == 4
 
 
-def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) -> None:
+def _uniform_profile(tmp_path: Path, monkeypatch) -> tuple:
+    """A residual net, its input, the profiling arguments (fake runtime), a global config
+    and the net's uniform profile."""
     torch.manual_seed(0)
     net, x = Residual().eval(), (torch.randn(1, 3, 8, 8),)
     _fake_runtime(monkeypatch)
     run = {"runtime": "torch", "cache": tmp_path / "c.json", "progress": False}
-    config = sg.PruneConfig(scope="global")
-    uniform = sg.profile_latency(net, x, **run)
+    return net, x, run, sg.PruneConfig(scope="global"), sg.profile_latency(net, x, **run)
+
+
+def test_a_reused_profile_whose_original_now_runs_slower_warns(tmp_path: Path, monkeypatch) -> None:
+    net, x, run, config, uniform = _uniform_profile(tmp_path, monkeypatch)
+    before = uniform.measured_ms["knot: original"]
+    slower = {**uniform.measured_ms, "knot: original": before / 1.5}  # now 1.5x that
+    moved = uniform.model_copy(update={"measured_ms": slower})
+    with pytest.warns(UserWarning, match=r"the original measured .* in the uniform profile") as w:
+        sg.profile_latency(net, x, **run, config=config, uniform=moved)
+    assert w[0].filename == __file__  # the warning points at the call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sg.profile_latency(net, x, **run, config=config, uniform=uniform)  # not moved
+        sg.profile_latency(net, x, **run, config=config)  # nothing reused: nothing to warn
+
+
+def test_a_uniform_model_from_elsewhere_is_refused(tmp_path: Path, monkeypatch) -> None:
+    net, x, run, config, uniform = _uniform_profile(tmp_path, monkeypatch)
     on_global = sg.profile_latency(net, x, **run, config=config, uniform=uniform)
     refused = [
         ({"uniform": uniform}, "uniform= serves a profile in global or isomorphic scope"),
