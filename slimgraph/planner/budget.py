@@ -255,16 +255,18 @@ def _split_step(
     def stepping(groups: list[str]) -> PruningPlan:
         return planned(ratio, {g: lighter[g] for g in lighter.keys() - set(groups)})
 
+    alone = {group: stepping([group]) for group in extra}  # each group's step priced alone
+
     def lost_per_saved(group: str) -> float:
         unit = scores[group]
         lost = float(unit[extra[group]].sum() / max(float(unit.mean()), 1e-12))
-        saved = full - kept(stepping([group]))
+        saved = full - kept(alone[group])
         return lost / saved if saved > 0 else np.inf  # a step that saves nothing goes last
 
     stepped: list[str] = []
     seen = [(abs(full - target), stepped, above)]
     for group in sorted(extra, key=lost_per_saved):
-        candidate = stepping([*stepped, group])
+        candidate = stepping([*stepped, group]) if stepped else alone[group]
         fraction = kept(candidate)
         seen.append((abs(fraction - target), [*stepped, group], candidate))
         if fraction > target:
