@@ -195,11 +195,22 @@ def test_cli_slim_and_plan_record_blocks_and_apply_replays_them(
     lm = _bilinear_latency(_resnet18())
     Path("lm.json").write_text(lm.model_dump_json())
     budget = ["--target-latency", "0.5", "--latency-model", "lm.json"]
-    assert main(["plan", spec, *shape, "--drop-blocks", "2", *budget, "--out", "l.json"]) == 0
-    capsys.readouterr()
-    mixed = sg.PruningPlan.model_validate_json(Path("l.json").read_text())
-    assert len(mixed.blocks) == 2 and mixed.dropped > 0
-    assert mixed.predicted_latency_ms == pytest.approx(0.5 * lm.predict({}), rel=0.03)
+    original = lm.predict({})
+    # the reports: the width's budget is a share of the shorter model, the latency the whole's
+    for command, out, written in [("plan", "l.json", "l.json"), ("slim", "ls", "ls/plan.json")]:
+        assert main([command, spec, *shape, "--drop-blocks", "2", *budget, "--out", out]) == 0
+        text = " ".join(capsys.readouterr().out.split())  # as rich wraps it at any width
+        mixed = sg.PruningPlan.model_validate_json(Path(written).read_text())
+        assert len(mixed.blocks) == 2 and mixed.dropped > 0
+        assert mixed.config is not None and mixed.config.target_latency is not None
+        width = f"target_latency {mixed.config.target_latency:.4g} of the model without its blocks"
+        assert f"{spec}: {width} (ratio {mixed.config.ratio:.4g}), l2" in text
+        ms = mixed.predicted_latency_ms
+        assert ms is not None and ms / original == pytest.approx(0.5, rel=0.03)
+        assert (
+            f"predicted {ms:.2f} ms, {ms / original:.3f} of the original's {original:.2f} ms"
+            in (text)
+        )
     assert main(["slim", spec, *shape, "--drop-blocks", "0", "--out", "z"]) == 2
     assert "--drop-blocks 0: give how many blocks to drop" in capsys.readouterr().err
     assert main(["slim", spec, *shape, "--drop-blocks", "9", "--out", "z"]) == 2

@@ -27,11 +27,17 @@ PROCESSES = 2
 
 def launch(out: Path, mode: str) -> list[dict]:
     """Run the worker on two processes; each one's result."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # a process that aborts prints where each of its threads was (faulthandler)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONFAULTHANDLER": "1",
+    }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={PROCESSES}", str(WORKER), str(out), mode]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-10000:]
     return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(PROCESSES)]
 
 

@@ -21,7 +21,13 @@ import slimgraph as sg
 from slimgraph._core.progress import Progress
 from slimgraph.errors import SlimGraphError, UsageError
 
-__all__ = ["TO_MEASURE", "add_latency_flag", "latency_fields", "with_latency_model"]
+__all__ = [
+    "TO_MEASURE",
+    "add_latency_flag",
+    "latency_fields",
+    "latency_report",
+    "with_latency_model",
+]
 
 
 def add_latency_flag(parser: argparse.ArgumentParser) -> None:
@@ -83,3 +89,16 @@ def with_latency_model(
         ) from None
     progress.seconds["profile"] = time.perf_counter() - start
     return config.model_copy(update={"latency_model": measured})
+
+
+def latency_report(plan: sg.PruningPlan, original_ms: float | None) -> dict[str, Any] | None:
+    """What a latency plan predicted (and for the original) and, with --latency-tries,
+    what its tries measured."""
+    if plan.predicted_latency_ms is None:
+        return None
+    return {
+        "predicted_ms": plan.predicted_latency_ms,
+        "original_predicted_ms": original_ms,
+        "measured_kept": plan.measured_latency_kept,
+        "tries": list(plan.latency_tries),
+    }

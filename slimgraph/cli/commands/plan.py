@@ -21,7 +21,7 @@ from slimgraph.cli.commands.common import (
     write_json,
 )
 from slimgraph.cli.commands.depth import add_depth_flag, best_mix, blocks_first, check_auto
-from slimgraph.cli.commands.latency import with_latency_model
+from slimgraph.cli.commands.latency import latency_report, with_latency_model
 from slimgraph.cli.render.slim import print_plan
 from slimgraph.planner.blocks import width_budget
 from slimgraph.rewrite.fallback import plan_that_applies
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> Outcome:
     )
     short, graph, depth = blocks_first(args, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
+    # the whole model's, before blocks pay part of the budget (the plan's is the shorter's)
+    original = config.latency_model.predict({}) if config.latency_model else None
     if args.drop_blocks == "auto":
         mixed = best_mix(model, example, config, 0, progress)
         plan, graph = mixed.plan, mixed.graph
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
         "held": list(plan.held),
+        "latency": latency_report(plan, original),
         "params": pair(plan.params_before, plan.params_after),
         "groups": plan_groups(plan),
         "skipped": dict(plan.skipped),

@@ -25,7 +25,7 @@ from slimgraph.cli.commands.common import (
     write_slim,
 )
 from slimgraph.cli.commands.depth import add_depth_flag, best_mix, blocks_first, check_auto
-from slimgraph.cli.commands.latency import TO_MEASURE, with_latency_model
+from slimgraph.cli.commands.latency import TO_MEASURE, latency_report, with_latency_model
 from slimgraph.cli.render.slim import print_slim
 from slimgraph.errors import UsageError
 from slimgraph.io.checkpoint import is_sharded, skeleton
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> Outcome:
     model, example, graph = build_traced(
         args.spec, args.input_shape, args.seed, progress, lambda m: check_patterns(m, config)
     )
+    config = with_latency_model(config, model, example, progress)
     if args.drop_blocks == "auto":
-        config = with_latency_model(config, model, example, progress)
         mixed = best_mix(model, example, config, args.latency_tries, progress)
         plan, slim = mixed.plan, mixed.model
     else:
@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> Outcome:
         with progress.step("export", f"exporting {args.onnx}…"):
             files["onnx"] = str(sg.export_onnx(slim, example, args.onnx, progress=False).path)
     progress.seconds["total"] = time.perf_counter() - start
-    # the plan's config holds the ratio a --target-macs search settled on
-    return slim_report(args, example, plan, plan.config or config, report, files, progress)
+    # the plan's config holds the ratio a --target-macs search settled on (and, after
+    # dropped blocks, the latency model of the model without them: not the original's)
+    original = config.latency_model.predict({}) if config.latency_model else None
+    return slim_report(
+        args, example, plan, plan.config or config, report, files, progress, original_ms=original
+    )
 
 
 def _slimmed(
@@ -138,9 +142,9 @@ def _slimmed(
     progress: Progress,
 ) -> tuple[sg.PruningPlan, nn.Module]:
     """The plan (with any ``--drop-blocks N``) and the slim model, measured and planned
-    again with ``--latency-tries``."""
+    again with ``--latency-tries``; ``config``'s latency model is measured or read."""
     short, graph, depth = blocks_first(args, model, example, graph, progress)
-    config = asked = with_latency_model(config, model, example, progress)
+    asked = config
     if depth is not None:  # the blocks pay part of a latency budget, the width the rest
         config = width_budget(config, depth.renamed)
     params = sg.count_params(model)
@@ -222,9 +226,11 @@ def slim_report(
     files: dict[str, str],
     progress: Progress,
     source: dict[str, Any] | None = None,
+    original_ms: float | None = None,
 ) -> Outcome:
     """The report ``slim`` and ``apply`` print: a table, or the same data as JSON;
-    ``source`` (apply's plan file) follows the spec."""
+    ``source`` (apply's plan file) follows the spec; ``original_ms``, the original's latency
+    as the plan's latency model predicts it."""
     result = {
         "spec": args.spec,
         **(source or {}),
@@ -235,20 +241,9 @@ def slim_report(
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
         "held": list(plan.held),
-        "latency": _latency(plan),
+        "latency": latency_report(plan, original_ms),
         **report,
         "files": files,
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
     }
     return result, print_slim
-
-
-def _latency(plan: sg.PruningPlan) -> dict[str, Any] | None:
-    """What a latency plan predicted and, with --latency-tries, what its tries measured."""
-    if plan.predicted_latency_ms is None:
-        return None
-    return {
-        "predicted_ms": plan.predicted_latency_ms,
-        "measured_kept": plan.measured_latency_kept,
-        "tries": list(plan.latency_tries),
-    }

@@ -56,6 +56,10 @@ def _latency_line(r: dict[str, Any]) -> str:
     if not latency:
         return ""
     line = f"latency: predicted {latency['predicted_ms']:.2f} ms"
+    if latency.get("original_predicted_ms"):
+        original = latency["original_predicted_ms"]
+        share = latency["predicted_ms"] / original
+        line += f", {share:.3f} of the original's {original:.2f} ms"
     if latency["measured_kept"] is not None:
         tries = ", ".join(f"{t:.3f}" for t in latency["tries"])
         line += f"; measured {latency['measured_kept']:.3f} of the original's (tries: {tries})"
@@ -107,7 +111,7 @@ def print_plan(r: dict[str, Any], show: bool) -> None:
             console.print(Text(f"left whole, {why}: {modules(ids)} ({len(ids)} groups)"))
     lines = [f"{group}: skipped, {why}" for group, why in r["skipped"].items()]
     lines += [f"wrote {r['file']}", elapsed(r["seconds"])]
-    console.print(Text(_held_line(r) + "\n".join(lines)))
+    console.print(Text(_held_line(r) + _latency_line(r) + "\n".join(lines)))
 
 
 def _layers_table(layers: list[dict[str, Any]], macs: dict[str, Any]) -> Any:

@@ -26,14 +26,17 @@ def stdout() -> Any:
 
 def title(r: dict[str, Any]) -> str:
     """``SPEC: ratio 0.5, l2, local scope, input 1x3x224x224``, with a budget
-    ``SPEC: target_macs 0.5 (ratio 0.5842), ...`` (the ratio its search took), and the
-    plan's fingerprint where no config was recorded."""
+    ``SPEC: target_macs 0.5 (ratio 0.5842), ...`` (the ratio its search took; after
+    dropped blocks, the budget of the model without them), and the plan's fingerprint
+    where no config was recorded."""
     cfg, shapes = r.get("config"), inputs_text(r["inputs"])
     if not cfg:
         return f"{r['spec']}: plan {r['fingerprint']}, input {shapes}"
     ratio = f"ratio {cfg['ratio']:.4g}"
     budgets = ("target_macs", "target_params", "target_latency")
-    budget = next((f"{k} {cfg[k]}" for k in budgets if cfg.get(k) is not None), None)
+    budget = next((f"{k} {cfg[k]:.4g}" for k in budgets if cfg.get(k) is not None), None)
+    if budget and r.get("blocks"):  # the width's budget is a share of the shorter model
+        budget = f"{budget} of the model without its blocks"
     how = f"{budget} ({ratio})" if budget else ratio
     return f"{r['spec']}: {how}, {cfg['importance']}, {cfg['scope']} scope, input {shapes}"
 
