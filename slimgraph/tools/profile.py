@@ -7,20 +7,20 @@ widths, on an input of the shape it gets in the model (:mod:`slimgraph.tools.lay
 
 Then whole models are timed, in two passes of interleaved rounds (the lower median
 counts: the machine's load drifts; each median spans at least 0.4 s, so a 5 ms network
-is timed 80 times, not 20). First the original and uniform slims at ratios 0.3
-and 0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's favoured
-multiple (``model.round_to``) is the smallest whose slims run within 5 % of the fastest
-(an isolated layer does not show it, because a runtime like ONNX Runtime changes the
-memory layout around a layer of an unfavoured width). Then, at that multiple, the
-original and uniform slims at ratios 0.1 to 0.6 (and on to 0.9 while the deepest keeps
-more than 30 % of the tables' sum, as where the hidden width stays): the model's knots,
-its tables' sum against its measured milliseconds (the straight line through the
-original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's latency is
-not a straight line in the tables' sum (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts
-predicted the 0.4 cut 18 % fast), and a plan in local scope is a uniform slim:
-dense knots are what it will measure. The ``check_ratio`` slim, timed in the same
-rounds, checks the model: ``model.check_error`` is predicted / measured - 1 there, by
-the knots without it; then it joins them (the model that plans uses every measurement).
+is timed 80 times, not 20). First the original and uniform slims at ratios 0.3 and
+0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's favoured multiple
+(``model.round_to``) is the smallest whose slims keep, per millisecond, within 5 % of the
+MACs of the best (:func:`~slimgraph.tools.knots.favoured`; an isolated layer does not
+show it: ONNX Runtime changes the memory layout around a layer of an unfavoured width).
+Then, at that multiple, the original and uniform slims at ratios 0.1 to 0.6 and 0.9 (0.7 and 0.8 too while the
+deepest keeps more than 30 % of the tables' sum, as where the hidden width stays): the
+model's knots, its tables' sum against its measured milliseconds (the straight line
+through the original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's
+latency is not a straight line in the tables' sum (resnet50 in ONNX Runtime: the line
+through its 0.25 and 0.5 cuts predicted the 0.4 cut 18 % fast), and a plan in local
+scope is a uniform slim: dense knots are what it will measure. The ``check_ratio``
+slim, timed in the same rounds, checks the model: ``model.check_error`` is predicted /
+measured - 1 there, by the knots without it; then it joins them.
 
 A plan in global or isomorphic scope is no uniform slim: it cuts the layers whose
 channels cost most per unit of importance, often the wide early ones, which the tables
@@ -35,13 +35,12 @@ for 0.5 on the four CNNs of the README's benchmark were then predicted within -3
 
 Measurements are cached on disk (``cache``, default ``$SLIMGRAPH_CACHE/latency.json`` or
 ``~/.cache/slimgraph/latency.json``), keyed by the runtime and its version, the machine,
-the thread count and the layer's exact shapes: profiling a second model of the same
-family measures only the layers it has not seen. The model records the example inputs'
-shapes (``model.inputs``): a plan on a model traced at other shapes is refused, as is
-one on a model whose layers are not the tables'. The cache is plain JSON of numbers;
-anything else in it is ignored with a warning. The latency model itself is plain JSON too
-(``lm.model_dump_json()``); on the command line ``slimgraph profile SPEC --out FILE.json``
-writes it, for ``--latency-model``.
+the thread count and the layer's exact shapes: a second model of the same family times
+only the layers not seen. The model records the example inputs' shapes: a plan on a
+model traced at other shapes is refused, as is one on a model whose layers are not the
+tables'. The cache is plain JSON of numbers (anything else is ignored with a warning),
+and so is the latency model (``lm.model_dump_json()``; ``slimgraph profile SPEC --out
+FILE.json`` writes it, for ``--latency-model``).
 
 >>> import torch, slimgraph as sg, tempfile
 >>> net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
@@ -73,9 +72,10 @@ from slimgraph.errors import SlimGraphError
 from slimgraph.graph.depgraph import DependencyGraph
 from slimgraph.graph.trace import trace
 from slimgraph.planner import plan
-from slimgraph.resolve.cost import layer_dtypes, layer_shapes
+from slimgraph.resolve.cost import layer_dtypes, layer_shapes, plan_macs
 from slimgraph.resolve.plan import PruningPlan
 from slimgraph.rewrite.apply import apply
+from slimgraph.tools.knots import ascending, favoured, fit
 from slimgraph.tools.latency import interleaved_ms, runner
 from slimgraph.tools.layer_tables import layer_inputs, layer_table
 from slimgraph.tools.layer_timer import LayerTimer, Runtime, cache_path
@@ -89,9 +89,11 @@ STEP_RATIOS = (0.3, 0.45)
 # and at the chosen multiple, the knots: the half cut first (with the original, the line)
 KNOT_RATIOS = (0.5, 0.1, 0.2, 0.3, 0.4, 0.6)
 # deeper knots, each while the deepest so far keeps more than DEEP_SHARE of the tables'
-# sum: a language model whose hidden width stays (prune_residual=False) keeps half of it
-# at 0.6, and a plan for half its latency would land past the last knot
-DEEPER_RATIOS, DEEP_SHARE = (0.7, 0.8, 0.9), 0.3
+# sum (a language model whose hidden width stays keeps half of it at 0.6), and DEEPEST
+# always: past the last knot the prediction extends the last segment, a fixed cost where
+# the layers' time keeps falling (resnet18, eager torch, knots to 0.6: 0.203 of the
+# latency predicted at 0.9, 0.081 measured; a plan for 0.2 cut to one channel a layer)
+DEEPER_RATIOS, DEEP_SHARE, DEEPEST = (0.7, 0.8, 0.9), 0.3, 0.9
 STEPS = (1, 8, 16)  # multiples of channels tried: none, and x86 vector widths
 # a config in global or isomorphic scope: its own plans for these shares of the latency
 # are the knots (uniform knots read them 10-20 % fast), and one more is the check
@@ -242,13 +244,15 @@ def _uniform_fit(
     """``bare`` fitted on uniform slims (see the module docstring): the model, its check
     error, and what each pass measured."""
     first = passes.timed(passes.slims(STEP_RATIOS, STEPS), bare)
-    step = _favoured({k: ms for k, (_, ms) in first.items()}, STEP_RATIOS)
+    steps = [(r, s) for r in STEP_RATIOS for s in STEPS]
+    macs = {(r, s): plan_macs(passes.graph, passes.slim(r, s)) for r, s in steps}
+    step = favoured({(r, s): first[_label(r, s)][1] for r, s in steps}, macs)
     ratios = _knot_ratios(passes.graph, bare, lambda r: passes.slim(r, step))
     second = passes.timed(passes.slims((*ratios, check_ratio), [step]), bare)
     check = second.pop(_label(check_ratio, step))
-    unseen = _fitted(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
+    unseen = fit(bare, list(second.values())).calibrated(check[0]) / check[1] - 1.0
     # measured, the check slim is one more knot: the model that plans uses every point
-    fitted = _fitted(bare, [*second.values(), check]).model_copy(update={"round_to": step})
+    fitted = fit(bare, [*second.values(), check]).model_copy(update={"round_to": step})
     # each pass under its own labels: each times the original (and the chosen multiple's
     # 0.3 slim), in rounds of their own
     measured = {f"multiple: {k}": ms for k, (_, ms) in first.items()}
@@ -273,11 +277,11 @@ def _scope_fit(
         warn_if_original_moved(measured.get("knot: original"), third["original"][1])
     check = third.pop(_budget_label(config.scope, BUDGET_CHECK))
     points = list(third.values())  # the original's first
-    knots = _ascending(points)
+    knots = ascending(points)
     if len(knots) > 1:
         guess = fitted.model_copy(update={"knots": knots}).calibrated(check[0])
         unseen = guess / check[1] - 1.0
-        knots = _ascending([*points, check])
+        knots = ascending([*points, check])
         fitted = fitted.model_copy(update={"knots": knots, "scope": config.scope})
     measured = measured | {f"{config.scope} knot: {k}": ms for k, (_, ms) in third.items()}
     measured[f"{config.scope} check: {_budget_label(config.scope, BUDGET_CHECK)}"] = check[1]
@@ -308,51 +312,12 @@ def _budget_label(scope: str, target: float) -> str:
     return f"{scope} target_latency {target}"
 
 
-def _ascending(points: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
-    """Of (tables' sum, measured ms) ``points``, in order, those that keep both
-    coordinates ascending with the ones kept before them (noise can time a lighter cut
-    below a deeper one: such a point is left out).
-
-    >>> _ascending([(10.0, 12.0), (4.0, 6.0), (6.0, 5.0), (6.0, 9.0)])
-    ((4.0, 6.0), (6.0, 9.0), (10.0, 12.0))
-    """
-    knots: list[tuple[float, float]] = []
-    for point in points:
-        candidate = sorted([*knots, point])
-        if all(a[0] < b[0] and a[1] < b[1] for a, b in zip(candidate, candidate[1:])):
-            knots = candidate
-    return tuple(knots)
-
-
-def _fitted(bare: LatencyModel, points: list[tuple[float, float]]) -> LatencyModel:
-    """``bare`` calibrated on (tables' sum, measured ms) ``points``, the original's first
-    and the half cut's second: the line through those two is ``scale`` and ``offset_ms``,
-    and with the others that keep both coordinates ascending they are the knots (noise
-    can time a lighter cut below a deeper one: such a point is left out, in order).
-
-    >>> from slimgraph.criteria.latency import LayerTable
-    >>> t = LayerTable(shape=(2, 2), outs=(2,), ins=(2,), ms=((1.0,),))
-    >>> bare = LatencyModel(runtime="torch", version="x", machine="m", threads=1, layers={"a": t})
-    >>> m = _fitted(bare, [(10.0, 12.0), (4.0, 6.0), (6.0, 9.0)])
-    >>> m.scale, m.offset_ms, m.knots
-    (1.0, 2.0, ((4.0, 6.0), (6.0, 9.0), (10.0, 12.0)))
-    >>> _fitted(bare, [(10.0, 12.0), (4.0, 6.0), (6.0, 5.0)]).knots
-    ((4.0, 6.0), (10.0, 12.0))
-    """
-    (s_full, full), (s_half, half) = points[0], points[1]
-    scale = (full - half) / (s_full - s_half) if s_full > s_half else 0.0
-    if scale <= 0.0:  # the tables do not order the two: keep their proportion only
-        return bare.model_copy(update={"scale": full / s_full, "offset_ms": 0.0})
-    update = {"scale": scale, "offset_ms": full - scale * s_full, "knots": _ascending(points)}
-    return bare.model_copy(update=update)
-
-
 def _knot_ratios(
     graph: DependencyGraph, bare: LatencyModel, uniform: Callable[[float], PruningPlan]
 ) -> list[float]:
-    """:data:`KNOT_RATIOS`, then each of :data:`DEEPER_RATIOS` while the deepest slim so
-    far (``uniform(ratio)``) keeps more than :data:`DEEP_SHARE` of the original's tables'
-    sum and the next one keeps less (``min_keep`` can stop a cut from going deeper)."""
+    """:data:`KNOT_RATIOS`, then :data:`DEEPER_RATIOS` while the deepest slim so far
+    (``uniform(ratio)``) keeps more than :data:`DEEP_SHARE` of the original's tables' sum,
+    and :data:`DEEPEST` anyway; each only if it keeps less (``min_keep`` stops cuts)."""
 
     def share(ratio: float) -> float:
         with warnings.catch_warnings():
@@ -362,8 +327,10 @@ def _knot_ratios(
 
     ratios, kept = list(KNOT_RATIOS), share(max(KNOT_RATIOS))
     for ratio in DEEPER_RATIOS:
+        if kept <= DEEP_SHARE and ratio != DEEPEST:
+            continue
         deeper = share(ratio)
-        if kept <= DEEP_SHARE or deeper >= kept:
+        if deeper >= kept:
             break
         ratios.append(ratio)
         kept = deeper
@@ -372,27 +339,10 @@ def _knot_ratios(
 
 def _uniform(config: PruneConfig | None, ratio: float, step: int) -> PruneConfig:
     """A uniform slim at ``ratio`` and multiple ``step`` of the groups ``config`` cuts."""
-    if config is None:
-        return PruneConfig(ratio=ratio, round_to=step)
     kept = ("prune_residual", "ignore", "overrides", "min_keep")
-    return PruneConfig(ratio=ratio, round_to=step, **{k: getattr(config, k) for k in kept})
+    fields = {k: getattr(config, k) for k in kept} if config else {}
+    return PruneConfig(ratio=ratio, round_to=step, **fields)
 
 
 def _label(ratio: float, step: int) -> str:
     return f"uniform {ratio} round_to {step}"
-
-
-def _favoured(measured: dict[str, float], ratios: Sequence[float]) -> int:
-    """The smallest multiple of channels whose uniform slims run within 5 % of the fastest
-    multiple's, at all ``ratios`` (on average).
-
-    >>> _favoured({_label(r, s): ms for r, s, ms in [(0.5, 1, 12.0), (0.3, 1, 10.0),
-    ...     (0.5, 8, 9.0), (0.3, 8, 12.0), (0.5, 16, 10.0), (0.3, 16, 11.0)]}, (0.5, 0.3))
-    8
-    """
-    best = {r: min(measured[_label(r, s)] for s in STEPS) for r in ratios}
-    slowdown = {
-        s: sum(measured[_label(r, s)] / best[r] for r in ratios) / len(ratios) for s in STEPS
-    }
-    # no multiple is fastest at every ratio when they disagree: within 5 % of the best mean
-    return min(s for s in STEPS if slowdown[s] <= 1.05 * min(slowdown.values()))
