@@ -140,34 +140,16 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
     paths = {"original": exported(model, x, folder, f"{name}-original")}
     paths |= {k: exported(m, x, folder, f"{name}-{i}") for i, (k, m) in enumerate(slims.items())}
     rounds = interleaved_ms(paths, x, args)
-    ms = {k: statistics.median(v) for k, v in rounds.items()}
     rows = []
     base = f"target_macs={args.target}"
     kept_by = {kind: sg.count_macs(slim, x) / macs for kind, slim in slims.items()}
     for kind, kept in kept_by.items():
         plan = results[kind].plan if kind in results else None
-        # each round's efficiency against the original's time in that round: the spread
-        # of these says how far apart two rows must be to differ
-        paired = [o / t * kept for o, t in zip(rounds["original"], rounds[kind], strict=True)]
-        # and against the MACs plan's in the same round (the two timed back to back), which
-        # a drifting load moves less than either against the original timed first
-        macs_ratio = kept / kept_by[base]
-        against = [b / t * macs_ratio for b, t in zip(rounds[base], rounds[kind], strict=True)]
-        if kind == base:
-            against = []
         rows.append(
             {
                 "model": name,
                 "plan": kind,
-                "macs_kept": kept,
-                "original_ms": ms["original"],
-                "ms": ms[kind],
-                "speedup": ms["original"] / ms[kind],
-                "efficiency": ms["original"] / ms[kind] * kept,
-                "round_efficiency": sorted(paired),
-                "round_ms": rounds[kind],
-                "against_macs_plan": against,
-                "latency_kept": ms[kind] / ms["original"],
+                **measured(rounds, kind, kept, base, kept_by[base]),
                 "predicted_ms": plan.predicted_latency_ms if plan else None,
                 "measured_in_slim": plan.measured_latency_kept if plan else None,
                 "predicted_original_ms": plans.get(kind, latency)
@@ -181,6 +163,32 @@ def rows_for(name: str, args, folder: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def measured(
+    rounds: dict[str, list[float]], kind: str, kept: float, base: str, base_kept: float
+) -> dict:
+    """The columns of ``kind``'s row that its timing gives: its median round against the
+    original's, and round by round against the original and the ``base`` plan."""
+    ms = {k: statistics.median(v) for k, v in rounds.items()}
+    # each round's efficiency against the original's time in that round: the spread of
+    # these says how far apart two rows must be to differ
+    paired = [o / t * kept for o, t in zip(rounds["original"], rounds[kind], strict=True)]
+    # and against the MACs plan's in the same round (the two timed back to back), which a
+    # drifting load moves less than either against the original timed first
+    ratio = kept / base_kept
+    against = [b / t * ratio for b, t in zip(rounds[base], rounds[kind], strict=True)]
+    return {
+        "macs_kept": kept,
+        "original_ms": ms["original"],
+        "ms": ms[kind],
+        "speedup": ms["original"] / ms[kind],
+        "efficiency": ms["original"] / ms[kind] * kept,
+        "round_efficiency": sorted(paired),
+        "round_ms": rounds[kind],
+        "against_macs_plan": [] if kind == base else against,
+        "latency_kept": ms[kind] / ms["original"],
+    }
 
 
 def table_row(r: dict) -> str:
