@@ -100,7 +100,10 @@ class LatencyModel(BaseModel):
     threads: int
     layers: dict[str, LayerTable]
     round_to: int = Field(
-        1, ge=1, description="the multiple of channels the runtime runs fastest at, as measured"
+        1,
+        ge=1,
+        description="the multiple of channels the runtime favours, as measured (the most MACs "
+        "kept per millisecond)",
     )
     scale: float = Field(1.0, gt=0.0)
     offset_ms: float = 0.0
