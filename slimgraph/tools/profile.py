@@ -12,13 +12,14 @@ is timed 80 times, not 20). First the original and uniform slims at ratios 0.3 a
 (``model.round_to``) is the smallest whose slims keep, per millisecond, within 5 % of the
 MACs of the best (:func:`~slimgraph.tools.knots.favoured`; an isolated layer does not
 show it: ONNX Runtime changes the memory layout around a layer of an unfavoured width).
-Then, at that multiple, the original and uniform slims at ratios 0.1 to 0.6 and 0.9 (0.7 and 0.8 too while the
-deepest keeps more than 30 % of the tables' sum, as where the hidden width stays): the
-model's knots, its tables' sum against its measured milliseconds (the straight line
-through the original and the 0.5 slim is its ``scale`` and ``offset_ms``). A runtime's
-latency is not a straight line in the tables' sum (resnet50 in ONNX Runtime: the line
-through its 0.25 and 0.5 cuts predicted the 0.4 cut 18 % fast), and a plan in local
-scope is a uniform slim: dense knots are what it will measure. The ``check_ratio``
+Then, at that multiple, the original and uniform slims at ratios 0.1 to 0.6 and 0.9
+(0.7 and 0.8 too while the deepest keeps more than 30 % of the tables' sum, as where the
+hidden width stays): the model's knots, its tables' sum against its measured
+milliseconds (the straight line through the original and the 0.5 slim is its ``scale``
+and ``offset_ms``). A runtime's latency is not a straight line in the tables' sum
+(resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts predicted the 0.4 cut
+18 % fast), and a plan in local scope is a uniform slim: dense knots are what it will
+measure. The ``check_ratio``
 slim, timed in the same rounds, checks the model: ``model.check_error`` is predicted /
 measured - 1 there, by the knots without it; then it joins them.
 
@@ -93,7 +94,8 @@ KNOT_RATIOS = (0.5, 0.1, 0.2, 0.3, 0.4, 0.6)
 # always: past the last knot the prediction extends the last segment, a fixed cost where
 # the layers' time keeps falling (resnet18, eager torch, knots to 0.6: 0.203 of the
 # latency predicted at 0.9, 0.081 measured; a plan for 0.2 cut to one channel a layer)
-DEEPER_RATIOS, DEEP_SHARE, DEEPEST = (0.7, 0.8, 0.9), 0.3, 0.9
+DEEPER_RATIOS, DEEP_SHARE = (0.7, 0.8, 0.9), 0.3
+DEEPEST = DEEPER_RATIOS[-1]
 STEPS = (1, 8, 16)  # multiples of channels tried: none, and x86 vector widths
 # a config in global or isomorphic scope: its own plans for these shares of the latency
 # are the knots (uniform knots read them 10-20 % fast), and one more is the check
