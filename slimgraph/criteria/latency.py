@@ -102,8 +102,8 @@ class LatencyModel(BaseModel):
     round_to: int = Field(
         1,
         ge=1,
-        description="the multiple of channels the runtime favours, as measured (the most MACs "
-        "kept per millisecond)",
+        description="the multiple of channels the runtime favours, as measured (the fastest "
+        "at the same MACs)",
     )
     scale: float = Field(1.0, gt=0.0)
     offset_ms: float = 0.0

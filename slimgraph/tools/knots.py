@@ -4,6 +4,7 @@ knots of a fit, and the multiple of channels the runtime favours."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from slimgraph.criteria.latency import LatencyModel
@@ -51,20 +52,38 @@ def fit(bare: LatencyModel, points: list[tuple[float, float]]) -> LatencyModel:
 
 
 def favoured(ms: Mapping[tuple[float, int], float], macs: Mapping[tuple[float, int], float]) -> int:
-    """The smallest multiple of channels whose uniform slims keep, per millisecond (``ms``
-    of the slim at (ratio, multiple)), within 5 % of the ``macs`` that the most efficient
-    multiple's keep, on average over the ratios. At one ratio a larger multiple keeps
-    more (widths round up), so the fastest slim is no guide: resnet50 in ONNX Runtime,
-    cut 0.45, kept 0.371 of its MACs in 17.8 ms at multiples of 16, 0.333 in 18.2 ms at
-    multiples of 8.
+    """The smallest multiple of channels whose uniform slims run within 5 % of the fastest
+    multiple's at the same MACs: each multiple's slims (``ms`` and ``macs`` kept, by
+    (ratio, multiple)) give a line of milliseconds against MACs, read at the mean MACs of
+    all the slims. Not the fastest slim at one ratio: widths round up, so a larger multiple
+    keeps more there (resnet50 in ONNX Runtime, cut 0.45: 0.371 of the MACs in 17.8 ms at
+    multiples of 16, 0.333 in 18.2 ms at 8). A multiple whose slims keep the same MACs at
+    every ratio cannot cut the model that finely and is left out (unless all are).
 
-    >>> ms = {(r, s): 10.0 for r in (0.5, 0.3) for s in (1, 8, 16)}
-    >>> kept = {(r, s): {1: 10.0, 8: 12.0, 16: 12.4}[s] for r in (0.5, 0.3) for s in (1, 8, 16)}
-    >>> favoured(ms, kept)  # 16 keeps the most per ms, 8 within 5 % of it
-    8
-    >>> favoured(ms, {**kept, (0.3, 16): 13.6})  # now 8 is 8 % behind
+    >>> kept = {(0.5, 1): 40, (0.3, 1): 60, (0.5, 8): 44, (0.3, 8): 62, (0.5, 16): 48, (0.3, 16): 64}
+    >>> ms = {(0.5, 1): 10.0, (0.3, 1): 14.0, (0.5, 8): 10.4, (0.3, 8): 14.0, (0.5, 16): 10.0,
+    ...       (0.3, 16): 13.2}
+    >>> favoured(ms, kept)  # at 53 MACs: 12.6, 12.2 and 11.0 ms
     16
+    >>> favoured({**ms, (0.5, 16): 10.8, (0.3, 16): 14.0}, kept)  # 16 at 11.8: 8 within 5 %
+    8
+    >>> favoured(ms, {**kept, (0.5, 16): 64})  # 16 keeps 64 at both ratios: it cannot cut
+    1
     """
-    ratios, steps = sorted({r for r, _ in ms}), sorted({s for _, s in ms})
-    efficiency = {s: sum(macs[r, s] / ms[r, s] for r in ratios) / len(ratios) for s in steps}
-    return min(s for s in steps if efficiency[s] >= 0.95 * max(efficiency.values()))
+    steps = sorted({s for _, s in ms})
+    level = sum(macs.values()) / len(macs)
+
+    def at_level(step: int) -> float:  # the least-squares line through the step's slims
+        points = [(macs[r, s], t) for (r, s), t in ms.items() if s == step]
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        sxx = sum((x - mx) ** 2 for x, _ in points)
+        if sxx <= 0.0:
+            return math.inf
+        slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+        return my + slope * (level - mx)
+
+    timed = {s: at_level(s) for s in steps}
+    if all(math.isinf(t) for t in timed.values()):
+        return steps[0]
+    return min(s for s in steps if timed[s] <= 1.05 * min(timed.values()))
