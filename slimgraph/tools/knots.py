@@ -4,7 +4,6 @@ knots of a fit, and the multiple of channels the runtime favours."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from slimgraph.criteria.latency import LatencyModel
@@ -55,10 +54,11 @@ def favoured(ms: Mapping[tuple[float, int], float], macs: Mapping[tuple[float, i
     """The smallest multiple of channels whose uniform slims run within 5 % of the fastest
     multiple's at the same MACs: each multiple's slims (``ms`` and ``macs`` kept, by
     (ratio, multiple)) give a line of milliseconds against MACs, read at the mean MACs of
-    all the slims. Not the fastest slim at one ratio: widths round up, so a larger multiple
+    their slims. Not the fastest slim at one ratio: widths round up, so a larger multiple
     keeps more there (resnet50 in ONNX Runtime, cut 0.45: 0.371 of the MACs in 17.8 ms at
     multiples of 16, 0.333 in 18.2 ms at 8). A multiple whose slims keep the same MACs at
-    every ratio cannot cut the model that finely and is left out (unless all are).
+    every ratio cannot cut the model that finely and is left out (unless all are), of the
+    choice and of the mean.
 
     >>> kept = {(0.5, 1): 40, (0.3, 1): 60, (0.5, 8): 44, (0.3, 8): 62, (0.5, 16): 48, (0.3, 16): 64}
     >>> ms = {(0.5, 1): 10.0, (0.3, 1): 14.0, (0.5, 8): 10.4, (0.3, 8): 14.0, (0.5, 16): 10.0,
@@ -69,21 +69,28 @@ def favoured(ms: Mapping[tuple[float, int], float], macs: Mapping[tuple[float, i
     8
     >>> favoured(ms, {**kept, (0.5, 16): 64})  # 16 keeps 64 at both ratios: it cannot cut
     1
+    >>> stuck = {**kept, (0.5, 16): 64}  # nor are its slims' MACs the level: at 51.5, not 55.7
+    >>> favoured({**ms, (0.5, 8): 9.5, (0.3, 8): 14.3}, stuck)  # 12.3 against 11.5 ms
+    8
     """
-    steps = sorted({s for _, s in ms})
-    level = sum(macs.values()) / len(macs)
+    lines = {
+        s: _line([(macs[r, t], v) for (r, t), v in ms.items() if t == s])
+        for s in sorted({s for _, s in ms})
+    }
+    cuts = {s: line for s, line in lines.items() if line is not None}
+    if not cuts:
+        return min(lines)
+    level = sum(macs[r, s] for r, s in ms if s in cuts) / sum(1 for _, s in ms if s in cuts)
+    timed = {s: my + slope * (level - mx) for s, (mx, my, slope) in cuts.items()}
+    return min(s for s in cuts if timed[s] <= 1.05 * min(timed.values()))
 
-    def at_level(step: int) -> float:  # the least-squares line through the step's slims
-        points = [(macs[r, s], t) for (r, s), t in ms.items() if s == step]
-        mx = sum(x for x, _ in points) / len(points)
-        my = sum(y for _, y in points) / len(points)
-        sxx = sum((x - mx) ** 2 for x, _ in points)
-        if sxx <= 0.0:
-            return math.inf
-        slope = sum((x - mx) * (y - my) for x, y in points) / sxx
-        return my + slope * (level - mx)
 
-    timed = {s: at_level(s) for s in steps}
-    if all(math.isinf(t) for t in timed.values()):
-        return steps[0]
-    return min(s for s in steps if timed[s] <= 1.05 * min(timed.values()))
+def _line(points: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """The least-squares line through ``points`` as (mean x, mean y, slope); None where
+    every x is the same."""
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx <= 0.0:
+        return None
+    return mx, my, sum((x - mx) * (y - my) for x, y in points) / sxx
