@@ -456,6 +456,9 @@ def test_slim_times_its_latency_budget_with_latency_tries(work, tmp_path, capsys
         "measured_kept": 0.6,
         "tries": [0.6],
     }
+    plan_file, applied = str(tmp_path / "out" / "plan.json"), str(tmp_path / "applied")
+    assert main(["apply", spec, "--plan", plan_file, "--out", applied, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency"] == report["latency"]  # as recorded
     assert main([*args, "--latency-tries", "3", "--overwrite"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # as rich wraps it at any width
     original = lm.predict({})

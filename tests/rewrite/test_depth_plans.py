@@ -211,6 +211,11 @@ def test_cli_slim_and_plan_record_blocks_and_apply_replays_them(
             f"predicted {ms:.2f} ms, {ms / original:.3f} of the original's {original:.2f} ms"
             in (text)
         )
+    # the plan records the shorter model's latency model only: apply has no original's to print
+    assert main(["apply", spec, "--plan", "ls/plan.json", "--out", "la", "--json"]) == 0
+    latency = json.loads(capsys.readouterr().out)["latency"]
+    assert latency["predicted_ms"] == mixed.predicted_latency_ms
+    assert latency["original_predicted_ms"] is None
     assert main(["slim", spec, *shape, "--drop-blocks", "0", "--out", "z"]) == 2
     assert "--drop-blocks 0: give how many blocks to drop" in capsys.readouterr().err
     assert main(["slim", spec, *shape, "--drop-blocks", "9", "--out", "z"]) == 2

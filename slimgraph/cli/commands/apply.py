@@ -106,7 +106,12 @@ def run(args: argparse.Namespace) -> Outcome:
         files = write_slim(args.out, plan, slim, args.overwrite)
     progress.seconds["total"] = time.perf_counter() - start
     source = {"plan": str(args.plan)}
-    return slim_report(args, example, plan, plan.config, report, files, progress, source)
+    # after dropped blocks the plan's latency model is the shorter model's: no original's
+    latency = plan.config.latency_model if plan.config and not plan.blocks else None
+    original = latency.predict({}) if latency else None
+    return slim_report(
+        args, example, plan, plan.config, report, files, progress, source, original_ms=original
+    )
 
 
 def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: Progress):
