@@ -34,13 +34,13 @@ def matched(
     tries: int,
     tolerance: float = 0.03,
 ) -> tuple[float, Slim, float]:
-    """``make(target)``, planned again with ``target`` scaled by its ``miss`` (its measured
+    """``make(target)``, planned again with ``target`` moved by its ``miss`` (its measured
     latency over the reference's, timed in the same rounds so that the machine's drift
-    cancels) and kept between the targets already found too fast and too slow, up to
-    ``tries`` times, until one runs as fast as the reference or up to ``tolerance``
-    faster (aiming at the middle of that window). The try that counts is the closest one not slower than the reference, so
-    that any gap favours the reference; the closest of all if every try was slower.
-    Returns (target, slim, miss)."""
+    cancels; see :func:`_next`) and kept between the targets already found too fast and
+    too slow, up to ``tries`` times, until one runs as fast as the reference or up to
+    ``tolerance`` faster (aiming at the middle of that window). The try that counts is
+    the closest one not slower than the reference, so that any gap favours the
+    reference; the closest of all if every try was slower. Returns (target, slim, miss)."""
     aim = 1 - tolerance / 2  # the middle of the window
     found: list[tuple[float, Slim, float]] = []
     for _ in range(tries):
