@@ -19,9 +19,9 @@ milliseconds (the straight line through the original and the 0.5 slim is its ``s
 and ``offset_ms``). A runtime's latency is not a straight line in the tables' sum
 (resnet50 in ONNX Runtime: the line through its 0.25 and 0.5 cuts predicted the 0.4 cut
 18 % fast), and a plan in local scope is a uniform slim: dense knots are what it will
-measure. The ``check_ratio``
-slim, timed in the same rounds, checks the model: ``model.check_error`` is predicted /
-measured - 1 there, by the knots without it; then it joins them.
+measure. The ``check_ratio`` slim, timed in the same rounds, checks the model:
+``model.check_error`` is predicted / measured - 1 there, by the knots without it; then
+it joins them.
 
 A plan in global or isomorphic scope is no uniform slim: it cuts the layers whose
 channels cost most per unit of importance, often the wide early ones, which the tables
