@@ -107,11 +107,8 @@ def run(args: argparse.Namespace) -> Outcome:
     progress.seconds["total"] = time.perf_counter() - start
     source = {"plan": str(args.plan)}
     # after dropped blocks the plan's latency model is the shorter model's: no original's
-    latency = plan.config.latency_model if plan.config and not plan.blocks else None
-    original = latency.predict({}) if latency else None
-    return slim_report(
-        args, example, plan, plan.config, report, files, progress, source, original_ms=original
-    )
+    whole = plan.config.latency_model if plan.config and not plan.blocks else None
+    return slim_report(args, example, plan, plan.config, report, files, progress, source, whole)
 
 
 def _build_for_plan(args: argparse.Namespace, plan: sg.PruningPlan, progress: Progress):

@@ -91,14 +91,15 @@ def with_latency_model(
     return config.model_copy(update={"latency_model": measured})
 
 
-def latency_report(plan: sg.PruningPlan, original_ms: float | None) -> dict[str, Any] | None:
-    """What a latency plan predicted (and for the original) and, with --latency-tries,
-    what its tries measured."""
+def latency_report(plan: sg.PruningPlan, whole: sg.LatencyModel | None) -> dict[str, Any] | None:
+    """What a latency plan predicted (and ``whole``, the latency model of the original
+    with all its blocks, for the original; none where it is not known) and, with
+    --latency-tries, what its tries measured."""
     if plan.predicted_latency_ms is None:
         return None
     return {
         "predicted_ms": plan.predicted_latency_ms,
-        "original_predicted_ms": original_ms,
+        "original_predicted_ms": whole.predict({}) if whole else None,
         "measured_kept": plan.measured_latency_kept,
         "tries": list(plan.latency_tries),
     }

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> Outcome:
     short, graph, depth = blocks_first(args, model, example, graph, progress)
     config = with_latency_model(config, model, example, progress)
     # the whole model's, before blocks pay part of the budget (the plan's is the shorter's)
-    original = config.latency_model.predict({}) if config.latency_model else None
+    whole = config.latency_model
     if args.drop_blocks == "auto":
         mixed = best_mix(model, example, config, 0, progress)
         plan, graph = mixed.plan, mixed.graph
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> Outcome:
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
         "held": list(plan.held),
-        "latency": latency_report(plan, original),
+        "latency": latency_report(plan, whole),
         "params": pair(plan.params_before, plan.params_after),
         "groups": plan_groups(plan),
         "skipped": dict(plan.skipped),

@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> Outcome:
     progress.seconds["total"] = time.perf_counter() - start
     # the plan's config holds the ratio a --target-macs search settled on (and, after
     # dropped blocks, the latency model of the model without them: not the original's)
-    original = config.latency_model.predict({}) if config.latency_model else None
+    whole = config.latency_model
     return slim_report(
-        args, example, plan, plan.config or config, report, files, progress, original_ms=original
+        args, example, plan, plan.config or config, report, files, progress, whole=whole
     )
 
 
@@ -226,11 +226,11 @@ def slim_report(
     files: dict[str, str],
     progress: Progress,
     source: dict[str, Any] | None = None,
-    original_ms: float | None = None,
+    whole: sg.LatencyModel | None = None,
 ) -> Outcome:
     """The report ``slim`` and ``apply`` print: a table, or the same data as JSON;
-    ``source`` (apply's plan file) follows the spec; ``original_ms``, the original's latency
-    as the plan's latency model predicts it."""
+    ``source`` (apply's plan file) follows the spec; ``whole``, the latency model of the
+    original with all its blocks (see :func:`latency_report`)."""
     result = {
         "spec": args.spec,
         **(source or {}),
@@ -241,7 +241,7 @@ def slim_report(
         "units_dropped": plan.dropped,
         "blocks": list(plan.blocks),
         "held": list(plan.held),
-        "latency": latency_report(plan, original_ms),
+        "latency": latency_report(plan, whole),
         **report,
         "files": files,
         "seconds": {k: round(v, 3) for k, v in progress.seconds.items()},
