@@ -90,8 +90,10 @@ def runner(
     return path
 
 
-MIN_SECONDS = 0.4  # a median spans at least this long: a 5 ms network gets 80 runs
+ROUNDS = 5  # the runners take turns this many times; a runner's latency is its median round
+MIN_SECONDS = 0.25  # a round's median spans at least this long: a 5 ms network gets 50 runs
 MAX_RUNS = 1000
+WARMUP = 3  # each round warms a fresh session up
 
 
 def interleaved_ms(
@@ -102,21 +104,27 @@ def interleaved_ms(
     *,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Each runner's latency (see :func:`runner`): the lower of two medians, the runners
-    taking turns, so that a change in the machine's load between them does not read as a
-    difference between them. A median is of at least 20 runs and of at least
-    :data:`MIN_SECONDS` (as a first short measurement of the runner estimates), so that a
-    network of a few milliseconds is not timed over a tenth of a second, where the
-    machine's hiccups decide the median."""
-    counts = {k: _runs_for(r, example_inputs, threads, max(runs, 20)) for k, r in runners.items()}
+    """Each runner's latency (see :func:`runner`): the median of :data:`ROUNDS` medians,
+    the runners taking turns, so that a change in the machine's load between them does not
+    read as a difference between them. A load episode of a few seconds skews one or two
+    rounds of five, where it skewed both of two: timed while the load came and went, the
+    lower of two medians put a MobileNetV2 slim's share of the original's latency anywhere
+    in 0.50-0.69 (sd 9 %, 12 times), the median of six rounds in 0.50-0.52 (4 times). A
+    round's median is of at least ``runs`` runs and of at least :data:`MIN_SECONDS` (as a
+    first short measurement of the runner estimates), so that a network of a few
+    milliseconds is not timed over a twentieth of a second, where the machine's hiccups
+    decide the median."""
+    counts = {k: _runs_for(r, example_inputs, threads, runs) for k, r in runners.items()}
     rounds = [
         {
-            k: measure_latency(r, example_inputs, threads=threads, runs=counts[k]).median_ms
+            k: measure_latency(
+                r, example_inputs, threads=threads, warmup=WARMUP, runs=counts[k]
+            ).median_ms
             for k, r in runners.items()
         }
-        for _ in counted(range(2), "whole-model latency", progress)
+        for _ in counted(range(ROUNDS), "whole-model latency", progress)
     ]
-    return {k: min(r[k] for r in rounds) for k in runners}
+    return {k: statistics.median(r[k] for r in rounds) for k in runners}
 
 
 def _runs_for(runner: torch.nn.Module | Path, example_inputs: Any, threads: int, runs: int) -> int:

@@ -5,13 +5,14 @@ latency budget (``PruneConfig(target_latency=..., latency_model=...)``).
 Every convolution, linear layer and self-attention is timed alone at ``fractions`` of its
 widths, on an input of the shape it gets in the model (:mod:`slimgraph.tools.layer_tables`).
 
-Then whole models are timed, in two passes of interleaved rounds (the lower median
-counts: the machine's load drifts; each median spans at least 0.4 s, so a 5 ms network
-is timed 80 times, not 20). First the original and uniform slims at ratios 0.3 and
-0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's favoured multiple
-(``model.round_to``) is the smallest whose slims run within 5 % of the fastest at the
-same MACs (:func:`~slimgraph.tools.knots.favoured`; an isolated layer does not show
-it: ONNX Runtime changes the memory layout around a layer of an unfavoured width).
+Then whole models are timed, in two passes of five interleaved rounds (the median round
+counts: the machine's load drifts; each round's median spans at least 0.25 s, so a 5 ms
+network is timed 50 times a round, not 10). First the original and uniform slims at
+ratios 0.3 and 0.45 with kept widths multiples of 1, 8 and 16 channels: the runtime's
+favoured multiple (``model.round_to``) is the smallest whose slims run within 5 % of the
+fastest at the same MACs (:func:`~slimgraph.tools.knots.favoured`; an isolated layer
+does not show it: ONNX Runtime changes the memory layout around a layer of an unfavoured
+width).
 Then, at that multiple, the original and uniform slims at ratios 0.1 to 0.6 and 0.9
 (0.7 and 0.8 too while the deepest keeps more than 30 % of the tables' sum, as where the
 hidden width stays): the model's knots, its tables' sum against its measured

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import slimgraph as sg
-from slimgraph.tools.latency import MAX_RUNS, MIN_SECONDS, interleaved_ms
+from slimgraph.tools.latency import MAX_RUNS, MIN_SECONDS, ROUNDS, WARMUP, interleaved_ms
 
 X = torch.randn(2, 8)
 
@@ -79,8 +79,8 @@ def test_a_fast_model_is_timed_over_as_long_as_a_slow_one() -> None:
     fast, slow = Counted(0.0), Counted(25.0)
     found = interleaved_ms({"fast": fast, "slow": slow}, (torch.ones(1),), threads=1, runs=10)
     assert found["slow"] >= 25.0
-    # one warm-up and one run to estimate, then two rounds of 5 warm-ups and the runs: at
-    # least 20 of the slow one (25 ms x 20 > MIN_SECONDS), MAX_RUNS of the fast one
-    assert (MIN_SECONDS, MAX_RUNS) == (0.4, 1000)
-    assert slow.calls == 2 + 2 * (5 + 20)
-    assert fast.calls == 2 + 2 * (5 + 1000)
+    # one warm-up and one run to estimate, then five rounds of 3 warm-ups and the runs:
+    # the 10 asked of the slow one (25 ms x 10 = MIN_SECONDS), MAX_RUNS of the fast one
+    assert (ROUNDS, WARMUP, MIN_SECONDS, MAX_RUNS) == (5, 3, 0.25, 1000)
+    assert slow.calls == 2 + 5 * (3 + 10)
+    assert fast.calls == 2 + 5 * (3 + 1000)
