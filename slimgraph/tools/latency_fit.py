@@ -42,12 +42,15 @@ def fit_latency(
     asked: PruneConfig,
     slim_once: Callable[[PruneConfig], tuple[PruningPlan, M]],
     tries: int,
-    runs: int = 20,
+    runs: int = 8,
 ) -> tuple[PruningPlan, M]:
     """The plan and slim model of up to ``tries`` rounds of ``slim_once(config)``, each
     measured against ``original`` (see the module docstring). ``asked`` is the budget
     of ``original``; ``config`` plans the width on ``graph``: the same, or when blocks
-    were dropped first, the budget and latency model of the model without them."""
+    were dropped first, the budget and latency model of the model without them. Each
+    is the median of five rounds of at least ``runs`` runs (see
+    :func:`~slimgraph.tools.latency.interleaved_ms`; a network of a few milliseconds
+    gets more, to fill its rounds' :data:`~slimgraph.tools.latency.MIN_SECONDS`)."""
     lm, whole = config.latency_model, asked.latency_model
     if lm is None or whole is None or asked.target_latency is None or tries < 1:
         raise PlanError("fit_latency needs a budget: target_latency with its latency_model")
